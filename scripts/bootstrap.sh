@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything postline and its tests need on a fresh Debian machine (run as root),
+# idempotently: Debian packages for the local mail stack, a Python venv with postline and its
+# test dependencies, and the npm packages of the local OAuth server.
+#   scripts/bootstrap.sh            # everything
+#   POSTLINE_SKIP_APT=1 ...         # skip the Debian packages (no root, or already there)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+apt_pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl)
+if [ -z "${POSTLINE_SKIP_APT:-}" ] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${apt_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "bootstrap: installing Debian packages: ${missing[*]}"
+    # never let the packages start the stock daemons on 0.0.0.0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$py" -m venv .venv
+fi
+stamp=.venv/.postline-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: installing postline and its test dependencies into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".[test]"
+  touch "$stamp"
+fi
+
+# npm packages for the local OAuth server (oidc-provider), kept inside the package tree
+.venv/bin/postline dev-stack install --quiet || true

@@ -1,0 +1,18 @@
+"""postline: email in and out of data pipelines.
+
+>>> import postline
+>>> project = postline.open_project("examples/local")       # doctest: +SKIP
+>>> project.service("Notify").Send({"To": [...], ...})      # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+
+def open_project(path=".", **kwargs):
+    """Load and validate the project at ``path``; returns a :class:`postline.project.Project`.
+
+    Raises :class:`postline.errors.ValidationFailed` listing every problem.
+    """
+    from postline.project import open_project as _open
+
+    return _open(path, **kwargs)

@@ -1,0 +1,3 @@
+from postline.cli import run
+
+run()

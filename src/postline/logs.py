@@ -1,0 +1,66 @@
+"""Logging set-up and the redaction filter that keeps secrets out of every log line.
+
+Code registers each secret value it resolves with :func:`register_secret`; the filter
+replaces any occurrence in a log record's final message with ``***``. This is a safety net:
+code should not log secrets in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+_SECRETS: set[str] = set()
+_LOCK = threading.Lock()
+MASK = "***"
+
+
+def register_secret(value: str | bytes | None) -> None:
+    """Mask ``value`` in every log line from now on (values shorter than 4 chars are ignored)."""
+    if not value:
+        return
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            return
+    if len(value) < 4:
+        return
+    with _LOCK:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    with _LOCK:
+        secrets = sorted(_SECRETS, key=len, reverse=True)
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            msg = record.getMessage()
+            clean = redact(msg)
+            if clean != msg:
+                record.msg, record.args = clean, ()
+        return True
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """Log to stderr: warnings by default, info with -v, debug with -vv."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    root = logging.getLogger()
+    if any(getattr(h, "_postline", False) for h in root.handlers):
+        root.setLevel(level)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler._postline = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(level)
