@@ -9,15 +9,28 @@ are declared on fields with :class:`Ref` metadata, e.g.::
 and a key of a Secret asset with the :class:`SecretRef` type (``Asset.key``). The usage graph
 and the reference check walk these declarations generically, so a new kind needs no change
 to the loader, the validator or the usage command.
+
+Other generic hooks a kind may use:
+
+* :class:`Template` -- a run-time template field (``${mail:...}`` and ``${date:...}`` kept).
+* :data:`ProjectPath` -- a file path; a relative one is made absolute against the project root.
+* :func:`field_error` -- raise it from a model validator to point the error at one field
+  (the message then carries that field's path and line).
+* ``AssetModel.config_warnings()`` -- warnings for a valid asset (printed, never fatal).
+* ``AssetModel.literal_fields`` -- top-level fields whose strings are not macro-expanded.
+* ``shown_defaults()`` on any sub-model -- how ``postline show`` explains omitted fields.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler,
+                      ValidationInfo)
 from pydantic_core import core_schema
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -29,6 +42,18 @@ class Ref:
     """Field metadata: the value names an asset of ``kind``."""
 
     kind: str
+
+
+@dataclass(frozen=True)
+class Template:
+    """Field metadata: a run-time template such as an Email Source ``stream_name``.
+
+    Macros with a prefix in ``runtime`` are kept at load time (text and all) and expanded
+    per use with :func:`postline.assets.macros.expand`; the others expand at load time.
+    ``${mail:...}`` is kept in every field, this adds ``${date:...}`` (the time of use).
+    """
+
+    runtime: tuple[str, ...] = ("mail", "date")
 
 
 class SecretRef(str):
@@ -63,14 +88,56 @@ class SecretRef(str):
         return {"type": "string", "pattern": cls._pattern.pattern}
 
 
+class FieldError(ValueError):
+    """A model-validator error about one field (``field`` is a dotted path below the model)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def field_error(field: str, message: str) -> FieldError:
+    """An error to ``raise`` from a ``model_validator`` that points at ``field``."""
+    return FieldError(field, message)
+
+
+def _against_root(value: str | None, info: ValidationInfo) -> str | None:
+    root = (info.context or {}).get("project_root")
+    if not value:
+        return value
+    path = Path(value).expanduser()
+    if root and not path.is_absolute():
+        path = Path(root) / path
+    return os.path.normpath(path)
+
+
+# A file path in an asset; relative paths are taken relative to the project directory.
+ProjectPath = Annotated[str, AfterValidator(_against_root)]
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """A setting that works but is probably not what the user meant."""
+
+    field: str
+    message: str
+
+
 class AssetModel(BaseModel):
     """Common fields of every asset. Subclasses set ``kind`` as a Literal."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    # Top-level fields whose string values are taken literally (no ${...} expansion).
+    literal_fields: ClassVar[frozenset[str]] = frozenset()
+
     kind: str
     name: AssetName
     description: str | None = None
+
+    def config_warnings(self) -> list[ConfigWarning]:
+        """Warnings for this (valid) asset; kinds override this. Never raises."""
+        return []
 
 
 _KINDS: dict[str, type[AssetModel]] = {}

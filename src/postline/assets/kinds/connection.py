@@ -24,12 +24,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from postline.assets.kinds.base import AssetModel, SecretRef, register_kind
+from postline.assets.kinds.base import (AssetModel, ConfigWarning, ProjectPath, SecretRef,
+                                        field_error, register_kind)
+
+__all__ = [
+    "EmailConnection", "Endpoint", "Incoming", "Outgoing", "Microsoft365", "NoCredential",
+    "SecretCredential", "OAuthClientCredentials", "OAuthDeviceFlow", "Credential",
+    "OAuthCredential", "DEFAULT_PORTS", "ConfigWarning", "connection_warnings",
+]
 
 Security = Literal["none", "starttls", "tls"]
 
@@ -99,7 +105,7 @@ class Endpoint(BaseModel):
     user: str | None = None
     security: Security = "tls"
     check_server_identity: bool | None = None
-    ca_file: str | None = None
+    ca_file: ProjectPath | None = None
     connect_timeout: float = Field(default=15.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
     allow_insecure_auth: bool = False
@@ -108,8 +114,19 @@ class Endpoint(BaseModel):
     @model_validator(mode="after")
     def _host_required(self) -> "Endpoint":
         if self.protocol != "none" and not self.host:
-            raise ValueError(f"host is required when protocol is {self.protocol}")
+            raise field_error("host", f"is required when protocol is {self.protocol}")
         return self
+
+    def shown_defaults(self) -> dict[str, tuple[Any, str]]:
+        """Omitted fields whose effective value ``postline show`` explains: name -> (value, why)."""
+        out: dict[str, tuple[Any, str]] = {}
+        if self.enabled and self.port is None:
+            out["port"] = (self.effective_port, f"default for {self.protocol} + {self.security}")
+        if self.check_server_identity is None:
+            out["check_server_identity"] = (
+                self.verify_identity,
+                "default" if self.security != "none" else "default; unused with security: none")
+        return out
 
     @property
     def enabled(self) -> bool:
@@ -148,7 +165,7 @@ class Microsoft365(BaseModel):
     mailbox: str | None = None
     credential: OAuthCredential
     graph_url: str = "https://graph.microsoft.com/v1.0"
-    ca_file: str | None = None
+    ca_file: ProjectPath | None = None
     check_server_identity: bool = True
     connect_timeout: float = Field(default=15.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
@@ -156,8 +173,8 @@ class Microsoft365(BaseModel):
     @model_validator(mode="after")
     def _mailbox_for_app_only(self) -> "Microsoft365":
         if self.credential.type == "oauth_client_credentials" and not self.mailbox:
-            raise ValueError("mailbox is required with oauth_client_credentials "
-                             "(an app-only token has no user of its own)")
+            raise field_error("mailbox", "is required with oauth_client_credentials "
+                              "(an app-only token has no user of its own)")
         return self
 
 
@@ -173,18 +190,20 @@ class EmailConnection(AssetModel):
     def _shape(self) -> "EmailConnection":
         if self.type == "standard":
             if self.microsoft365 is not None:
-                raise ValueError("microsoft365 settings are only allowed with type: microsoft365")
+                raise field_error("microsoft365",
+                                  "is only allowed with type: microsoft365 (type is standard)")
             if not ((self.incoming and self.incoming.enabled)
                     or (self.outgoing and self.outgoing.enabled)):
                 raise ValueError("at least one of incoming or outgoing must have a protocol "
                                  "other than none")
         else:
-            if self.incoming is not None or self.outgoing is not None:
-                raise ValueError("type: microsoft365 takes a microsoft365 block, "
-                                 "not incoming/outgoing")
+            for direction in ("incoming", "outgoing"):
+                if getattr(self, direction) is not None:
+                    raise field_error(direction, "is not used with type: microsoft365 "
+                                      "(put mailbox and credential under microsoft365)")
             if self.microsoft365 is None:
-                raise ValueError("type: microsoft365 needs a microsoft365 block "
-                                 "with mailbox and credential")
+                raise field_error("microsoft365", "is required with type: microsoft365 "
+                                  "(mailbox and credential)")
         return self
 
     def endpoint(self, direction: Literal["incoming", "outgoing"]) -> Endpoint | None:
@@ -192,13 +211,8 @@ class EmailConnection(AssetModel):
         ep = getattr(self, direction)
         return ep if ep is not None and ep.enabled else None
 
-
-@dataclass(frozen=True)
-class ConfigWarning:
-    """A setting that works but is probably not what the user meant."""
-
-    field: str
-    message: str
+    def config_warnings(self) -> list[ConfigWarning]:
+        return connection_warnings(self)
 
 
 def connection_warnings(conn: EmailConnection) -> list[ConfigWarning]:
@@ -225,4 +239,24 @@ def connection_warnings(conn: EmailConnection) -> list[ConfigWarning]:
             out.append(ConfigWarning(
                 f"{direction}.check_server_identity",
                 "check_server_identity has no effect with security: none (nothing is encrypted)"))
+        if ep.security != "none" and ep.check_server_identity is False:
+            out.append(ConfigWarning(
+                f"{direction}.check_server_identity",
+                "the connection is encrypted but the server is not verified (anyone on the path "
+                "can impersonate it); prefer ca_file for a private certificate authority"))
+        if (ep.security == "none" and ep.credential.type != "none"
+                and not _is_loopback(ep.host) and not ep.allow_insecure_auth):
+            out.append(ConfigWarning(
+                f"{direction}.security",
+                f"credentials would cross the network unencrypted to {ep.host}; postline refuses "
+                "to log in unless security is starttls or tls (or allow_insecure_auth: true)"))
+    m365 = conn.microsoft365
+    if m365 is not None and not m365.check_server_identity:
+        out.append(ConfigWarning(
+            "microsoft365.check_server_identity",
+            "the connection is encrypted but the server is not verified"))
     return out
+
+
+def _is_loopback(host: str | None) -> bool:
+    return host in ("localhost", "::1") or bool(host and host.startswith("127."))

@@ -1,0 +1,154 @@
+"""Finding a project's YAML files and reading them into documents with line numbers.
+
+ruamel.yaml's round-trip loader keeps the position of every key and item; we turn each
+document into plain Python data (dict/list/str/int/float/bool/None) plus an index from
+the path of every key or item to its line, so validation can point at the exact line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from postline.assets.problems import Problem
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class RawDocument:
+    """One YAML document of a project file, as plain data with a line index."""
+
+    file: str                       # path as shown to the user
+    path: Path                      # absolute path
+    index: int                      # position of the document in its file (0-based)
+    line: int                       # 1-based line where the document's content starts
+    data: Any
+    lines: dict[tuple, int] = field(default_factory=dict)
+
+    def line_of(self, path: tuple) -> int:
+        """Line of the key/item at ``path``, or of its nearest parent that exists."""
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.line
+
+
+def find_files(root: Path, *, skip: tuple[Path, ...] = ()) -> list[Path]:
+    """Every ``*.yaml``/``*.yml`` under ``root``, sorted; hidden entries and ``skip`` left out."""
+    skip_resolved = {p.resolve() for p in skip}
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (here / d).resolve() not in skip_resolved)
+        for name in sorted(filenames):
+            if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
+                found.append(here / name)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def display_path(root_as_given: str, path: Path, root: Path) -> str:
+    """``path`` as the user would write it: their project argument joined with the relative path."""
+    return os.path.normpath(os.path.join(root_as_given, path.relative_to(root).as_posix()))
+
+
+def read_documents(path: Path, shown: str) -> tuple[list[RawDocument], list[Problem]]:
+    """Parse every document of one file. Returns the documents read and any problem met.
+
+    A syntax error stops reading that file (the documents before it are still returned).
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [], [Problem(shown, 1, f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")]
+    except OSError as exc:
+        return [], [Problem(shown, 1, f"cannot read file: {exc.strerror}")]
+    docs: list[RawDocument] = []
+    try:
+        for index, node in enumerate(_loader().load_all(text)):
+            if node is None:
+                continue
+            lines: dict[tuple, int] = {}
+            data = _plain(node, (), lines)
+            start = (node.lc.line + 1) if hasattr(node, "lc") else 1
+            docs.append(RawDocument(shown, path, index, start, data, lines))
+    except MarkedYAMLError as exc:
+        return docs, [Problem(shown, _mark_line(exc), _syntax_message(exc))]
+    except YAMLError as exc:  # unmarked errors are rare (e.g. reader errors)
+        return docs, [Problem(shown, 1, f"YAML error: {str(exc).splitlines()[0]}")]
+    return docs, []
+
+
+def _loader() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def _mark_line(exc: MarkedYAMLError) -> int:
+    mark = exc.problem_mark or exc.context_mark
+    return mark.line + 1 if mark is not None else 1
+
+
+_DUPLICATE = re.compile(r'found duplicate key "(.*?)"')
+
+
+def _syntax_message(exc: MarkedYAMLError) -> str:
+    problem = exc.problem or ""
+    dup = _DUPLICATE.search(problem)
+    if dup:
+        # ruamel's own message repeats both values, which may be secrets: name the key only.
+        first = f" (first at line {exc.context_mark.line + 1})" if exc.context_mark else ""
+        return f"duplicate key '{dup.group(1)}'{first}; each key may appear once"
+    context = f" ({exc.context})" if exc.context else ""
+    return f"YAML syntax error: {problem}{context}"
+
+
+def _plain(node: Any, path: tuple, lines: dict[tuple, int]) -> Any:
+    """Plain Python data from a ruamel node, recording the line of every key and item."""
+    if isinstance(node, dict):
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            name = str(_scalar(key))
+            try:
+                lines[path + (name,)] = node.lc.key(key)[0] + 1
+            except (AttributeError, KeyError, TypeError):
+                pass
+            out[name] = _plain(value, path + (name,), lines)
+        return out
+    if isinstance(node, list):
+        items = []
+        for i, value in enumerate(node):
+            try:
+                lines[path + (i,)] = node.lc.item(i)[0] + 1
+            except (AttributeError, KeyError, TypeError, IndexError):
+                pass
+            items.append(_plain(value, path + (i,), lines))
+        return items
+    return _scalar(node)
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    inner = getattr(value, "value", None)  # TaggedScalar and friends
+    return str(inner if inner is not None else value)
+
