@@ -119,6 +119,16 @@ class Project:
         e = self.find(name, kind)
         return usage(self._loaded.references, e.kind, e.name)
 
+    def service(self, name: str):
+        """The running Email Service ``name`` (``Send``, ``SendAndForget``, ``send``, ...).
+
+        One instance per project and name in a process. Raises ConfigError when there is no
+        such EmailService or its connection cannot send.
+        """
+        from postline.service import open_service
+
+        return open_service(self, name)
+
     def macro_context(self) -> MacroContext:
         """The project's macro context (env, lay, sec, date) for run-time expansion.
 

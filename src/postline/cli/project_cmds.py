@@ -12,20 +12,8 @@ from collections import Counter
 
 from postline.assets import render
 from postline.assets.kinds.secret import value_source
+from postline.cli.output import console, print_json
 from postline.project import Project, load_project
-
-
-def console(stderr: bool = False):
-    """A Rich console on stdout (or stderr); wide when not a terminal so tables do not wrap."""
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, width=None if stream.isatty() else 200, highlight=False,
-                   soft_wrap=not stream.isatty())
-
-
-def print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def stored_as(project: Project):

@@ -1,0 +1,24 @@
+"""Shared output helpers of the command line: Rich consoles and JSON printing."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+# Wide enough that tables piped into files or grep never wrap or truncate a cell.
+PIPE_WIDTH = 1000
+
+
+def console(stderr: bool = False):
+    """A Rich console on stdout (or stderr); terminal width on a TTY, else never wrapping."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty()
+    return Console(file=stream, width=None if tty else PIPE_WIDTH, highlight=False,
+                   soft_wrap=not tty)
+
+
+def print_json(data) -> None:
+    """Print ``data`` as indented JSON on stdout (non-ASCII kept readable)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

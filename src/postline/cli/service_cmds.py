@@ -1,0 +1,245 @@
+"""``postline send``, ``postline outbox list|retry`` and ``postline serve``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+
+from postline.errors import ConfigError, MessageError, PostlineError
+
+SEND_EPILOG = """Examples:
+  postline send examples/local Notify --message mail.json       wait for the server's answer
+  echo '{"From": "me@example.test", "ToList": "ann@example.test", "Subject": "Hi",
+         "Body": "<p>Hello</p>"}' | postline send examples/local Notify --message -
+  postline send examples/local Notify --message mail.json --forget   queue it and return
+  postline send Notify --message mail.json --json                   (project = current dir)
+
+The message is an EmailMessage as JSON (see docs/service.md). Exit status 0 when the server
+accepted the mail (or it was queued with --forget), 1 otherwise with the reason on stderr."""
+
+OUTBOX_EPILOG = """Examples:
+  postline outbox list examples/local Notify                   every mail SendAndForget queued
+  postline outbox list examples/local Notify --state failed    the failed ones, with reasons
+  postline outbox list examples/local Notify --state unknown   interrupted while sending
+  postline outbox retry examples/local Notify --all-failed     send every failed mail again
+  postline outbox retry examples/local Notify --id 42          send mail 42 again (failed or
+                                                               unknown: check it was not
+                                                               delivered first)"""
+
+SERVE_EPILOG = """Examples:
+  export POSTLINE_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')
+  postline serve examples/local                                 http://127.0.0.1:8025/docs
+  postline serve examples/local --port 9000 --token-secret ApiSecrets.token
+  curl -H "Authorization: Bearer $POSTLINE_API_TOKEN" -H 'Content-Type: application/json' \\
+       -d @mail.json http://127.0.0.1:8025/api/services/Notify/send
+
+The bearer token comes from POSTLINE_API_TOKEN, or from a key of a Secret asset named by
+--token-secret. Listens on 127.0.0.1 unless --host says otherwise."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from postline.cli import HelpFormatter
+
+    p = sub.add_parser("send", help="send an EmailMessage (JSON) through an Email Service",
+                       formatter_class=HelpFormatter, epilog=SEND_EPILOG)
+    p.add_argument("target", nargs="+", metavar="[PROJECT] SERVICE")
+    p.add_argument("--message", "-m", required=True, metavar="FILE|-",
+                   help="the EmailMessage as JSON: a file, or - for stdin")
+    p.add_argument("--forget", action="store_true",
+                   help="SendAndForget: queue durably and return without waiting")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds to wait for the server (default 300)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_send)
+
+    op = sub.add_parser("outbox", help="list or retry mails queued by SendAndForget",
+                        formatter_class=HelpFormatter, epilog=OUTBOX_EPILOG)
+    osub = op.add_subparsers(dest="outbox_command", metavar="ACTION")
+    ls = osub.add_parser("list", help="list the outbox of a service",
+                         formatter_class=HelpFormatter, epilog=OUTBOX_EPILOG)
+    ls.add_argument("target", nargs="+", metavar="[PROJECT] SERVICE")
+    ls.add_argument("--state", choices=["queued", "sending", "sent", "failed", "unknown"])
+    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(handler=cmd_outbox_list)
+    rt = osub.add_parser("retry", help="queue failed (or unknown) mails again",
+                         formatter_class=HelpFormatter, epilog=OUTBOX_EPILOG)
+    rt.add_argument("target", nargs="+", metavar="[PROJECT] SERVICE")
+    g = rt.add_mutually_exclusive_group(required=True)
+    g.add_argument("--id", type=int, help="one mail (failed or unknown) by its outbox id")
+    g.add_argument("--all-failed", action="store_true", help="every failed mail")
+    rt.add_argument("--timeout", type=float, default=60.0,
+                    help="seconds to wait for delivery when no other postline delivers")
+    rt.set_defaults(handler=cmd_outbox_retry)
+    op.set_defaults(handler=lambda args: (op.print_help(sys.stderr), 2)[1])
+
+    sp = sub.add_parser("serve", help="serve the HTTP API (send through Email Services)",
+                        formatter_class=HelpFormatter, epilog=SERVE_EPILOG)
+    sp.add_argument("project", nargs="?", default=".", help="project directory (default: .)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8025, help="port (default 8025)")
+    sp.add_argument("--token-secret", metavar="ASSET.KEY",
+                    help="read the API token from this Secret key (else POSTLINE_API_TOKEN)")
+    sp.set_defaults(handler=cmd_serve)
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str]:
+    if len(args.target) == 1:
+        return ".", args.target[0]
+    if len(args.target) == 2:
+        return args.target[0], args.target[1]
+    raise ConfigError("expected [PROJECT] SERVICE", hint="e.g. postline send examples/local "
+                      "Notify --message mail.json")
+
+
+def _open(args: argparse.Namespace):
+    import postline
+
+    path, name = _target(args)
+    project = postline.open_project(path)
+    project.entry("EmailService", name)    # ConfigError with did-you-mean when unknown
+    return project, name
+
+
+def _read_message(source: str) -> object:
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the message file {source}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = "stdin" if source == "-" else source
+        raise MessageError(f"the message in {where} is not valid JSON: {exc.msg} at line "
+                           f"{exc.lineno} column {exc.colno}", field="message") from None
+
+
+def _console():
+    from postline.cli.output import console
+
+    return console()
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from postline.service import error_to_json, open_service, result_to_json
+
+    message = _read_message(args.message)
+    project, name = _open(args)
+    svc = open_service(project, name)
+    try:
+        if args.forget:
+            queued = svc.SendAndForget(message)
+            _print_queued(args, svc, queued)
+            return 0
+        result = svc.Send(message, timeout=args.timeout)
+    except PostlineError as exc:
+        if args.json:
+            print(json.dumps(error_to_json(exc), indent=2))
+        raise
+    finally:
+        svc.close()
+    if args.json:
+        print(json.dumps(result_to_json(result), indent=2))
+        return 0
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"sent {result.message_id}: {result.server_reply}")
+    table = Table()
+    for col in ("recipient", "status", "code", "server said"):
+        table.add_column(col)
+    for r in result.recipients:
+        table.add_row(r.address, "accepted" if r.accepted else "REFUSED", str(r.code), r.message)
+    con.print(table)
+    return 0 if not result.refused else 1
+
+
+def _print_queued(args, svc, queued) -> None:
+    delivering = svc.delivers_outbox
+    if args.json:
+        print(json.dumps({**queued.to_json(), "delivered_by_this_process": delivering}))
+    else:
+        print(f"queued as outbox id {queued.id} ({queued.message_id})")
+    if not delivering:
+        pid = svc._engine.lock.holder_pid()
+        print(f"postline (pid {pid}) delivers this outbox; it sends the mail", file=sys.stderr)
+        return
+    # Nobody else delivers this outbox: deliver before exiting, or the mail would wait for
+    # the next postline that opens the service (it is safe on disk either way).
+    if not svc.flush(args.timeout):
+        print("not all queued mails were sent yet; they stay queued and are sent by the next "
+              "'postline serve' or 'postline run' (see postline outbox list)", file=sys.stderr)
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from postline.service.outbox import Outbox
+
+    project, name = _open(args)
+    outbox = Outbox(project.state_dir / "outbox.sqlite")
+    try:
+        entries = outbox.list(name, state=args.state, limit=args.limit)
+    finally:
+        outbox.close()
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"Outbox of {name}" + (f" ({args.state})" if args.state else ""),
+                  title_justify="left")
+    for col in ("id", "state", "updated", "tries", "recipients | subject", "reason / reply"):
+        table.add_column(col)
+    for e in entries:
+        when = datetime.fromtimestamp(e.updated_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        detail = e.reason or (e.result or {}).get("server_reply", "")
+        table.add_row(str(e.id), e.state, when, str(e.attempts), e.summary, detail)
+    _console().print(table)
+    if not entries:
+        print("no mails" + (f" in state {args.state}" if args.state else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    from postline.service import open_service
+
+    project, name = _open(args)
+    svc = open_service(project, name)
+    try:
+        n = svc.retry(entry_id=args.id, all_failed=args.all_failed)
+        if n == 0:
+            what = f"mail {args.id} is not failed or unknown" if args.id is not None \
+                else "no failed mails"
+            raise ConfigError(f"nothing to retry in the outbox of {name}: {what}",
+                              hint="see postline outbox list")
+        print(f"queued {n} mail(s) again")
+        if svc.delivers_outbox and not svc.flush(args.timeout):
+            print("not all were sent yet; see postline outbox list", file=sys.stderr)
+        counts = svc.outbox.counts(name)
+    finally:
+        svc.close()
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    import postline
+    from postline.web.app import create_app
+
+    project = postline.open_project(args.project)
+    if args.token_secret:
+        token = project.secret(args.token_secret)
+    else:
+        token = os.environ.get("POSTLINE_API_TOKEN", "")
+    if len(token) < 16:
+        raise ConfigError("no API token (or one shorter than 16 characters): the HTTP API needs "
+                          "a bearer token", hint="set POSTLINE_API_TOKEN or pass --token-secret "
+                          "SecretAsset.key")
+    app = create_app(project, token=token)
+    print(f"postline API on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,274 @@
+"""The durable outbox: SendAndForget mails in SQLite, with their state and history.
+
+One file per project, ``<state_dir>/outbox.sqlite`` (WAL, ``synchronous=FULL``: a commit is
+on disk when it returns). Each row is one mail of one service::
+
+    queued --> sending --> sent
+       ^          |------> failed    (5xx, or transient failures past retry.max_attempts)
+       |          |------> unknown   (connection lost after the final dot, or the process
+       |          |                   stopped while the mail was in DATA: never resent
+       |          v                   automatically, it may have been delivered)
+       +------ queued (retry later: 4xx, connection lost before the end of DATA)
+
+``sending`` is committed before the SMTP transaction starts, so after a crash a row in
+``sending`` means "may have reached the server": :meth:`Outbox.recover` marks it
+``unknown`` for the operator instead of risking a duplicate. ``postline outbox retry``
+puts failed (or, explicitly by id, unknown) mails back to ``queued``.
+
+Only one process at a time delivers a service's queued mails: the holder of the
+:class:`DeliveryLock` (an ``flock`` that the kernel releases when the process dies). Other
+processes may enqueue; the holder picks their rows up.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from postline.errors import ConfigError, QueueFull
+
+SCHEMA_VERSION = 1
+STATES = ("queued", "sending", "sent", "failed", "unknown")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    state TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    date TEXT NOT NULL,
+    message TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    result TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (service, state, next_attempt_at, id);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    service: str
+    state: str
+    message_id: str
+    date: str
+    message: dict
+    summary: str
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    reason: str
+    result: dict | None
+
+    def to_json(self, *, with_message: bool = False) -> dict:
+        out = {k: getattr(self, k) for k in ("id", "service", "state", "message_id", "summary",
+                                              "attempts", "created_at", "updated_at", "reason",
+                                              "result")}
+        if with_message:
+            out["message"] = self.message
+        return out
+
+
+class Outbox:
+    """Thread-safe access to ``outbox.sqlite``. Every method commits before it returns.
+
+    Raises ConfigError when the file cannot be opened or has a newer schema.
+    """
+
+    def __init__(self, path: Path, *, clock=time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(f"{self.path} was written by a newer postline (schema "
+                                  f"{version}); upgrade postline")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the outbox {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _tx(self, fn):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return out
+
+    def enqueue(self, *, service: str, message: dict, message_id: str, date: str,
+                summary: str, limit: int) -> int:
+        """Store a queued mail and return its id.
+
+        Raises QueueFull when ``service`` already holds ``limit`` unsent (queued or sending)
+        mails.
+        """
+        now = self._clock()
+
+        def run(db: sqlite3.Connection) -> int:
+            n = db.execute("SELECT COUNT(*) FROM outbox WHERE service=? AND state IN "
+                           "('queued','sending')", (service,)).fetchone()[0]
+            if n >= limit:
+                raise QueueFull(f"the send queue of EmailService {service} is full ({n} of "
+                                f"{limit} mails waiting)",
+                                hint="retry later, or raise send_queue_size")
+            cur = db.execute(
+                "INSERT INTO outbox (service, state, message_id, date, message, summary, "
+                "created_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (service, message_id, date, json.dumps(message), summary, now, now))
+            return int(cur.lastrowid)
+
+        return self._tx(run)
+
+    def recover(self, service: str) -> int:
+        """Mark mails left in ``sending`` by a stopped process as ``unknown``; returns how many."""
+        return self._tx(lambda db: db.execute(
+            "UPDATE outbox SET state='unknown', updated_at=?, reason=? WHERE service=? AND "
+            "state='sending'",
+            (self._clock(), "postline stopped while this mail was being sent; it may have been "
+             "delivered, so it is not resent automatically (postline outbox retry --id sends "
+             "it again)", service)).rowcount)
+
+    def due(self, service: str, *, limit: int, exclude: set[int] = frozenset()) -> list[OutboxEntry]:
+        """Queued mails whose next attempt is due, oldest first (at most ``limit``)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM outbox WHERE service=? AND state='queued' AND next_attempt_at<=? "
+                "ORDER BY id LIMIT ?", (service, self._clock(), limit + len(exclude))).fetchall()
+        return [e for e in map(_entry, rows) if e.id not in exclude][:limit]
+
+    def next_due_at(self, service: str) -> float | None:
+        """Wall-clock time of the earliest queued mail's next attempt, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE service=? AND "
+                                   "state='queued'", (service,)).fetchone()
+        return row[0]
+
+    def mark(self, entry_id: int, state: str, *, reason: str = "", result: dict | None = None,
+             next_attempt_at: float | None = None, attempt: bool = False) -> None:
+        """Move a mail to ``state`` (committed to disk before this returns)."""
+        assert state in STATES
+        sets = ["state=?", "updated_at=?", "reason=?"]
+        args: list = [state, self._clock(), reason]
+        if result is not None:
+            sets.append("result=?")
+            args.append(json.dumps(result))
+        if next_attempt_at is not None:
+            sets.append("next_attempt_at=?")
+            args.append(next_attempt_at)
+        if attempt:
+            sets.append("attempts=attempts+1")
+        self._tx(lambda db: db.execute(f"UPDATE outbox SET {', '.join(sets)} WHERE id=?",
+                                       (*args, entry_id)))
+
+    def list(self, service: str, *, state: str | None = None, limit: int = 1000
+             ) -> list[OutboxEntry]:
+        """Mails of ``service`` (newest first), optionally only those in ``state``."""
+        sql, args = "SELECT * FROM outbox WHERE service=?", [service]
+        if state:
+            sql += " AND state=?"
+            args.append(state)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_entry(r) for r in rows]
+
+    def get(self, entry_id: int) -> OutboxEntry | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM outbox WHERE id=?", (entry_id,)).fetchone()
+        return _entry(row) if row else None
+
+    def requeue(self, service: str, *, entry_id: int | None = None, all_failed: bool = False
+                ) -> int:
+        """Put failed mails (or one failed/unknown mail by id) back to ``queued``.
+
+        Returns how many were requeued.
+        """
+        now = self._clock()
+        if entry_id is not None:
+            sql = ("UPDATE outbox SET state='queued', attempts=0, next_attempt_at=0, reason='', "
+                   "updated_at=? WHERE service=? AND id=? AND state IN ('failed','unknown')")
+            args: tuple = (now, service, entry_id)
+        elif all_failed:
+            sql = ("UPDATE outbox SET state='queued', attempts=0, next_attempt_at=0, reason='', "
+                   "updated_at=? WHERE service=? AND state='failed'")
+            args = (now, service)
+        else:
+            raise ValueError("give entry_id or all_failed")
+        return self._tx(lambda db: db.execute(sql, args).rowcount)
+
+    def counts(self, service: str) -> dict[str, int]:
+        """Number of mails of ``service`` per state."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM outbox WHERE service=? "
+                                    "GROUP BY state", (service,)).fetchall()
+        return {s: 0 for s in STATES} | dict(rows)
+
+
+def _entry(row: tuple) -> OutboxEntry:
+    (id_, service, state, message_id, date, message, summary, attempts, next_at, created,
+     updated, reason, result) = row
+    return OutboxEntry(id=id_, service=service, state=state, message_id=message_id, date=date,
+                       message=json.loads(message), summary=summary, attempts=attempts,
+                       next_attempt_at=next_at, created_at=created, updated_at=updated,
+                       reason=reason, result=json.loads(result) if result else None)
+
+
+class DeliveryLock:
+    """An exclusive, non-blocking ``flock`` on ``path``; released when the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """True when this process now holds (or already held) the lock."""
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def holder_pid(self) -> int | None:
+        """The pid written by the current holder, where readable."""
+        try:
+            return int(self.path.read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
