@@ -1,0 +1,181 @@
+"""EmailSource: which mailbox to read, what to skip, how often, and what to do with each mail.
+
+::
+
+    kind: EmailSource
+    name: Invoices
+    connection: Mailbox                 # an EmailConnection with incoming imap or pop3
+    stream_name: "invoices/${mail:received}/${mail:subject}"
+    folders: {input: INBOX, done: Archive/Done, error: Errors, ignore: ""}
+    filters:
+      from:    {blacklist: ["noreply@"], whitelist: []}
+      subject: {blacklist: [], whitelist: ["(?i)invoice"]}
+    attachments:
+      load: true
+      max_total_kb: 20480
+      blacklist: [{type: "application/x-msdownload"}]
+      whitelist: [{type: "application/pdf", max_kb: 10240}, {type: "image/.*"}]
+    polling: {interval: 60, timeout: 300, idle: true}    # or {cron: "*/5 * * * *"}
+    throttle: {max_streams: 100, per: minute}
+    backoff: {min: 1, max: 300, reset_after_streams: 10, reset_after_seconds: 600}
+    pop3: {done: delete, error: keep, ignore: keep}
+    reprocess: manual                  # manual | reset_on_reappear | reprocess_on_change
+    uidvalidity_change: reread         # reread | stop
+    failure: {on_failure: rollback, max_retries: 3, min_backoff: 1, max_backoff: 60}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from postline.assets.kinds.base import AssetModel, Ref, register_kind
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_regexes(values: list[str]) -> list[str]:
+    for pattern in values:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return values
+
+
+class Folders(BaseModel):
+    """Where mail is read from and moved to. An empty name means: do not move."""
+
+    model_config = _STRICT
+    input: str = Field(default="INBOX", min_length=1)
+    done: str = ""
+    error: str = ""
+    ignore: str = ""
+
+
+class PatternFilter(BaseModel):
+    """Regex black- and whitelist for one header (searched, case-insensitive)."""
+
+    model_config = _STRICT
+    blacklist: list[str] = Field(default_factory=list)
+    whitelist: list[str] = Field(default_factory=list)
+
+    _valid = field_validator("blacklist", "whitelist")(_check_regexes)
+
+
+class Filters(BaseModel):
+    model_config = _STRICT
+    from_: PatternFilter = Field(default_factory=PatternFilter, alias="from")
+    subject: PatternFilter = Field(default_factory=PatternFilter)
+
+
+class TypeRule(BaseModel):
+    """One attachment rule row: a MIME-type regex (full match) and an optional size limit."""
+
+    model_config = _STRICT
+    type: str = Field(min_length=1)
+    max_kb: int | None = Field(default=None, ge=0)
+
+    @field_validator("type")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        _check_regexes([value])
+        return value
+
+
+class Attachments(BaseModel):
+    model_config = _STRICT
+    load: bool = False
+    max_total_kb: int | None = Field(default=None, ge=0)
+    blacklist: list[TypeRule] = Field(default_factory=list)
+    whitelist: list[TypeRule] = Field(default_factory=list)
+
+
+class Polling(BaseModel):
+    """``interval`` seconds or a ``cron`` expression; ``idle`` uses IMAP IDLE between rounds."""
+
+    model_config = _STRICT
+    interval: float | None = Field(default=None, gt=0)
+    cron: str | None = None
+    timeout: float = Field(default=600.0, gt=0)
+    idle: bool = True
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "Polling":
+        if self.interval is not None and self.cron is not None:
+            raise ValueError("give either interval or cron, not both")
+        if self.cron is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"invalid cron expression {self.cron!r} "
+                                 "(five fields: minute hour day month weekday)")
+        return self
+
+    @property
+    def every(self) -> float:
+        """Seconds between rounds when no cron is set (default 60)."""
+        return self.interval if self.interval is not None else 60.0
+
+
+class Throttle(BaseModel):
+    model_config = _STRICT
+    max_streams: int | None = Field(default=None, ge=1)
+    per: Literal["second", "minute", "hour"] = "minute"
+
+
+class Backoff(BaseModel):
+    """Pause after failures: doubles from ``min`` to ``max`` seconds; resets after
+    ``reset_after_streams`` successful mails or ``reset_after_seconds`` without a failure."""
+
+    model_config = _STRICT
+    min: float = Field(default=1.0, ge=0)
+    max: float = Field(default=300.0, ge=0)
+    reset_after_streams: int | None = Field(default=10, ge=1)
+    reset_after_seconds: float | None = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "Backoff":
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must not be less than min ({self.min})")
+        return self
+
+
+Pop3Action = Literal["delete", "keep"]
+
+
+class Pop3Options(BaseModel):
+    """POP3 has no folders: after done, error or ignore the mail is deleted or kept."""
+
+    model_config = _STRICT
+    done: Pop3Action = "keep"
+    error: Pop3Action = "keep"
+    ignore: Pop3Action = "keep"
+
+
+class Failure(BaseModel):
+    model_config = _STRICT
+    on_failure: Literal["rollback", "retry"] = "rollback"
+    max_retries: int = Field(default=3, ge=0)
+    min_backoff: float = Field(default=1.0, ge=0)
+    max_backoff: float = Field(default=60.0, ge=0)
+
+
+@register_kind
+class EmailSource(AssetModel):
+    kind: Literal["EmailSource"]
+    connection: Annotated[str, Ref("EmailConnection")]
+    stream_name: str = "${mail:key}"
+    folders: Folders = Field(default_factory=Folders)
+    filters: Filters = Field(default_factory=Filters)
+    attachments: Attachments = Field(default_factory=Attachments)
+    polling: Polling = Field(default_factory=Polling)
+    throttle: Throttle = Field(default_factory=Throttle)
+    backoff: Backoff = Field(default_factory=Backoff)
+    pop3: Pop3Options = Field(default_factory=Pop3Options)
+    reprocess: Literal["manual", "reset_on_reappear", "reprocess_on_change"] = "manual"
+    uidvalidity_change: Literal["reread", "stop"] = "reread"
+    failure: Failure = Field(default_factory=Failure)
+    batch_size: int = Field(default=50, ge=1, le=1000)

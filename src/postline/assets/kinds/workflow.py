@@ -1,0 +1,77 @@
+"""Workflow: one EmailSource, an optional Python processor, one or more sinks.
+
+::
+
+    kind: Workflow
+    name: InvoicesToDisk
+    source: Invoices
+    processor: processors/invoices.py      # optional; defines on_message(message, ctx)
+    services: {Notify: AlertsService}      # ctx.services.Notify -> EmailService AlertsService
+    attachments_dir: out/attachments       # optional; see docs/source.md
+    sinks:
+      - {type: directory, path: out/mails}
+      - {type: jsonl, path: out/mails.jsonl}
+      - {type: stdout}
+      - {type: http, url: "https://hooks.example.com/mail", headers: {X-Token: "${sec:Hook.token}"},
+         timeout: 10, retries: 3}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from postline.assets.kinds.base import AssetModel, Ref, register_kind
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class DirectorySink(BaseModel):
+    """Per mail: ``<key>.json`` (record), ``<key>.eml`` (original), attachment files."""
+
+    model_config = _STRICT
+    type: Literal["directory"]
+    path: str = Field(min_length=1)
+    keep_eml: bool = True
+
+
+class JsonlSink(BaseModel):
+    """One JSON record per line, appended and fsynced; idempotent by ledger key."""
+
+    model_config = _STRICT
+    type: Literal["jsonl"]
+    path: str = Field(min_length=1)
+
+
+class StdoutSink(BaseModel):
+    model_config = _STRICT
+    type: Literal["stdout"]
+
+
+class HttpSink(BaseModel):
+    """POST the record as JSON; retried with backoff on 5xx, 429 and connection errors."""
+
+    model_config = _STRICT
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    min_backoff: float = Field(default=0.5, ge=0)
+    max_backoff: float = Field(default=30.0, ge=0)
+    ca_file: str | None = None
+
+
+Sink = Annotated[Union[DirectorySink, JsonlSink, StdoutSink, HttpSink],
+                 Field(discriminator="type")]
+
+
+@register_kind
+class Workflow(AssetModel):
+    kind: Literal["Workflow"]
+    source: Annotated[str, Ref("EmailSource")]
+    processor: str | None = None
+    services: dict[str, Annotated[str, Ref("EmailService")]] = Field(default_factory=dict)
+    sinks: list[Sink] = Field(min_length=1)
+    attachments_dir: str | None = None

@@ -1,0 +1,213 @@
+"""``postline run`` and ``postline ledger list|reset``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from dataclasses import asdict
+from datetime import datetime, timezone
+
+from postline.errors import ConfigError
+
+RUN_EPILOG = """Examples:
+  postline run examples/local --once          one polling round of every workflow, then exit
+  postline run examples/local                 run until Ctrl-C / SIGTERM (finishes mails in flight)
+  postline run . --workflow Invoices --once   just one workflow
+
+One log line per mail (key, subject, outcome, ms) goes to stderr when stderr is not a
+terminal, or with -v; on a terminal a progress bar shows while a backlog is read. A summary
+line (counts per outcome, time, mails/s) ends the run. Exit status 1 when a workflow stopped
+on an error (bad settings, refused login, unreachable server with --once)."""
+
+LEDGER_EPILOG = """Examples:
+  postline ledger list examples/local Inbox                 every mail the source has seen
+  postline ledger list examples/local Inbox --state failed  just the failed ones, with reasons
+  postline ledger list Inbox --json                         (project = current directory)
+  postline ledger reset examples/local Inbox --id 'Mailbox/INBOX/1700000000/42'
+  postline ledger reset examples/local Inbox --all          forget everything: mails still in
+                                                            the input folder are read again"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from postline.cli import HelpFormatter
+
+    p = sub.add_parser("run", help="run workflows: read mailboxes into sinks",
+                       formatter_class=HelpFormatter, epilog=RUN_EPILOG)
+    p.add_argument("project", nargs="?", default=".", help="project directory (default: .)")
+    p.add_argument("--once", action="store_true",
+                   help="one polling round of every source, exit when all is committed")
+    p.add_argument("--workflow", action="append", metavar="NAME",
+                   help="run only this workflow (repeatable)")
+    p.set_defaults(handler=cmd_run)
+
+    lp = sub.add_parser("ledger", help="list or reset what a source has seen",
+                        formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
+    lsub = lp.add_subparsers(dest="ledger_command", metavar="ACTION")
+    ls = lsub.add_parser("list", help="list ledger entries of a source",
+                         formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
+    ls.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
+    ls.add_argument("--state", choices=["acquired", "done", "failed", "ignored"])
+    ls.add_argument("--limit", type=int, default=None)
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(handler=cmd_ledger_list)
+    rs = lsub.add_parser("reset", help="forget entries so that the mails are read again",
+                         formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
+    rs.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
+    g = rs.add_mutually_exclusive_group(required=True)
+    g.add_argument("--id", action="append", metavar="KEY", help="a ledger key (repeatable)")
+    g.add_argument("--all", action="store_true", help="every entry of the source")
+    rs.set_defaults(handler=cmd_ledger_reset)
+    lp.set_defaults(handler=lambda a: (lp.print_help(sys.stderr), 2)[1])
+
+
+def _target(args) -> tuple[str, str]:
+    if len(args.target) == 1:
+        return ".", args.target[0]
+    if len(args.target) == 2:
+        return args.target[0], args.target[1]
+    raise ConfigError("expected [PROJECT] SOURCE", hint="e.g. postline ledger list . Inbox")
+
+
+def _open_ledger(project_path: str, source: str):
+    import postline
+    from postline.source.ledger import SqliteLedger, ledger_path
+
+    project = postline.open_project(project_path)
+    project.get("EmailSource", source)  # raises ConfigError with a did-you-mean
+    return SqliteLedger(path=ledger_path(project.state_dir))
+
+
+def cmd_ledger_list(args) -> int:
+    project_path, source = _target(args)
+    ledger = _open_ledger(project_path, source)
+    try:
+        entries = ledger.entries(source, state=args.state, limit=args.limit)
+    finally:
+        ledger.close()
+    if args.json:
+        print(json.dumps([asdict(e) for e in entries], ensure_ascii=False, indent=2))
+        return 0
+    if not entries:
+        print(f"no entries for source {source}" + (f" in state {args.state}" if args.state
+                                                    else ""))
+        return 0
+    cols = ("key", "state", "settled", "attempts", "updated", "subject", "reason")
+    rows = [(e.key, e.state, "yes" if e.settled else "no", str(e.attempts),
+             datetime.fromtimestamp(e.updated, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+             (e.subject or "")[:60], (e.reason or "")[:200]) for e in entries]
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_lines=False)
+        for col in cols:
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+    else:  # pipes and files get one tab-separated line per entry, for grep and cut
+        print("\t".join(cols))
+        for row in rows:
+            print("\t".join(v.replace("\t", " ").replace("\n", " ") for v in row))
+    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    return 0
+
+
+def cmd_ledger_reset(args) -> int:
+    project_path, source = _target(args)
+    ledger = _open_ledger(project_path, source)
+    try:
+        n = ledger.reset(source, None if args.all else args.id)
+    finally:
+        ledger.close()
+    if not args.all and n == 0:
+        raise ConfigError(f"no ledger entry of source {source} has key "
+                          f"{args.id[0]!r}", hint="see 'postline ledger list'")
+    print(f"reset {n} entr{'y' if n == 1 else 'ies'} of source {source}; "
+          "mails still in the input folder are read on the next round")
+    return 0
+
+
+class _Progress:
+    """Rich progress bar per workflow, shown only while a backlog is read on a terminal."""
+
+    def __init__(self) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+        self.tasks: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.started = False
+
+    def backlog(self, workflow: str, count: int) -> None:
+        with self.lock:
+            if count < 20:
+                return
+            if not self.started:
+                self.progress.start()
+                self.started = True
+            if workflow in self.tasks:
+                self.progress.reset(self.tasks[workflow], total=count)
+            else:
+                self.tasks[workflow] = self.progress.add_task(workflow, total=count)
+
+    def mail(self, event) -> None:
+        with self.lock:
+            task = self.tasks.get(event.workflow)
+            if task is not None:
+                self.progress.advance(task)
+
+    def close(self) -> None:
+        if self.started:
+            self.progress.stop()
+
+
+def cmd_run(args) -> int:
+    import postline
+    from postline.workflow.engine import run_workflows
+    from postline.workflow.runner import Events
+
+    project = postline.open_project(args.project)
+    tty = sys.stderr.isatty()
+    if not tty or args.verbose:
+        logging.getLogger("postline.mail").setLevel(logging.INFO)
+    logging.getLogger("postline.workflow").setLevel(logging.INFO if args.verbose else
+                                                    logging.WARNING)
+    stop = threading.Event()
+    progress = _Progress() if tty else None
+
+    class _Events(Events):
+        def backlog(self, workflow: str, count: int) -> None:
+            if progress:
+                progress.backlog(workflow, count)
+
+        def mail(self, event) -> None:
+            if progress:
+                progress.mail(event)
+
+    def on_signal(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("postline: stopping after the mails in flight (press Ctrl-C again to abort)",
+              file=sys.stderr)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = run_workflows(project, names=args.workflow, once=args.once, stop=stop,
+                                events=_Events())
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if progress:
+            progress.close()
+    print(f"postline: {summary.line()}", file=sys.stderr)
+    for name, err in summary.errors.items():
+        print(f"postline: error: workflow {name}: {err}", file=sys.stderr)
+    return 1 if summary.errors else 0

@@ -1,0 +1,238 @@
+"""Header decoding: pure helpers over small strings, shared by the fast and the stdlib parser.
+
+Only the standard library's header decoders are used (RFC 2047 ``decode_header``, RFC 2231
+parameters through ``email.message.Message``, ``getaddresses``, ``parsedate_to_datetime``):
+they are correct and, applied to header blocks of a few hundred bytes, fast enough.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import email.utils
+from datetime import datetime, timezone
+from email.header import decode_header
+from email.message import Message
+
+ASCII_ALIASES = {"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "646", "us"}
+
+
+def raw_header_text(raw: bytes, defects: list[str], name: str = "") -> str:
+    """Header bytes as text: ASCII as is; 8-bit bytes as UTF-8, else Windows-1252.
+
+    An 8-bit header is a defect (RFC 5322 allows ASCII only; RFC 6532 allows UTF-8).
+    """
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        defects.append(f"8-bit header {name or '?'} is not UTF-8; decoded as windows-1252")
+        return raw.decode("cp1252", errors="replace")
+
+
+def decode_text(data: bytes, charset: str | None, defects: list[str], where: str = "body"
+                ) -> str:
+    """``data`` decoded to Unicode by ``charset``, leniently; problems go to ``defects``.
+
+    Order: the declared charset (US-ASCII read as UTF-8, its superset), then UTF-8, then the
+    declared charset with replacement characters. Never raises.
+    """
+    cs = (charset or "us-ascii").strip().strip('"').lower()
+    if cs in ASCII_ALIASES or cs in ("utf8", "unicode-1-1-utf-8"):
+        cs = "utf-8"
+    try:
+        codecs.lookup(cs)
+    except LookupError:
+        defects.append(f"unknown charset {cs!r} in {where}; decoded as UTF-8")
+        cs = "utf-8"
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("cp1252", errors="replace")
+    try:
+        return data.decode(cs)
+    except UnicodeDecodeError:
+        pass
+    if cs != "utf-8":
+        try:
+            text = data.decode("utf-8")
+            defects.append(f"{where} is not valid {cs}; decoded as UTF-8")
+            return text
+        except UnicodeDecodeError:
+            pass
+    if cs == "utf-8":
+        defects.append(f"{where} is not valid UTF-8; decoded as windows-1252")
+        return data.decode("cp1252", errors="replace")
+    defects.append(f"{where} is not valid {cs}; undecodable bytes replaced")
+    return data.decode(cs, errors="replace")
+
+
+def decode_words(value: str, defects: list[str] | None = None) -> str:
+    """Decode RFC 2047 encoded words in an unstructured header value; never raises."""
+    if "=?" not in value:
+        return _unfold(value)
+    try:
+        parts = decode_header(value)
+    except Exception:  # noqa: BLE001 - malformed encoded words: keep the raw text
+        if defects is not None:
+            defects.append("malformed encoded word in header; kept as is")
+        return _unfold(value)
+    out = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            out.append(chunk)
+        else:
+            out.append(decode_text(chunk, charset or "utf-8", defects if defects is not None
+                                   else [], "header"))
+    return _unfold("".join(out))
+
+
+def _unfold(value: str) -> str:
+    return value.replace("\r\n", "").replace("\n", "").strip()
+
+
+def addresses(values: list[str], defects: list[str]) -> list[dict[str, str]]:
+    """``[{name, address}]`` from the raw values of one address header (may repeat)."""
+    if not values:
+        return []
+    try:
+        pairs = email.utils.getaddresses([_unfold(v) for v in values])
+    except Exception:  # noqa: BLE001
+        defects.append("unparseable address header")
+        return [{"name": "", "address": decode_words(v)} for v in values]
+    out = []
+    for name, addr in pairs:
+        if not name and not addr:
+            continue
+        out.append({"name": decode_words(name, defects) if name else "", "address": addr})
+    return out
+
+
+def iso_utc(dt: datetime) -> str:
+    """ISO-8601 in UTC with a ``Z`` (naive datetimes are taken as UTC)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_date(value: str | None, defects: list[str], what: str = "Date") -> str | None:
+    """An RFC 5322 date as ISO-8601 UTC, or None (with a defect) when missing or invalid."""
+    if value is None or not value.strip():
+        defects.append(f"missing {what} header")
+        return None
+    try:
+        return iso_utc(email.utils.parsedate_to_datetime(_unfold(value)))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        defects.append(f"invalid {what} header: {value[:80]!r}")
+        return None
+
+
+def received_date(values: list[str]) -> str | None:
+    """The date of the topmost Received header (after its ``;``), or None."""
+    for value in values:
+        if ";" in value:
+            try:
+                return iso_utc(email.utils.parsedate_to_datetime(_unfold(value.rsplit(";", 1)[1])))
+            except (TypeError, ValueError, IndexError, OverflowError):
+                continue
+    return None
+
+
+class ContentInfo:
+    """Content-Type and Content-Disposition of one part, parsed with RFC 2231 support."""
+
+    __slots__ = ("type", "charset", "boundary", "filename", "disposition", "name")
+
+    def __init__(self, content_type: str | None, disposition: str | None,
+                 defects: list[str], default_type: str = "text/plain") -> None:
+        ctype = default_type
+        self.charset = self.boundary = self.filename = self.name = None
+        self.disposition = None
+        simple = _simple_params(content_type, disposition)
+        if simple is not None:
+            ctype, params, self.disposition = simple
+            self.type = ctype
+            self.charset = params.get("charset")
+            self.boundary = params.get("boundary")
+            self.name = params.get("name")
+            fn = params.get("filename") or self.name
+            self.filename = decode_words(fn, defects) if fn else None
+            return
+        if content_type or disposition:
+            # A one-header Message is the stdlib's RFC 2231 parameter parser: correct, and
+            # cheap on a single short header.
+            m = Message()
+            if content_type:
+                m["Content-Type"] = content_type
+            if disposition:
+                m["Content-Disposition"] = disposition
+            if content_type:
+                ctype = m.get_content_type()
+                if ctype == "text/plain" and "/" not in content_type.split(";")[0]:
+                    defects.append(f"invalid Content-Type {content_type[:60]!r}; "
+                                   "read as text/plain")
+                self.charset = _param(m.get_content_charset())
+                b = m.get_param("boundary")
+                self.boundary = email.utils.collapse_rfc2231_value(b) if b else None
+                nm = m.get_param("name")
+                self.name = email.utils.collapse_rfc2231_value(nm) if nm else None
+            if disposition:
+                self.disposition = disposition.split(";")[0].strip().lower() or None
+            fn = m.get_filename()
+            if fn:
+                self.filename = decode_words(fn, defects)
+            elif self.name:
+                self.filename = decode_words(self.name, defects)
+        self.type = ctype
+
+
+def _param(value: object) -> str | None:
+    if value is None:
+        return None
+    return str(value)
+
+
+_PARAM = re.compile(r'\s*;\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s"]*))\s*')
+_TYPE = re.compile(r"\s*([A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+)\s*")
+
+
+def _simple_params(content_type: str | None, disposition: str | None
+                   ) -> tuple[str, dict[str, str], str | None] | None:
+    """The common case parsed by two regexes (10x faster than ``Message.get_param``):
+    no RFC 2231 ``*`` parameters, no comments. None means: use the full stdlib parser."""
+    params: dict[str, str] = {}
+    ctype = "text/plain"
+    if content_type:
+        m = _TYPE.match(content_type)
+        if not m or not _all_params(content_type, m.end(), params):
+            return None
+        ctype = m.group(1).lower()
+    disp = None
+    if disposition:
+        head, _, _ = disposition.partition(";")
+        disp = head.strip().lower() or None
+        dparams: dict[str, str] = {}
+        if not _all_params(disposition, len(head), dparams):
+            return None
+        if "filename" in dparams:
+            params["filename"] = dparams["filename"]
+    return ctype, params, disp
+
+
+def _all_params(text: str, pos: int, out: dict[str, str]) -> bool:
+    while pos < len(text):
+        m = _PARAM.match(text, pos)
+        if m is None:
+            return text[pos:].strip(" \t;") == ""
+        key = m.group(1).lower()
+        if key.endswith("*") or "*" in key:
+            return False
+        value = m.group(2) if m.group(2) is not None else m.group(3)
+        if m.group(2) is not None and "\\" in value:
+            value = re.sub(r"\\(.)", r"\1", value)
+        out.setdefault(key, value)
+        pos = m.end()
+    return True

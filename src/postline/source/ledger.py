@@ -1,0 +1,275 @@
+"""The ledger: durable state of every mail a source has seen (the access coordinator).
+
+States::
+
+    acquired  being processed (attempts counts how often it was taken; a crash leaves it here)
+    done      every sink has it                       -> then moved to the done folder
+    failed    gave up (reason, attempts)              -> then moved to the error folder
+    ignored   a filter said so, or a duplicate        -> then moved to the ignore folder
+
+``settled`` says whether the server-side action that follows the state (move, delete or
+nothing) has happened; a mail ``done`` but not ``settled`` is moved on the next round, not
+processed again. Keys are ``connection/folder/UIDVALIDITY/UID`` (POP3: ``.../UIDL``).
+
+:class:`Ledger` is the interface; :class:`SqliteLedger` the default implementation (WAL,
+``synchronous=FULL``: each call that changes state returns only after its commit is on
+disk). A shared database (PostgreSQL) can implement the same interface later.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from postline.errors import ConfigError
+
+STATES = ("acquired", "done", "failed", "ignored")
+FINAL = ("done", "failed", "ignored")
+LEDGER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    source: str
+    key: str
+    state: str
+    connection: str = ""
+    folder: str = ""
+    folder_version: str = ""
+    server_id: str = ""
+    reason: str | None = None
+    attempts: int = 0
+    message_id: str | None = None
+    content_hash: str | None = None
+    subject: str | None = None
+    settled: bool = False
+    dup_of: str | None = None
+    created: float = 0.0
+    updated: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing decided for one mail; written by :meth:`Ledger.finish`."""
+
+    key: str
+    state: str                      # done | failed | ignored
+    reason: str | None = None
+    message_id: str | None = None
+    content_hash: str | None = None
+    subject: str | None = None
+    dup_of: str | None = None
+    settled: bool = False
+
+
+@dataclass(frozen=True)
+class Place:
+    key: str
+    connection: str
+    folder: str
+    folder_version: str
+    server_id: str
+
+
+class Ledger(abc.ABC):
+    """Durable per-mail state. Every method that writes commits durably before returning."""
+
+    @abc.abstractmethod
+    def get_many(self, source: str, keys: Sequence[str]) -> dict[str, Entry]:
+        """Entries of ``keys`` that exist."""
+
+    @abc.abstractmethod
+    def acquire(self, source: str, places: Sequence[Place]) -> dict[str, int]:
+        """Mark ``places`` acquired (attempts + 1); returns key -> attempts so far."""
+
+    @abc.abstractmethod
+    def finish(self, source: str, outcomes: Sequence[Outcome]) -> None:
+        """Write final states (not yet settled unless the outcome says so)."""
+
+    @abc.abstractmethod
+    def mark_settled(self, source: str, keys: Iterable[str]) -> None:
+        """The server-side action of these keys has happened."""
+
+    @abc.abstractmethod
+    def find_done(self, source: str, identity: str) -> Entry | None:
+        """A ``done`` entry whose Message-ID (or content hash) equals ``identity``."""
+
+    @abc.abstractmethod
+    def folder_version(self, source: str, folder: str) -> str | None:
+        """The UIDVALIDITY last seen for ``folder``, or None."""
+
+    @abc.abstractmethod
+    def set_folder_version(self, source: str, folder: str, version: str) -> None:
+        """Remember ``version`` for ``folder``."""
+
+    @abc.abstractmethod
+    def entries(self, source: str, *, state: str | None = None, limit: int | None = None
+                ) -> list[Entry]:
+        """Entries of ``source`` (optionally in one state), oldest first."""
+
+    @abc.abstractmethod
+    def reset(self, source: str, keys: Sequence[str] | None = None) -> int:
+        """Forget ``keys`` (None: all of ``source``) and their duplicates; returns how many."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the database."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mails (
+  source TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL,
+  connection TEXT NOT NULL DEFAULT '', folder TEXT NOT NULL DEFAULT '',
+  folder_version TEXT NOT NULL DEFAULT '', server_id TEXT NOT NULL DEFAULT '',
+  reason TEXT, attempts INTEGER NOT NULL DEFAULT 0, message_id TEXT, content_hash TEXT,
+  subject TEXT, settled INTEGER NOT NULL DEFAULT 0, dup_of TEXT,
+  created REAL NOT NULL, updated REAL NOT NULL,
+  PRIMARY KEY (source, key));
+CREATE INDEX IF NOT EXISTS mails_state ON mails (source, state);
+CREATE INDEX IF NOT EXISTS mails_mid ON mails (source, message_id);
+CREATE TABLE IF NOT EXISTS folders (
+  source TEXT NOT NULL, folder TEXT NOT NULL, version TEXT NOT NULL,
+  PRIMARY KEY (source, folder));
+"""
+_COLS = ("source", "key", "state", "connection", "folder", "folder_version", "server_id",
+         "reason", "attempts", "message_id", "content_hash", "subject", "settled", "dup_of",
+         "created", "updated")
+
+
+def ledger_path(state_dir: Path) -> Path:
+    """Where a project's ledger lives."""
+    return Path(state_dir) / "ledger.sqlite3"
+
+
+class SqliteLedger(Ledger):
+    """SQLite in WAL mode with ``synchronous=FULL``. Safe to share between threads."""
+
+    def __init__(self, *, path: Path, clock=time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)",
+                             (str(LEDGER_VERSION),))
+        except sqlite3.Error as exc:
+            raise ConfigError(f"ledger {self.path} cannot be opened: {exc}",
+                              hint="check the state directory's permissions and free space"
+                              ) from exc
+
+    def _tx(self, sql: str, rows: Iterable[tuple]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, args: tuple = ()) -> list[Entry]:
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [Entry(**{**dict(zip(_COLS, r)), "settled": bool(r[12])}) for r in rows]
+
+    def get_many(self, source: str, keys: Sequence[str]) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for e in self._query(f"SELECT {','.join(_COLS)} FROM mails WHERE source=? "
+                                 f"AND key IN ({marks})", (source, *chunk)):
+                out[e.key] = e
+        return out
+
+    def acquire(self, source: str, places: Sequence[Place]) -> dict[str, int]:
+        now = self._clock()
+        self._tx("INSERT INTO mails (source, key, state, connection, folder, folder_version, "
+                 "server_id, attempts, created, updated) VALUES (?,?,'acquired',?,?,?,?,1,?,?) "
+                 "ON CONFLICT (source, key) DO UPDATE SET state='acquired', settled=0, "
+                 "attempts=attempts+1, updated=excluded.updated",
+                 [(source, p.key, p.connection, p.folder, p.folder_version, p.server_id,
+                   now, now) for p in places])
+        got = self.get_many(source, [p.key for p in places])
+        return {k: e.attempts for k, e in got.items()}
+
+    def finish(self, source: str, outcomes: Sequence[Outcome]) -> None:
+        now = self._clock()
+        self._tx("INSERT INTO mails (source, key, state, reason, message_id, content_hash, "
+                 "subject, dup_of, settled, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                 "ON CONFLICT (source, key) DO UPDATE SET state=excluded.state, "
+                 "reason=excluded.reason, message_id=excluded.message_id, "
+                 "content_hash=excluded.content_hash, subject=excluded.subject, "
+                 "dup_of=excluded.dup_of, settled=excluded.settled, updated=excluded.updated",
+                 [(source, o.key, o.state, o.reason, o.message_id, o.content_hash, o.subject,
+                   o.dup_of, int(o.settled), now, now) for o in outcomes])
+
+    def mark_settled(self, source: str, keys: Iterable[str]) -> None:
+        now = self._clock()
+        self._tx("UPDATE mails SET settled=1, updated=? WHERE source=? AND key=?",
+                 [(now, source, k) for k in keys])
+
+    def find_done(self, source: str, identity: str) -> Entry | None:
+        found = self._query(f"SELECT {','.join(_COLS)} FROM mails WHERE source=? AND "
+                            "message_id=? AND state='done' ORDER BY created LIMIT 1",
+                            (source, identity))
+        return found[0] if found else None
+
+    def folder_version(self, source: str, folder: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT version FROM folders WHERE source=? AND folder=?",
+                                   (source, folder)).fetchone()
+        return row[0] if row else None
+
+    def set_folder_version(self, source: str, folder: str, version: str) -> None:
+        self._tx("INSERT INTO folders VALUES (?,?,?) ON CONFLICT (source, folder) "
+                 "DO UPDATE SET version=excluded.version", [(source, folder, version)])
+
+    def entries(self, source: str, *, state: str | None = None, limit: int | None = None
+                ) -> list[Entry]:
+        sql = f"SELECT {','.join(_COLS)} FROM mails WHERE source=?"
+        args: tuple = (source,)
+        if state:
+            sql += " AND state=?"
+            args += (state,)
+        sql += " ORDER BY created, key"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self._query(sql, args)
+
+    def reset(self, source: str, keys: Sequence[str] | None = None) -> int:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if keys is None:
+                    n = self._db.execute("DELETE FROM mails WHERE source=?", (source,)).rowcount
+                    self._db.execute("DELETE FROM folders WHERE source=?", (source,))
+                else:
+                    n = 0
+                    for k in keys:
+                        n += self._db.execute("DELETE FROM mails WHERE source=? AND "
+                                              "(key=? OR dup_of=?)", (source, k, k)).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return n
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass

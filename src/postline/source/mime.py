@@ -1,0 +1,327 @@
+"""The fast path: a streaming MIME splitter over bytes (or an mmap of a spooled mail).
+
+Why hand-written (measured on the bench mailbox of 5,000 mails, 210 MB): the stdlib
+``email`` parser takes ~11 s (``policy.default``) / ~9 s (``compat32``), far above the
+0.5-1 s raw-fetch floor. fast-mail-parser (Rust) is fast but takes the whole mail as one
+string and returns attachments as in-memory bytes, so a 100 MB attachment would sit in
+memory two or three times; it also gives no control over charsets and defects. This
+splitter finds boundaries with ``bytes.find`` (memchr speed), decodes only the small header
+blocks with the stdlib header helpers, and decodes base64/quoted-printable with ``binascii``
+in 1 MB chunks straight into attachment files, hashing as it goes. A mail it cannot handle
+raises :class:`FastPathError` and is re-read by the lenient stdlib parser (see parse.py).
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import mmap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, Union
+
+from postline.source.headers import ContentInfo, decode_text, decode_words, raw_header_text
+
+Buffer = Union[bytes, mmap.mmap]
+CHUNK = 1 << 20
+MAX_DEPTH = 40
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_NON_B64 = bytes(b for b in range(256) if b not in _B64)
+_TAIL_OK = (b"", b"\r", b"\n", b" ", b"\t", b"-")
+
+
+class FastPathError(Exception):
+    """The fast parser gives up on this mail; the caller falls back to the stdlib parser."""
+
+
+class AttachmentPolicy(Protocol):
+    load: bool
+
+    def type_reason(self, content_type: str) -> str | None: ...
+
+    def size_reason(self, content_type: str, size: int, stored_total: int) -> str | None: ...
+
+
+class Attachment:
+    """One attachment as parsed: decoded size and hash; ``temp_path`` where it was stored."""
+
+    __slots__ = ("filename", "content_type", "disposition", "content_id", "size", "sha256",
+                 "temp_path", "skipped_reason")
+
+    def __init__(self, *, filename: str | None, content_type: str, disposition: str | None,
+                 content_id: str | None, size: int, sha256: str, temp_path: Path | None,
+                 skipped_reason: str | None) -> None:
+        self.filename = filename
+        self.content_type = content_type
+        self.disposition = disposition
+        self.content_id = content_id
+        self.size = size
+        self.sha256 = sha256
+        self.temp_path = temp_path
+        self.skipped_reason = skipped_reason
+
+
+class ParsedMail:
+    """Everything the record needs from the MIME structure (headers still raw text)."""
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[str, str]] = []   # (name, raw unfolded value), in order
+        self.texts: list[str] = []
+        self.htmls: list[str] = []
+        self.attachments: list[Attachment] = []
+        self.defects: list[str] = []
+        self.stored_total = 0
+        self.parser = "fast"
+
+    def header(self, name: str) -> str | None:
+        low = name.lower()
+        for n, v in self.headers:
+            if n.lower() == low:
+                return v
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        low = name.lower()
+        return [v for n, v in self.headers if n.lower() == low]
+
+
+def read_headers(buf: Buffer, start: int, end: int, defects: list[str]
+                 ) -> tuple[list[tuple[str, str]], int]:
+    """Parse the header block at ``start``; returns ``([(name, value)], body_start)``."""
+    if buf[start:start + 1] == b"\n":
+        return [], start + 1
+    if buf[start:start + 2] == b"\r\n":
+        return [], start + 2
+    # Search CRLF first, then LF only before it: a CRLF mail has no "\n\n", and
+    # searching for one would scan the whole (maybe 100 MB) body.
+    i = buf.find(b"\n\r\n", start, end)
+    j = buf.find(b"\n\n", start, i if i >= 0 else end)
+    if i >= 0 and (j < 0 or i < j):
+        hdr_end, body = i + 1, i + 3
+    elif j >= 0:
+        hdr_end, body = j + 1, j + 2
+    else:
+        hdr_end = body = end
+    block = bytes(buf[start:hdr_end])
+    headers: list[tuple[str, bytes]] = []
+    first = True
+    for line in block.split(b"\n"):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t"):
+            if headers:
+                name, value = headers[-1]
+                headers[-1] = (name, value + line)
+            else:
+                defects.append("continuation line before the first header")
+            first = False
+            continue
+        name, sep, value = line.partition(b":")
+        name = name.rstrip()
+        if not sep or not name or b" " in name or b"\t" in name:
+            if not (first and line.startswith(b"From ")):
+                defects.append(f"malformed header line {line[:40]!r}")
+            first = False
+            continue
+        first = False
+        headers.append((name, value))
+    out = []
+    for name, value in headers:
+        n = name.decode("ascii", errors="replace")
+        out.append((n, raw_header_text(value, defects, n).strip()))
+    return out, body
+
+
+def _get(headers: list[tuple[str, str]], name: str) -> str | None:
+    for n, v in headers:
+        if n.lower() == name:
+            return v
+    return None
+
+
+def split_multipart(buf: Buffer, start: int, end: int, boundary: str, defects: list[str]
+                    ) -> list[tuple[int, int]] | None:
+    """Spans of the body parts between ``--boundary`` lines; None when none is found."""
+    delim = b"--" + boundary.encode("latin-1", errors="replace")
+    dl = len(delim)
+    marks: list[int] = []
+    closed = False
+    pos = start
+    while True:
+        i = buf.find(delim, pos, end)
+        if i < 0:
+            break
+        pos = i + dl
+        if (i == start or buf[i - 1] == 10) and buf[pos:pos + 1] in _TAIL_OK:
+            if buf[pos:pos + 2] == b"--":
+                marks.append(i)
+                closed = True
+                break
+            if buf[pos:pos + 1] == b"-":
+                continue
+            marks.append(i)
+    if not marks:
+        return None
+    if not closed:
+        defects.append(f"multipart without closing boundary {boundary[:40]!r}")
+        marks.append(end)
+    spans = []
+    for a, b in zip(marks, marks[1:]):
+        nl = buf.find(b"\n", a, b)
+        s = nl + 1 if nl >= 0 else b
+        e = b
+        if b < end or closed:
+            if e > s and buf[e - 1] == 10:
+                e -= 1
+                if e > s and buf[e - 1] == 13:
+                    e -= 1
+        spans.append((s, max(s, e)))
+    return spans
+
+
+def decode_chunks(buf: Buffer, start: int, end: int, cte: str, defects: list[str]
+                  ) -> Iterator[bytes]:
+    """Decode the transfer encoding of ``buf[start:end]`` in chunks of about 1 MB."""
+    if cte == "base64":
+        carry = b""
+        pos = start
+        while pos < end:
+            stop = min(pos + CHUNK, end)
+            data = carry + bytes(buf[pos:stop]).translate(None, _NON_B64)
+            _release(buf, pos, stop)
+            pos = stop
+            n = len(data) - len(data) % 4
+            carry = data[n:]
+            if n:
+                try:
+                    yield binascii.a2b_base64(data[:n])
+                except binascii.Error as exc:
+                    raise FastPathError(f"base64: {exc}") from exc
+        carry = carry.rstrip(b"=")
+        if carry:
+            if len(carry) == 1:
+                defects.append("base64 body has a dangling character; dropped")
+            else:
+                defects.append("base64 body is missing its padding")
+                yield binascii.a2b_base64(carry + b"=" * (-len(carry) % 4))
+    elif cte == "quoted-printable":
+        pos = start
+        while pos < end:
+            stop = min(pos + CHUNK, end)
+            if stop < end:
+                nl = buf.rfind(b"\n", pos, stop)
+                if nl > pos:
+                    stop = nl + 1
+            chunk = bytes(buf[pos:stop])
+            _release(buf, pos, stop)
+            pos = stop
+            yield binascii.a2b_qp(chunk)
+    else:
+        if cte not in ("7bit", "8bit", "binary", ""):
+            defects.append(f"unknown Content-Transfer-Encoding {cte[:30]!r}; kept as is")
+        pos = start
+        while pos < end:
+            stop = min(pos + CHUNK, end)
+            yield bytes(buf[pos:stop])
+            _release(buf, pos, stop)
+            pos = stop
+
+
+def _release(buf: Buffer, start: int, stop: int) -> None:
+    # Drop pages of a spooled mail once decoded, so a 100 MB attachment is never resident
+    # as a whole (the file stays in the page cache; a later read maps it back in).
+    if isinstance(buf, mmap.mmap) and stop - start >= CHUNK // 2:
+        page = mmap.PAGESIZE
+        a = (start // page) * page
+        try:
+            buf.madvise(mmap.MADV_DONTNEED, a, stop - a)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def parse_fast(buf: Buffer, *, policy: AttachmentPolicy, work_dir: Path) -> ParsedMail:
+    """Parse a whole mail. Raises FastPathError (or any error) to ask for the fallback."""
+    mail = ParsedMail()
+    mail.headers, body = read_headers(buf, 0, len(buf), mail.defects)
+    if not mail.headers:
+        raise FastPathError("no header block")
+    _walk(buf, mail, mail.headers, body, len(buf), 0, "text/plain", policy, work_dir)
+    return mail
+
+
+def _walk(buf: Buffer, mail: ParsedMail, headers: list[tuple[str, str]], start: int, end: int,
+          depth: int, default_type: str, policy: AttachmentPolicy, work_dir: Path) -> None:
+    if depth > MAX_DEPTH:
+        raise FastPathError("MIME nesting too deep")
+    d = mail.defects
+    info = ContentInfo(_get(headers, "content-type"), _get(headers, "content-disposition"),
+                       d, default_type)
+    if info.type.startswith("multipart/"):
+        spans = None
+        if info.boundary:
+            spans = split_multipart(buf, start, end, info.boundary, d)
+            if spans is None:
+                d.append(f"{info.type} boundary {info.boundary[:40]!r} not found; "
+                         "body read as text")
+        else:
+            d.append(f"{info.type} without boundary; body read as text")
+        if spans is not None:
+            child = "message/rfc822" if info.type == "multipart/digest" else "text/plain"
+            for s, e in spans:
+                hdrs, body = read_headers(buf, s, e, d)
+                _walk(buf, mail, hdrs, body, e, depth + 1, child, policy, work_dir)
+            return
+        info.type = "text/plain"
+    cte = (_get(headers, "content-transfer-encoding") or "7bit").strip().lower()
+    if (info.type in ("text/plain", "text/html") and info.disposition != "attachment"
+            and not info.filename):
+        data = b"".join(decode_chunks(buf, start, end, cte, d))
+        text = decode_text(data, info.charset, d, info.type).replace("\r\n", "\n")
+        (mail.texts if info.type == "text/plain" else mail.htmls).append(text)
+        return
+    filename = info.filename
+    if filename is None and info.type in ("message/rfc822", "message/global"):
+        inner, _ = read_headers(buf, start, min(end, start + 65536), [])
+        subject = _get(inner, "subject")
+        filename = (decode_words(subject) if subject else "message") + ".eml"
+    add_attachment(mail, chunks=decode_chunks(buf, start, end, cte, d), filename=filename,
+                   content_type=info.type, disposition=info.disposition,
+                   content_id=_get(headers, "content-id"), policy=policy, work_dir=work_dir)
+
+
+def add_attachment(mail: ParsedMail, *, chunks: Iterator[bytes] | list[bytes],
+                   filename: str | None, content_type: str, disposition: str | None,
+                   content_id: str | None, policy: AttachmentPolicy, work_dir: Path) -> None:
+    """Hash (and, when the policy admits it, store) one attachment; appended to ``mail``."""
+    reason = policy.type_reason(content_type) if policy.load else \
+        "not loaded (attachments.load is false)"
+    temp: Path | None = None
+    out = None
+    if reason is None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        temp = work_dir / f"{len(mail.attachments):03d}.part"
+        out = open(temp, "wb")
+    sha = hashlib.sha256()
+    size = 0
+    try:
+        for chunk in chunks:
+            sha.update(chunk)
+            size += len(chunk)
+            if out is not None:
+                out.write(chunk)
+    finally:
+        if out is not None:
+            out.close()
+    if temp is not None:
+        reason = policy.size_reason(content_type, size, mail.stored_total)
+        if reason is not None:
+            temp.unlink(missing_ok=True)
+            temp = None
+        else:
+            mail.stored_total += size
+    mail.attachments.append(Attachment(
+        filename=filename, content_type=content_type, disposition=disposition,
+        content_id=content_id.strip() if content_id else None, size=size,
+        sha256=sha.hexdigest(), temp_path=temp, skipped_reason=reason))

@@ -1,0 +1,135 @@
+"""Turn raw mail bytes into a :class:`ParsedMail`: the fast path, else the stdlib parser.
+
+Never loses a mail: whatever the fast splitter rejects (or crashes on) is parsed again by
+the standard library's lenient ``compat32`` parser, with its defects kept. Only when both
+fail does :func:`parse_mail` raise :class:`postline.errors.ParseError`, and the runner sends
+the mail to the error folder with the reason in the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import shutil
+from contextlib import contextmanager
+from email import policy as email_policy
+from email.message import Message
+from email.parser import BytesParser
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from postline.errors import ParseError
+from postline.source.headers import ContentInfo, decode_text, decode_words, raw_header_text
+from postline.source.mime import AttachmentPolicy, Buffer, ParsedMail, add_attachment, parse_fast
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def open_buffer(*, data: bytes | None = None, path: Path | None = None) -> Iterator[Buffer]:
+    """The mail as a bytes-like buffer: ``data`` itself, or a read-only mmap of ``path``."""
+    if data is not None:
+        yield data
+        return
+    assert path is not None
+    with open(path, "rb") as fh:
+        if path.stat().st_size == 0:
+            yield b""
+            return
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            yield mm
+        finally:
+            mm.close()
+
+
+def parse_mail(*, data: bytes | None = None, path: Path | None = None,
+               policy: AttachmentPolicy, work_dir: Path) -> ParsedMail:
+    """Parse one mail given as ``data`` or a spooled ``path``; attachments go to ``work_dir``.
+
+    Returns the parsed mail (``parser`` says which parser read it). Raises ParseError only
+    when neither parser can read the mail at all.
+    """
+    try:
+        with open_buffer(data=data, path=path) as buf:
+            return parse_fast(buf, policy=policy, work_dir=work_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure of the fast path means: fall back
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        log.debug("fast parser gave up (%s); using the stdlib parser", reason)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    try:
+        if data is not None:
+            import io
+
+            fh: BinaryIO = io.BytesIO(data)
+        else:
+            assert path is not None
+            fh = open(path, "rb")
+        with fh:
+            mail = parse_stdlib(fh, policy=policy, work_dir=work_dir)
+    except Exception as exc:  # noqa: BLE001
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise ParseError(f"mail cannot be parsed: {type(exc).__name__}: {exc}"[:300]) from exc
+    mail.defects.insert(0, f"fast parser gave up ({reason}); parsed with the stdlib parser")
+    return mail
+
+
+def _raw(value: object) -> str:
+    # compat32 keeps 8-bit header bytes as surrogate escapes; undo them, then decode leniently.
+    text = str(value)
+    try:
+        return raw_header_text(text.encode("ascii", "surrogateescape"), [])
+    except UnicodeEncodeError:
+        return text
+
+
+def parse_stdlib(fh: BinaryIO, *, policy: AttachmentPolicy, work_dir: Path) -> ParsedMail:
+    """The lenient fallback: stdlib ``compat32`` parser, defects listed by class name."""
+    msg = BytesParser(policy=email_policy.compat32).parse(fh)
+    mail = ParsedMail()
+    mail.parser = "stdlib"
+    mail.headers = [(str(k), _raw(v).replace("\r\n", "").replace("\n", "").strip())
+                    for k, v in msg.items()]
+    _walk_stdlib(msg, mail, policy, work_dir, top=True)
+    return mail
+
+
+def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, work_dir: Path,
+                 top: bool = False) -> None:
+    d = mail.defects
+    d.extend(type(x).__name__ for x in getattr(part, "defects", []))
+    ct = part.get("Content-Type")
+    cd = part.get("Content-Disposition")
+    info = ContentInfo(_raw(ct) if ct else None, _raw(cd) if cd else None, d,
+                       part.get_default_type())
+    if part.is_multipart():
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            for sub in payload:
+                if isinstance(sub, Message):
+                    _walk_stdlib(sub, mail, policy, work_dir)
+            return
+    if info.type.startswith("multipart/"):
+        info.type = "text/plain"
+    if info.type in ("message/rfc822", "message/global"):
+        inner = part.get_payload()
+        inner_msg = inner[0] if isinstance(inner, list) and inner else None
+        data = inner_msg.as_bytes() if isinstance(inner_msg, Message) else b""
+        subject = inner_msg.get("Subject") if isinstance(inner_msg, Message) else None
+        filename = info.filename or ((decode_words(_raw(subject)) if subject else "message")
+                                     + ".eml")
+        add_attachment(mail, chunks=[data], filename=filename, content_type=info.type,
+                       disposition=info.disposition, content_id=part.get("Content-ID"),
+                       policy=policy, work_dir=work_dir)
+        return
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        data = b""
+    if (info.type in ("text/plain", "text/html") and info.disposition != "attachment"
+            and not info.filename):
+        text = decode_text(data, info.charset, d, info.type).replace("\r\n", "\n")
+        (mail.texts if info.type == "text/plain" else mail.htmls).append(text)
+        return
+    add_attachment(mail, chunks=[data], filename=info.filename, content_type=info.type,
+                   disposition=info.disposition, content_id=part.get("Content-ID"),
+                   policy=policy, work_dir=work_dir)

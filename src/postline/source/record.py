@@ -1,0 +1,124 @@
+"""The record: one mail as one JSON-ready dict, versioned and described by a shipped schema.
+
+``record.schema.json`` beside this module is the contract (docs/record-schema.md explains
+each field). Bump :data:`SCHEMA_VERSION` on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from postline.source.headers import addresses, decode_words, parse_date, received_date
+from postline.source.mime import ParsedMail
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("record.schema.json")
+
+_ADDRESS_HEADERS = {"from": "from", "to": "to", "cc": "cc", "bcc": "bcc",
+                    "reply_to": "reply-to", "sender": "sender"}
+
+
+@dataclass(frozen=True)
+class MailPlace:
+    """Where a mail came from: what the ledger key is made of."""
+
+    connection: str
+    folder: str
+    folder_version: str
+    server_id: str
+    received: str | None = None      # the server's INTERNALDATE, ISO-8601 UTC, if known
+
+    @property
+    def key(self) -> str:
+        """The ledger key: connection + folder + UIDVALIDITY + UID (or UIDL)."""
+        return ledger_key(self.connection, self.folder, self.folder_version, self.server_id)
+
+
+def ledger_key(connection: str, folder: str, folder_version: str, server_id: str) -> str:
+    """``connection/folder/version/id``; unambiguous because each part is length-safe
+    (the folder may contain ``/``, so the id and version are read from the right)."""
+    return f"{connection}/{folder}/{folder_version}/{server_id}"
+
+
+def safe_name(text: str, limit: int = 120) -> str:
+    """``text`` as a file-name part: no path separators or control characters."""
+    cleaned = re.sub(r'[\x00-\x1f/\\:*?"<>|]+', "_", text).strip(" .")
+    return cleaned[:limit] or "_"
+
+
+def file_key(key: str) -> str:
+    """A ledger key as a unique, portable file-name stem (readable part + short hash)."""
+    import hashlib
+
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[-80:]
+    return f"{readable}-{digest}"
+
+
+def header_summary(mail: ParsedMail) -> dict[str, Any]:
+    """Subject and addresses: all the filters and the stream name need (cheap)."""
+    d = mail.defects
+    subject_raw = mail.header("subject")
+    out: dict[str, Any] = {"subject": decode_words(subject_raw, d) if subject_raw else ""}
+    for field, header in _ADDRESS_HEADERS.items():
+        out[field] = addresses(mail.header_all(header), d)
+    mid = mail.header("message-id")
+    out["message_id"] = mid.strip() if mid else None
+    return out
+
+
+def build_record(mail: ParsedMail, *, place: MailPlace, source: str, stream_name: str,
+                 size: int, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record of ``mail`` (attachment ``path`` and ``eml_path`` are filled in later by
+    the runner, once it knows where they are kept). Returns a JSON-ready dict."""
+    d = mail.defects
+    s = summary or header_summary(mail)
+    date = parse_date(mail.header("date"), d)
+    received = place.received or received_date(mail.header_all("received"))
+    record: dict[str, Any] = {
+        "key": place.key,
+        "schema_version": SCHEMA_VERSION,
+        "message_id": s["message_id"],
+        "source": source,
+        "connection": place.connection,
+        "folder": place.folder,
+        "folder_version": place.folder_version,
+        "server_id": place.server_id,
+        "stream_name": stream_name,
+        "subject": s["subject"],
+        **{f: s[f] for f in _ADDRESS_HEADERS},
+        "date": date,
+        "received": received,
+        "headers": [{"name": n, "value": decode_words(v, d)} for n, v in mail.headers],
+        "text": "\n".join(mail.texts) if mail.texts else None,
+        "html": "\n".join(mail.htmls) if mail.htmls else None,
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type,
+             "disposition": a.disposition, "content_id": a.content_id, "size": a.size,
+             "sha256": a.sha256, "stored": a.temp_path is not None, "path": None,
+             "skipped_reason": a.skipped_reason}
+            for a in mail.attachments],
+        "eml_path": None,
+        "size": size,
+        "parser": mail.parser,
+        "defects": list(dict.fromkeys(d)),
+    }
+    return record
+
+
+@functools.lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The record's JSON schema (draft 2020-12), as shipped in the package."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_record(record: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` when ``record`` does not follow the schema."""
+    import jsonschema
+
+    jsonschema.Draft202012Validator(schema()).validate(record)

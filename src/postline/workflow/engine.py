@@ -1,0 +1,210 @@
+"""Build runners from a project and run them, one thread per workflow.
+
+``run_workflows(project, once=True)`` is what ``postline run`` calls; tests call it too,
+with a fake ``reader_factory`` and clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from postline.errors import ConfigError, PostlineError
+from postline.protocols.base import MailboxReader
+from postline.source.filters import AttachmentRules, MailFilter
+from postline.source.ledger import Ledger, SqliteLedger, ledger_path
+from postline.source.record import file_key
+from postline.source.schedule import Clock
+from postline.workflow.mailjob import MailSettings
+from postline.workflow.processor import Context, Services, load_processor
+from postline.workflow.runner import Events, MailEvent, WorkflowRunner, clean_work_dir
+from postline.workflow.sinks import DirectorySink, make_sink
+
+log = logging.getLogger("postline.workflow")
+
+ReaderFactory = Callable[[Any], MailboxReader]   # connection model -> reader
+
+
+@dataclass
+class Summary:
+    """What ``postline run`` prints at exit."""
+
+    counts: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mails(self) -> int:
+        return sum(v for k, v in self.counts.items() if k != "moved")
+
+    def line(self) -> str:
+        parts = [f"{self.counts.get(k, 0)} {k}" for k in ("done", "failed", "ignored")]
+        for extra in ("duplicate", "interrupted"):
+            if self.counts.get(extra):
+                parts.append(f"{self.counts[extra]} {extra}")
+        rate = self.mails / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.mails} mails: {', '.join(parts)} in {self.seconds:.1f}s "
+                f"({rate:.0f} mails/s)")
+
+
+class _Counting(Events):
+    def __init__(self, inner: Events, summary: Summary) -> None:
+        self.inner = inner
+        self.summary = summary
+        self.lock = threading.Lock()
+
+    def backlog(self, workflow: str, count: int) -> None:
+        self.inner.backlog(workflow, count)
+
+    def mail(self, event: MailEvent) -> None:
+        with self.lock:
+            self.summary.counts[event.label] += 1
+        self.inner.mail(event)
+
+
+def _stream_namer(project: Any, template: str) -> Callable[[dict[str, str]], str]:
+    from postline.assets.macros import MacroContext, expand
+
+    base = project.macro_context() if hasattr(project, "macro_context") else MacroContext()
+
+    def name(macros: dict[str, str]) -> str:
+        return expand(template, base.with_prefix("mail", macros))
+
+    return name
+
+
+def _resolve(root: Path, p: str) -> Path:
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: Ledger,
+                 reader_factory: ReaderFactory | None = None, clock: Clock | None = None,
+                 events: Events | None = None, service_opener=None) -> WorkflowRunner:
+    """A runner for the Workflow model ``workflow``. Raises ConfigError."""
+    source = project.get("EmailSource", workflow.source)
+    conn = project.get("EmailConnection", source.connection)
+    if conn.type != "standard" or conn.incoming is None or not conn.incoming.enabled:
+        raise ConfigError(f"source {source.name}: connection {conn.name} has no incoming "
+                          "IMAP or POP3 side", hint="add incoming: {protocol: imap, ...}")
+    root = Path(project.root)
+    state_dir = Path(project.state_dir)
+    work_dir = state_dir / "work" / workflow.name
+    clean_work_dir(work_dir)
+    sinks = [make_sink(cfg, root=root) for cfg in workflow.sinks]
+    first_dir = next((s for s in sinks if isinstance(s, DirectorySink)), None)
+    if workflow.attachments_dir:
+        att_root = _resolve(root, workflow.attachments_dir)
+
+        def home(key: str) -> Path:
+            return att_root / file_key(key)
+    elif first_dir is not None:
+        home = first_dir.attachments_dir
+    else:
+        def home(key: str) -> Path:
+            return state_dir / "attachments" / workflow.name / file_key(key)
+    processor = None
+    if workflow.processor:
+        processor = load_processor(_resolve(root, workflow.processor), workflow=workflow.name)
+    if service_opener is None:
+        def service_opener(asset: str) -> Any:
+            from postline.service import open_service
+
+            return open_service(project, asset)
+    context = Context(services=Services(workflow.services, service_opener),
+                      log=logging.getLogger(f"postline.processor.{workflow.name}"),
+                      source=source, workflow=workflow.name)
+    f = source.failure
+    settings = MailSettings(
+        source=source.name, connection=conn.name,
+        stream_name=_stream_namer(project, source.stream_name),
+        mail_filter=MailFilter.from_config(source.filters),
+        attachments=AttachmentRules.from_config(source.attachments),
+        reprocess=source.reprocess, on_failure=f.on_failure, max_retries=f.max_retries,
+        min_backoff=f.min_backoff, max_backoff=f.max_backoff, work_dir=work_dir,
+        attachments_home=home, sinks=sinks, processor=processor, context=context)
+    if reader_factory is None:
+        from postline.protocols import open_reader
+
+        def reader_factory(c: Any) -> MailboxReader:
+            return open_reader(project, c)
+    return WorkflowRunner(name=workflow.name, source=source, settings=settings, ledger=ledger,
+                          reader_factory=lambda: reader_factory(conn),
+                          protocol=conn.incoming.protocol, stop=stop, clock=clock,
+                          events=events)
+
+
+def select_workflows(project: Any, names: list[str] | None) -> list[Any]:
+    """The Workflow models to run: ``names`` or all. Raises ConfigError."""
+    all_wf = project.assets("Workflow")
+    if names:
+        by_name = {w.name: w for w in all_wf}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            known = ", ".join(sorted(by_name)) or "none"
+            raise ConfigError(f"no Workflow named {missing[0]!r} in the project (known: {known})")
+        chosen = [by_name[n] for n in names]
+    else:
+        chosen = list(all_wf)
+    if not chosen:
+        raise ConfigError("the project has no Workflow asset",
+                          hint="add one: kind: Workflow, source: ..., sinks: [...]")
+    sources: dict[str, str] = {}
+    for w in chosen:
+        if w.source in sources:
+            raise ConfigError(f"workflows {sources[w.source]} and {w.name} both read source "
+                              f"{w.source}; each mail would be taken twice",
+                              hint="give each workflow its own EmailSource")
+        sources[w.source] = w.name
+    return chosen
+
+
+def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = False,
+                  stop: threading.Event | None = None, events: Events | None = None,
+                  reader_factory: ReaderFactory | None = None, clock: Clock | None = None,
+                  service_opener=None) -> Summary:
+    """Run the workflows until ``stop`` (or one round each with ``once``).
+
+    Returns the summary; fatal errors of a workflow are in ``summary.errors`` (the others
+    go on). Raises ConfigError when the workflows cannot be built at all.
+    """
+    stop = stop or threading.Event()
+    summary = Summary()
+    counting = _Counting(events or Events(), summary)
+    ledger = SqliteLedger(path=ledger_path(project.state_dir))
+    t0 = time.perf_counter()
+    try:
+        runners = [build_runner(project, wf, stop=stop, ledger=ledger,
+                                reader_factory=reader_factory, clock=clock, events=counting,
+                                service_opener=service_opener)
+                   for wf in select_workflows(project, names)]
+
+        def work(runner: WorkflowRunner) -> None:
+            try:
+                runner.run(once=once)
+            except PostlineError as exc:
+                summary.errors[runner.name] = str(exc)   # printed by the caller
+                log.debug("workflow %s stopped: %s", runner.name, exc)
+            except Exception as exc:  # noqa: BLE001 - report, let other workflows go on
+                summary.errors[runner.name] = f"{type(exc).__name__}: {exc}"
+                log.exception("workflow %s crashed", runner.name)
+            finally:
+                runner.s.context.services.close() if runner.s.context else None
+
+        threads = [threading.Thread(target=work, args=(r,), name=f"workflow-{r.name}",
+                                    daemon=True) for r in runners]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    finally:
+        summary.seconds = time.perf_counter() - t0
+        ledger.close()
+    return summary

@@ -1,0 +1,320 @@
+"""Sinks: where records go. Every write is idempotent by ledger key where the medium allows.
+
+* ``directory``: ``<key>.eml`` then ``<key>.json``, each written to a temporary name and
+  renamed; a mail whose ``.json`` exists is skipped (the JSON is the commit marker).
+* ``jsonl``: one line per record, appended; ``flush`` fsyncs. A sidecar ``<file>.keys``
+  lists ``offset key`` of every line; on open the lines after the last indexed offset are
+  indexed (a crash between the two writes), a torn last line is cut off, and keys already
+  present are never appended again.
+* ``stdout`` and ``http``: at least once (a crash between the write and the ledger commit
+  repeats the mail); ``http`` sends ``Idempotency-Key: <ledger key>`` so receivers can
+  deduplicate.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from postline.errors import DeliveryError
+from postline.protocols.base import RawMessage
+from postline.source.record import file_key
+
+
+class Sink(abc.ABC):
+    """One destination of records."""
+
+    label = "sink"
+
+    def open(self) -> None:
+        """Prepare (create folders, load indexes). Raises PostlineError."""
+
+    @abc.abstractmethod
+    def write(self, record: dict[str, Any], raw: RawMessage) -> None:
+        """Write one record; raises on failure (the mail then fails or is retried)."""
+
+    def flush(self) -> None:
+        """Make every write so far durable; called before the ledger commits them."""
+
+    def close(self) -> None:
+        """Release resources; never raises."""
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_raw(raw: RawMessage, target: Path) -> None:
+    """Copy the raw mail to ``target`` (streaming for spooled mails)."""
+    if raw.data is not None:
+        target.write_bytes(raw.data)
+    else:
+        assert raw.path is not None
+        shutil.copyfile(raw.path, target)
+
+
+class DirectorySink(Sink):
+    label = "directory"
+
+    def __init__(self, *, path: Path, keep_eml: bool = True) -> None:
+        self.path = Path(path)
+        self.keep_eml = keep_eml
+        self._dirty: list[Path] = []
+
+    def open(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def eml_path(self, key: str) -> Path:
+        return self.path / f"{file_key(key)}.eml"
+
+    def attachments_dir(self, key: str) -> Path:
+        return self.path / f"{file_key(key)}.attachments"
+
+    def write(self, record: dict[str, Any], raw: RawMessage) -> None:
+        stem = file_key(record["key"])
+        final = self.path / f"{stem}.json"
+        if final.exists():
+            return
+        if self.keep_eml:
+            eml = self.path / f"{stem}.eml"
+            tmp = self.path / f".{stem}.eml.tmp"
+            write_raw(raw, tmp)
+            os.replace(tmp, eml)
+            self._dirty.append(eml)
+        tmp = self.path / f".{stem}.json.tmp"
+        tmp.write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(tmp, final)
+        self._dirty.append(final)
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        for p in self._dirty:
+            _fsync_path(p)
+        _fsync_path(self.path)
+        self._dirty.clear()
+
+
+class _JsonlFile:
+    """One JSONL file shared by every sink instance in this process that names it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.index_path = path.with_name(path.name + ".keys")
+        self.lock = threading.Lock()
+        self.keys: set[str] = set()
+        self._fh = None
+        self._idx = None
+        self._pending = False
+        self.users = 0
+
+    def open(self) -> None:
+        if self._fh is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        indexed_to = 0
+        if self.index_path.exists():
+            with open(self.index_path, "rb") as f:
+                data = f.read()
+            good = data[:data.rfind(b"\n") + 1]
+            if len(good) != len(data):
+                with open(self.index_path, "r+b") as f:
+                    f.truncate(len(good))
+            for line in good.splitlines():
+                off, _, key = line.decode("utf-8").partition(" ")
+                self.keys.add(key)
+                indexed_to = max(indexed_to, int(off))
+        self._fh = open(self.path, "a+b")
+        self._idx = open(self.index_path, "ab")
+        size = self._fh.seek(0, os.SEEK_END)
+        if size > indexed_to:
+            self._catch_up(indexed_to, size)
+
+    def _catch_up(self, start: int, size: int) -> None:
+        # Lines written after the index was last appended (a crash between the two writes).
+        assert self._fh is not None and self._idx is not None
+        self._fh.seek(start)
+        tail = self._fh.read(size - start)
+        complete = tail[:tail.rfind(b"\n") + 1]
+        if len(complete) != len(tail):  # torn last line: cut it off
+            self._fh.truncate(start + len(complete))
+        off = start
+        for line in complete.splitlines(keepends=True):
+            off += len(line)
+            try:
+                key = json.loads(line)["key"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            self.keys.add(key)
+            self._idx.write(f"{off} {key}\n".encode())
+        self._idx.flush()
+        os.fsync(self._idx.fileno())
+        self._fh.seek(0, os.SEEK_END)
+
+    def append(self, record: dict[str, Any]) -> None:
+        key = record["key"]
+        with self.lock:
+            if key in self.keys:
+                return
+            assert self._fh is not None and self._idx is not None
+            self._fh.write((_dumps(record) + "\n").encode("utf-8"))
+            self._fh.flush()
+            self._idx.write(f"{self._fh.tell()} {key}\n".encode())
+            self.keys.add(key)
+            self._pending = True
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self._pending or self._fh is None or self._idx is None:
+                return
+            os.fsync(self._fh.fileno())
+            self._idx.flush()
+            os.fsync(self._idx.fileno())
+            self._pending = False
+
+    def close(self) -> None:
+        with self.lock:
+            for f in (self._fh, self._idx):
+                if f is not None:
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
+            self._fh = self._idx = None
+
+
+_JSONL_FILES: dict[Path, _JsonlFile] = {}
+_JSONL_LOCK = threading.Lock()
+
+
+class JsonlSink(Sink):
+    label = "jsonl"
+
+    def __init__(self, *, path: Path) -> None:
+        self.path = Path(path).resolve()
+        with _JSONL_LOCK:
+            self._file = _JSONL_FILES.setdefault(self.path, _JsonlFile(self.path))
+
+    def open(self) -> None:
+        with _JSONL_LOCK:
+            self._file.open()
+            self._file.users += 1
+
+    def write(self, record: dict[str, Any], raw: RawMessage) -> None:
+        self._file.append(record)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        with _JSONL_LOCK:
+            self._file.users -= 1
+            if self._file.users <= 0:
+                self._file.close()
+                _JSONL_FILES.pop(self.path, None)
+
+
+_STDOUT_LOCK = threading.Lock()
+
+
+class StdoutSink(Sink):
+    label = "stdout"
+
+    def __init__(self, *, stream=None) -> None:
+        self.stream = stream
+
+    def write(self, record: dict[str, Any], raw: RawMessage) -> None:
+        out = self.stream or sys.stdout
+        with _STDOUT_LOCK:
+            out.write(_dumps(record) + "\n")
+            out.flush()
+
+
+class HttpSink(Sink):
+    label = "http"
+
+    def __init__(self, *, url: str, headers: dict[str, str], timeout: float, retries: int,
+                 min_backoff: float = 0.5, max_backoff: float = 30.0,
+                 ca_file: str | None = None, sleep=time.sleep, transport=None) -> None:
+        self.url = url
+        self.headers = headers
+        self.timeout = timeout
+        self.retries = retries
+        self.min_backoff, self.max_backoff = min_backoff, max_backoff
+        self.ca_file = ca_file
+        self._sleep = sleep
+        self._transport = transport
+        self._client = None
+
+    def open(self) -> None:
+        import httpx
+
+        self._client = httpx.Client(timeout=self.timeout, verify=self.ca_file or True,
+                                    transport=self._transport)
+
+    def write(self, record: dict[str, Any], raw: RawMessage) -> None:
+        import httpx
+
+        assert self._client is not None
+        body = _dumps(record).encode("utf-8")
+        headers = {"Content-Type": "application/json", **self.headers,
+                   "Idempotency-Key": record["key"]}
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._sleep(min(self.max_backoff, self.min_backoff * 2 ** (attempt - 1)))
+            try:
+                resp = self._client.post(self.url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if resp.status_code < 300:
+                return
+            last = f"HTTP {resp.status_code}"
+            if resp.status_code < 500 and resp.status_code not in (408, 429):
+                raise DeliveryError(f"http sink {self.url} refused the record: {last}",
+                                    code=resp.status_code,
+                                    hint="check the webhook's URL and headers")
+        raise DeliveryError(f"http sink {self.url} failed after {self.retries + 1} "
+                            f"attempt(s): {last}", retriable=True,
+                            hint="is the receiver up? the mail is retried or rolled back")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def make_sink(config, *, root: Path) -> Sink:
+    """A sink from a Workflow ``sinks`` entry; relative paths are under the project root."""
+    def resolve(p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else root / path
+
+    if config.type == "directory":
+        return DirectorySink(path=resolve(config.path), keep_eml=config.keep_eml)
+    if config.type == "jsonl":
+        return JsonlSink(path=resolve(config.path))
+    if config.type == "stdout":
+        return StdoutSink()
+    if config.type == "http":
+        return HttpSink(url=config.url, headers=dict(config.headers), timeout=config.timeout,
+                        retries=config.retries, min_backoff=config.min_backoff,
+                        max_backoff=config.max_backoff,
+                        ca_file=str(resolve(config.ca_file)) if config.ca_file else None)
+    raise ValueError(f"unknown sink type {config.type!r}")

@@ -1,0 +1,76 @@
+"""Crash safety: SIGKILL ``postline run`` at random points while it ingests a few hundred
+mails, restart until it finishes, and check every mail reached each sink exactly once and
+sits in the done folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from conftest import deliver_many, make_mail
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+N = 300
+
+
+def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(
+        source_project, mailbox, mail_stack, mailbox_user):
+    mails = [make_mail(i, f"crash test {i:03d}",
+                       attachments=[("data.bin", "application/octet-stream", os.urandom(2000))]
+                       if i % 10 == 0 else ())
+             for i in range(N)]
+    deliver_many(mail_stack, mailbox_user.email, mails)
+    p = source_project.write(
+        source={"folders": {"input": "INBOX", "done": "Done"}, "batch_size": 20,
+                "attachments": {"load": True}},
+        workflow={"sinks": [{"type": "jsonl", "path": "out/mails.jsonl"},
+                            {"type": "directory", "path": "out/dir"}]})
+    env = {**os.environ, **source_project.environ}
+    cmd = [sys.executable, "-m", "postline", "run", str(p.root), "--once"]
+    rng = random.Random(1234)
+    out = p.root / "out" / "mails.jsonl"
+
+    def lines() -> int:
+        return out.read_bytes().count(b"\n") if out.exists() else 0
+
+    kills = 0
+    for attempt in range(40):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        if attempt < 12:
+            # kill after a random number of new records (0: during start-up / listing)
+            target = lines() + rng.choice([0, 1, 5, 17, 30, 45, 60])
+            deadline = time.monotonic() + (rng.uniform(0.05, 0.4) if target == lines()
+                                           else 60)
+            while proc.poll() is None and time.monotonic() < deadline and lines() < target:
+                time.sleep(0.005)
+            if target > lines() - 1 and rng.random() < 0.5:
+                time.sleep(rng.uniform(0, 0.05))   # sometimes a little later: moves, ledger
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        if proc.returncode == 0 and mailbox.count("INBOX") == 0:
+            break
+    else:
+        pytest.fail("postline run never completed")
+    assert kills >= 3, "the run was too fast to be killed; raise N"
+    assert "0 failed" in err
+    subjects = Counter(json.loads(line)["subject"]
+                       for line in (p.root / "out/mails.jsonl").read_text().splitlines())
+    assert len(subjects) == N and set(subjects.values()) == {1}, subjects.most_common(3)
+    assert len(list((p.root / "out/dir").glob("*.json"))) == N
+    assert len(list((p.root / "out/dir").glob("*.eml"))) == N
+    assert mailbox.count("Done") == N and mailbox.count("INBOX") == 0

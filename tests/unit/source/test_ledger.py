@@ -1,0 +1,66 @@
+"""Ledger states, durability settings, duplicates, resets."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from postline.source.ledger import Outcome, Place, SqliteLedger
+
+
+def place(uid: str, version: str = "1") -> Place:
+    return Place(key=f"Box/INBOX/{version}/{uid}", connection="Box", folder="INBOX",
+                 folder_version=version, server_id=uid)
+
+
+def test_wal_and_full_sync(tmp_path):
+    led = SqliteLedger(path=tmp_path / "l.sqlite3")
+    assert led._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert led._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    led.close()
+
+
+def test_states_attempts_and_settling(tmp_path):
+    led = SqliteLedger(path=tmp_path / "l.sqlite3")
+    assert led.acquire("S", [place("1"), place("2")]) == {"Box/INBOX/1/1": 1, "Box/INBOX/1/2": 1}
+    assert led.acquire("S", [place("1")]) == {"Box/INBOX/1/1": 2}
+    led.finish("S", [Outcome(key="Box/INBOX/1/1", state="done", message_id="<a@x>"),
+                     Outcome(key="Box/INBOX/1/2", state="failed", reason="sink: boom")])
+    got = led.get_many("S", ["Box/INBOX/1/1", "Box/INBOX/1/2", "nope"])
+    assert {k: (e.state, e.attempts, e.settled) for k, e in got.items()} == {
+        "Box/INBOX/1/1": ("done", 2, False), "Box/INBOX/1/2": ("failed", 1, False)}
+    assert got["Box/INBOX/1/1"].folder == "INBOX"     # place survives finish
+    led.mark_settled("S", ["Box/INBOX/1/1"])
+    assert led.get_many("S", ["Box/INBOX/1/1"])["Box/INBOX/1/1"].settled
+    assert [e.key for e in led.entries("S", state="failed")] == ["Box/INBOX/1/2"]
+    assert led.entries("other") == []
+    led.close()
+    # durable: a new connection sees it all
+    led2 = SqliteLedger(path=tmp_path / "l.sqlite3")
+    assert len(led2.entries("S")) == 2
+    led2.close()
+
+
+def test_find_done_and_reset_with_duplicates(tmp_path):
+    led = SqliteLedger(path=tmp_path / "l.sqlite3")
+    led.acquire("S", [place("1"), place("9", "2")])
+    led.finish("S", [Outcome(key="Box/INBOX/1/1", state="done", message_id="<m@x>"),
+                     Outcome(key="Box/INBOX/2/9", state="ignored", message_id="<m@x>",
+                             dup_of="Box/INBOX/1/1")])
+    assert led.find_done("S", "<m@x>").key == "Box/INBOX/1/1"
+    assert led.find_done("S", "<other@x>") is None
+    assert led.reset("S", ["Box/INBOX/1/1"]) == 2   # the duplicate goes with it
+    assert led.entries("S") == []
+    led.acquire("S", [place("3")])
+    led.set_folder_version("S", "INBOX", "1")
+    assert led.reset("S") == 1 and led.folder_version("S", "INBOX") is None
+    led.close()
+
+
+def test_unopenable_ledger_is_a_config_error(tmp_path):
+    import pytest
+
+    from postline.errors import ConfigError
+    (tmp_path / "dir.sqlite3").mkdir()
+    with pytest.raises(ConfigError, match="ledger .* cannot be opened"):
+        SqliteLedger(path=tmp_path / "dir.sqlite3")
+    _ = sqlite3

@@ -1,0 +1,263 @@
+"""The runner against the in-memory reader: commit order, folders, filters, failures."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from wf_support import Crash, mail, read_jsonl
+
+from postline.errors import ConnectError
+from postline.source.ledger import SqliteLedger, ledger_path
+from postline.source.record import validate_record
+from postline.source.schedule import FakeClock
+from postline.workflow.engine import build_runner, run_workflows
+
+
+def run(project, box, **kw):
+    return run_workflows(project, once=True, reader_factory=lambda conn: box.reader(),
+                         clock=FakeClock(), **kw)
+
+
+def run_in_this_thread(project, box):
+    """Like ``postline run --once`` but in the test's thread, so a Crash propagates."""
+    ledger = ledger_of(project)
+    try:
+        [wf] = project.assets("Workflow")
+        runner = build_runner(project, wf, stop=threading.Event(), ledger=ledger,
+                              reader_factory=lambda c: box.reader(), clock=FakeClock())
+        runner.run(once=True)
+    finally:
+        ledger.close()
+
+
+def ledger_of(project):
+    return SqliteLedger(path=ledger_path(project.state_dir))
+
+
+def test_ingest_moves_to_done_and_writes_valid_records(project_at, box):
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done/Ärchiv"},
+                                 "stream_name": "mail-${mail:folder}-${mail:subject}"})
+    for i in range(3):
+        box.add(mail(f"Grüße {i}", body=f"body {i}\n"))
+    summary = run(project, box)
+    assert summary.counts["done"] == 3 and not summary.errors
+    records = read_jsonl(project.root / "out/mails.jsonl")
+    assert [r["subject"] for r in records] == ["Grüße 0", "Grüße 1", "Grüße 2"]
+    for r in records:
+        validate_record(r)
+        assert r["stream_name"] == f"mail-INBOX-{r['subject']}"
+        assert r["received"] == "2024-05-01T12:00:00Z"
+    assert box.folders["INBOX"] == {} and len(box.folders["Done/Ärchiv"]) == 3
+    entries = ledger_of(project).entries("Src")
+    assert [(e.state, e.settled) for e in entries] == [("done", True)] * 3
+
+
+def test_second_run_does_nothing_when_mails_stay(project_at, box):
+    project = project_at()   # no done folder: mails stay in INBOX
+    box.add(mail("one"))
+    run(project, box)
+    summary = run(project, box)
+    assert summary.mails == 0
+    assert len(read_jsonl(project.root / "out/mails.jsonl")) == 1
+    assert len(box.folders["INBOX"]) == 1
+
+
+def test_filters_ignore_and_move_to_ignore_folder(project_at, box):
+    project = project_at(source={
+        "folders": {"input": "INBOX", "done": "Done", "ignore": "Ignored"},
+        "filters": {"from": {"blacklist": ["spam@"]},
+                    "subject": {"whitelist": ["(?i)invoice"]}}})
+    box.add(mail("Invoice 1"))
+    box.add(mail("Invoice 2", "spam@example.test"))
+    box.add(mail("Hello"))
+    summary = run(project, box)
+    assert (summary.counts["done"], summary.counts["ignored"]) == (1, 2)
+    assert len(box.folders["Done"]) == 1 and len(box.folders["Ignored"]) == 2
+    reasons = {e.subject: e.reason for e in ledger_of(project).entries("Src", state="ignored")}
+    assert "blacklist" in reasons["Invoice 2"] and "whitelist" in reasons["Hello"]
+
+
+def test_processor_failure_rolls_back_to_error_folder(project_at, box, tmp_path):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "proc.py").write_text(
+        "def on_message(message, ctx):\n"
+        "    if 'bad' in message['subject']:\n"
+        "        raise ValueError('cannot handle ' + message['subject'])\n"
+        "    message['tag'] = ctx.workflow\n")
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done", "error": "Err"}},
+                         workflow={"processor": "proc.py"})
+    box.add(mail("good"))
+    box.add(mail("bad one"))
+    summary = run(project, box)
+    assert (summary.counts["done"], summary.counts["failed"]) == (1, 1)
+    assert len(box.folders["Err"]) == 1
+    [failed] = ledger_of(project).entries("Src", state="failed")
+    assert "processor: ValueError: cannot handle bad one" in failed.reason
+    [rec] = read_jsonl(project.root / "out/mails.jsonl")
+    assert rec["tag"] == "Flow"
+
+
+def test_retry_then_success(project_at, box, tmp_path):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "proc.py").write_text(
+        "calls = []\n"
+        "def on_message(message, ctx):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) < 3:\n"
+        "        raise RuntimeError('flaky')\n")
+    project = project_at(source={"failure": {"on_failure": "retry", "max_retries": 3,
+                                             "min_backoff": 2, "max_backoff": 3}},
+                         workflow={"processor": "proc.py"})
+    box.add(mail("x"))
+    clock = FakeClock()
+    summary = run_workflows(project, once=True, reader_factory=lambda c: box.reader(),
+                            clock=clock)
+    assert summary.counts["done"] == 1
+    assert clock.waits[:2] == [2, 3]
+
+
+def test_unparseable_mail_goes_to_error_folder(project_at, box, monkeypatch):
+    project = project_at(source={"folders": {"input": "INBOX", "error": "Err"}})
+    box.add(b"")  # nothing at all
+    box.add(mail("fine"))
+    import postline.source.parse as parse_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("stdlib gave up")
+    monkeypatch.setattr(parse_mod, "parse_stdlib", boom)
+    summary = run(project, box)
+    assert (summary.counts["done"], summary.counts["failed"]) == (1, 1)
+    [failed] = ledger_of(project).entries("Src", state="failed")
+    assert failed.reason.startswith("parse: mail cannot be parsed")
+    assert len(box.folders["Err"]) == 1
+
+
+def test_crash_after_ledger_done_moves_without_reprocessing(project_at, box):
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done"}})
+    for i in range(4):
+        box.add(mail(f"m{i}"))
+    box.fail("move", Crash())
+    with pytest.raises(Crash):
+        run_in_this_thread(project, box)
+    assert len(box.folders["INBOX"]) == 4
+    summary = run(project, box)
+    assert summary.mails == 0          # nothing processed again, only moved
+    assert len(box.folders["Done"]) == 4
+    assert len(read_jsonl(project.root / "out/mails.jsonl")) == 4
+
+
+def test_crash_before_ledger_done_reaches_sinks_once(project_at, box, monkeypatch):
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done"}},
+                         workflow={"sinks": [{"type": "jsonl", "path": "out/mails.jsonl"},
+                                             {"type": "directory", "path": "out/dir"}]})
+    for i in range(5):
+        box.add(mail(f"m{i}"))
+    from postline.source.ledger import SqliteLedger as L
+    real = L.finish
+    calls = {"n": 0}
+
+    def crashing_finish(self, source, outcomes):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Crash()
+        return real(self, source, outcomes)
+    monkeypatch.setattr(L, "finish", crashing_finish)
+    with pytest.raises(Crash):
+        run_in_this_thread(project, box)
+    summary = run(project, box)
+    assert summary.counts["done"] == 5
+    records = read_jsonl(project.root / "out/mails.jsonl")
+    assert sorted(r["subject"] for r in records) == [f"m{i}" for i in range(5)]
+    assert len(list((project.root / "out/dir").glob("*.json"))) == 5
+    assert len(list((project.root / "out/dir").glob("*.eml"))) == 5
+    assert all(e.attempts == 2 for e in ledger_of(project).entries("Src"))
+
+
+def test_connect_error_with_once_is_reported(project_at, box):
+    project = project_at()
+    box.fail("connect", ConnectError("connection refused by 127.0.0.1:1"))
+    summary = run(project, box)
+    assert "connection refused" in summary.errors["Flow"]
+
+
+def test_reconnects_after_drop_and_stops_on_request(project_at, box):
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done"}})
+    box.add(mail("a"))
+    box.fail("list_messages", ConnectError("server closed the connection"))
+    stop = threading.Event()
+    done = threading.Event()
+
+    class Ev:
+        def backlog(self, w, n): pass
+
+        def mail(self, event):
+            stop.set()
+            done.set()
+    summary = run_workflows(project, reader_factory=lambda c: box.reader(), clock=FakeClock(),
+                            stop=stop, events=Ev())
+    assert done.is_set() and summary.counts["done"] == 1 and box.connects == 2
+
+
+def test_throttle_spreads_streams_over_the_window(project_at, box):
+    project = project_at(source={"throttle": {"max_streams": 2, "per": "minute"}})
+    for i in range(5):
+        box.add(mail(f"t{i}"))
+    clock = FakeClock()
+    summary = run_workflows(project, once=True, reader_factory=lambda c: box.reader(),
+                            clock=clock)
+    assert summary.counts["done"] == 5
+    assert clock.waits == [60.0, 60.0]
+
+
+def test_failure_backoff_pauses_between_failing_mails(project_at, box, tmp_path):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "proc.py").write_text(
+        "def on_message(message, ctx):\n    raise RuntimeError('down')\n")
+    project = project_at(source={"backoff": {"min": 1, "max": 4, "reset_after_streams": 1}},
+                         workflow={"processor": "proc.py"})
+    for i in range(5):
+        box.add(mail(f"f{i}"))
+    clock = FakeClock()
+    summary = run_workflows(project, once=True, reader_factory=lambda c: box.reader(),
+                            clock=clock)
+    assert summary.counts["failed"] == 5
+    assert clock.waits == [1, 2, 4, 4, 4]   # a pause after each failure
+
+
+def test_interval_polling_rounds_with_fake_clock(project_at, box):
+    box.idle = False
+    project = project_at(source={"polling": {"interval": 30, "idle": False}})
+    box.add(mail("first"))
+    clock = FakeClock()
+    stop = threading.Event()
+    seen = []
+
+    class Ev:
+        def backlog(self, w, n): pass
+
+        def mail(self, event):
+            seen.append((event.subject, clock.now()))
+            if len(seen) == 1:
+                box.add(mail("second"))
+            else:
+                stop.set()
+    run_workflows(project, reader_factory=lambda c: box.reader(), clock=clock, stop=stop,
+                  events=Ev())
+    assert [s for s, _ in seen] == ["first", "second"]
+    assert seen[1][1] - seen[0][1] == 30   # the next round came one interval later
+
+
+def test_duplicate_by_message_id_is_not_processed_again(project_at, box):
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done"}})
+    raw = mail("same", message_id="<same@example.test>")
+    box.add(raw)
+    run(project, box)
+    box.add(raw)     # the user moves it back into the input folder: a new UID
+    summary = run(project, box)
+    assert summary.counts["duplicate"] == 1
+    assert len(read_jsonl(project.root / "out/mails.jsonl")) == 1
+    [dup] = ledger_of(project).entries("Src", state="ignored")
+    assert dup.dup_of and "duplicate of" in dup.reason
+    ledger_of(project).reset("Src", [dup.dup_of])      # the operator resets the original
+    assert run(project, box).counts["done"] == 1
