@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 @dataclass(frozen=True)
 class FolderInfo:
-    name: str                      # full path, decoded to Unicode, with "/" shown as given by server
+    name: str                      # full path, decoded to Unicode, delimiter as the server uses
     delimiter: str | None = None
     flags: tuple[str, ...] = ()    # e.g. ("\\HasNoChildren", "\\Sent")
     special_use: str | None = None  # "\\Sent", "\\Trash", ... where the server says so

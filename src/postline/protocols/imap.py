@@ -1,0 +1,285 @@
+"""IMAP reader on IMAPClient (which wraps imaplib).
+
+We open the socket ourselves (:func:`postline.protocols.net.open_socket`) and hand it to
+imaplib, so DNS/TCP/TLS failures are translated in one place and traced for
+``test-connection``; everything after the greeting goes through IMAPClient's public API
+except where noted.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient import exceptions as imx
+
+from postline.auth import sasl
+from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
+from postline.errors import (AuthError, ConnectError, PostlineError, ProtocolError,
+                             StartTLSUnavailable, TokenError)
+from postline.protocols import net, tls
+from postline.protocols.base import Capabilities, MailboxReader
+from postline.protocols.imap_ops import MailboxOperations, _server_text, _text
+from postline.protocols.trace import NULL_TRACE, Trace
+
+log = logging.getLogger("postline.imap")
+
+IDLE_RENEW_SECONDS = 25 * 60   # RFC 2177: servers may drop an IDLE after 30 minutes
+NOOP_POLL_SECONDS = 30.0
+
+
+class _IMAP4OnSocket(imaplib.IMAP4):
+    """imaplib.IMAP4 over a socket that is already connected (and maybe TLS-wrapped)."""
+
+    def __init__(self, sock: socket.socket, host: str, port: int) -> None:
+        self._given_sock = sock
+        super().__init__(host, port)
+
+    def _create_socket(self, timeout: Any = None) -> socket.socket:  # imaplib's own hook
+        return self._given_sock
+
+
+class _Client(IMAPClient):
+    """IMAPClient that uses our socket: overriding its factory of the imaplib object is
+    the only way to give it one (it always connects by itself otherwise)."""
+
+    def __init__(self, sock: socket.socket, host: str, port: int, read_timeout: float) -> None:
+        self._given_sock = sock
+        super().__init__(host, port=port, ssl=False, timeout=read_timeout)
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:
+        return _IMAP4OnSocket(self._given_sock, self.host, self.port)
+
+
+class ImapReader(MailboxOperations, MailboxReader):
+    """:class:`MailboxReader` for one IMAP mailbox. Not thread-safe: one per worker."""
+
+    def __init__(self, *, endpoint: Any, login: Login, trace: Trace = NULL_TRACE,
+                 idle_renew: float = IDLE_RENEW_SECONDS,
+                 noop_poll: float = NOOP_POLL_SECONDS) -> None:
+        self.endpoint = endpoint
+        self.host: str = endpoint.host
+        self.port: int = endpoint.effective_port
+        self._login = login
+        self._trace = trace
+        self._idle_renew = idle_renew
+        self._noop_poll = noop_poll
+        self._client: _Client | None = None
+        self._selected: str | None = None
+        self._uidvalidity: str = ""
+        self._known_folders: set[str] = set()
+        self.capabilities = Capabilities()
+        self.tls_info: dict[str, Any] | None = None
+
+    # -- connecting ---------------------------------------------------------------------
+
+    def connect(self) -> None:
+        ep, where = self.endpoint, f"{self.host}:{self.port}"
+        sock = net.open_socket(ep, trace=self._trace)
+        if isinstance(sock, ssl.SSLSocket):
+            self.tls_info = tls.describe_session(sock, verified=ep.verify_identity)
+        with self._trace.step("greeting") as st:
+            try:
+                self._client = _Client(sock, self.host, self.port, ep.read_timeout)
+            except (socket.timeout, TimeoutError) as exc:
+                sock.close()
+                if ep.security != "tls":
+                    raise net.no_greeting_error(host=self.host, port=self.port,
+                                                timeout=ep.connect_timeout) from exc
+                raise net.translate_os_error(exc, host=self.host, port=self.port,
+                                             phase="the greeting",
+                                             timeout=ep.connect_timeout) from exc
+            except (imaplib.IMAP4.error, OSError, EOFError) as exc:
+                sock.close()
+                hint = ("the server may expect TLS: use security: tls"
+                        if ep.security != "tls" else "is this an IMAP port?")
+                raise ConnectError(f"no valid IMAP greeting from {where}: {exc}",
+                                   hint=hint) from exc
+            st.detail = _text(self._client.welcome)[:200]
+        if ep.security == "starttls":
+            self._starttls()
+        with self._trace.step("capabilities") as st:
+            caps = self._caps()
+            st.detail = " ".join(caps)
+            st.data = {"capabilities": caps}
+        self._authenticate()
+        after = self._caps()  # servers often announce more after login (MOVE, UIDPLUS ...)
+        if after != caps:
+            with self._trace.step("capabilities") as st:
+                st.detail = "after login: " + " ".join(after)
+                st.data = {"capabilities": after}
+        caps = after
+        self.capabilities = Capabilities(folders=True, move="MOVE" in caps,
+                                         idle="IDLE" in caps, flags=True, raw=tuple(caps))
+
+    def _caps(self) -> list[str]:
+        assert self._client is not None
+        with self._errors("CAPABILITY"):
+            return [_text(c).upper() for c in self._client.capabilities()]
+
+    def _starttls(self) -> None:
+        assert self._client is not None
+        ep = self.endpoint
+        with self._trace.step("capabilities") as st:
+            pre = self._caps()
+            st.detail, st.data = "before STARTTLS: " + " ".join(pre), {"capabilities": pre}
+        if "STARTTLS" not in pre:
+            self.close()
+            raise StartTLSUnavailable(f"IMAP server {self.host}:{self.port} does not offer "
+                                      "STARTTLS; refusing to continue in plaintext",
+                                      hint="use security: tls with port 993, or fix the "
+                                           "server")
+        ctx = tls.client_context(verify=ep.verify_identity, ca_file=ep.ca_file)
+        with self._trace.step("starttls") as st:
+            try:
+                self._client.starttls(ssl_context=ctx)
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                names = net.probe_certificate_names(ep) if exc.verify_code in (62, 64) else None
+                raise tls.translate_ssl_error(exc, host=self.host, port=self.port,
+                                              names=names) from exc
+            except (ssl.SSLError, OSError, imaplib.IMAP4.error) as exc:
+                self.close()
+                if isinstance(exc, ssl.SSLError):
+                    raise tls.translate_ssl_error(exc, host=self.host, port=self.port) from exc
+                raise ConnectError(f"STARTTLS with {self.host}:{self.port} failed: {exc}",
+                                   hint="use security: tls, or check the server") from exc
+            self.tls_info = tls.describe_session(self._client.socket(),
+                                                 verified=ep.verify_identity)
+            st.data = self.tls_info
+            st.detail = f"{self.tls_info.get('version')} " + (
+                "certificate verified" if ep.verify_identity else "NOT verified")
+        if not ep.verify_identity:
+            tls.warn_unverified(self.host, self.port)
+
+    def _authenticate(self) -> None:
+        login = self._login
+        if login is None:
+            return
+        encrypted = self.endpoint.security != "none"
+        what = "password" if isinstance(login, PasswordLogin) else "OAuth token"
+        net.check_auth_allowed(self.endpoint, encrypted=encrypted, what=what)
+        mechs = {c[5:] for c in self._caps() if c.startswith("AUTH=")}
+        with self._trace.step("authentication") as st:
+            if isinstance(login, PasswordLogin):
+                st.detail = self._password_login(login, mechs)
+            else:
+                st.detail = self._oauth_login(login, mechs)
+
+    def _password_login(self, login: PasswordLogin, mechs: set[str]) -> str:
+        assert self._client is not None
+        # AUTHENTICATE PLAIN carries UTF-8 passwords; imaplib's LOGIN only ASCII ones.
+        use_plain = "PLAIN" in mechs
+        try:
+            with self._errors("login", translate_no=False):
+                if use_plain:
+                    self._client.plain_login(login.user, login.password)
+                else:
+                    self._client.login(login.user, login.password)
+        except imx.IMAPClientError as exc:
+            self._raise_if_lost(exc, "login")
+            raise AuthError(f"IMAP login as {login.user} at {self.host}:{self.port} failed: "
+                            f"{_server_text(exc)}",
+                            hint="check the user and the password in the Secret") from exc
+        return f"{'AUTHENTICATE PLAIN' if use_plain else 'LOGIN'} as {login.user}"
+
+    def _oauth_login(self, login: OAuthLogin, mechs: set[str]) -> str:
+        assert self._client is not None
+        mech = sasl.choose_oauth_mechanism(mechs)
+        if mech is None:
+            raise AuthError(f"IMAP server {self.host}:{self.port} offers no OAuth mechanism "
+                            f"(it offers AUTH={', '.join(sorted(mechs)) or 'nothing'})",
+                            hint="use credential type secret, or another server")
+        failure: sasl.OAuthFailure | None = None
+        for attempt in (0, 1):
+            token = login.provider.token(force_refresh=attempt == 1)
+            initial = (sasl.xoauth2(login.user, token) if mech == "XOAUTH2"
+                       else sasl.oauthbearer(login.user, token, host=self.host, port=self.port))
+            state = {"sent": False, "failure": None}
+
+            # IMAPClient's oauth2_login answers the error challenge with the token again;
+            # we answer with an empty line (RFC 7628) and keep the reason the server gave.
+            def mechanism(challenge: bytes, _init=initial, _st=state) -> bytes:
+                if _st["sent"]:
+                    _st["failure"] = sasl.decode_error_challenge(challenge)
+                    return b""
+                _st["sent"] = True
+                return _init
+
+            try:
+                with self._errors("authentication", translate_no=False):
+                    self._client.sasl_login(mech, mechanism)
+                return f"AUTHENTICATE {mech} as {login.user}"
+            except imx.IMAPClientError as exc:
+                self._raise_if_lost(exc, "authentication")
+                failure = state["failure"]
+                last = exc
+                log.info("IMAP %s refused the token (attempt %d): %s", mech, attempt + 1,
+                         failure.describe() if failure else _server_text(exc))
+        reason = failure.describe() if failure else _server_text(last)
+        raise TokenError(f"IMAP server {self.host}:{self.port} rejected the OAuth token for "
+                         f"{login.user} ({reason}; server said: {_server_text(last)})",
+                         hint="the token may be expired, for another user, or lack the mail "
+                              "scope; check user, scopes and the authority's client settings")
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        self._selected = None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:  # noqa: BLE001 - close never raises
+            try:
+                client.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+
+    # -- errors ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, what: str, *, translate_no: bool = True) -> Iterator[None]:
+        """Translate imaplib/socket failures during ``what`` into postline errors."""
+        try:
+            yield
+        except PostlineError:
+            raise
+        except (socket.timeout, TimeoutError) as exc:
+            self._client = None  # a half-read answer leaves the session unusable
+            raise net.translate_os_error(exc, host=self.host, port=self.port,
+                                         phase=what, timeout=self.endpoint.read_timeout) from exc
+        except (imaplib.IMAP4.abort, OSError, EOFError) as exc:
+            self._client = None
+            raise ConnectError(f"lost the connection to IMAP server {self.host}:{self.port} "
+                               f"during {what}: {exc}",
+                               hint="it will be retried with a new connection") from exc
+        except imaplib.IMAP4.error as exc:
+            if not translate_no:
+                raise
+            raise ProtocolError(f"IMAP server {self.host}:{self.port} refused {what}: "
+                                f"{_server_text(exc)}", disposition="fatal") from exc
+
+    def _raise_if_lost(self, exc: BaseException, what: str) -> None:
+        """IMAPClient turns a lost connection during login into LoginError; undo that."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, (imaplib.IMAP4.abort, OSError, EOFError)):
+                self._client = None
+                raise ConnectError(f"lost the connection to IMAP server {self.host}:"
+                                   f"{self.port} during {what}: {_server_text(cause)}",
+                                   hint="it will be retried with a new connection") from exc
+            cause = cause.__context__
+        return None
+
+    def _need(self) -> _Client:
+        if self._client is None:
+            raise ConnectError(f"not connected to IMAP server {self.host}:{self.port}",
+                               hint="open the reader with 'with' or call connect()")
+        return self._client
+

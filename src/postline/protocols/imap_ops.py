@@ -1,0 +1,323 @@
+"""The mailbox operations of the IMAP reader (folders, listing, fetching, moving, IDLE).
+
+Kept apart from the connection/authentication half in ``imap.py`` to keep each module
+readable; :class:`MailboxOperations` is a mixin that needs ``_need()``, ``_errors()``,
+``capabilities``, ``_selected``, ``_uidvalidity`` and ``_known_folders`` from its host.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from imapclient import exceptions as imx
+
+from postline.errors import ProtocolError
+from postline.protocols.base import FolderInfo, FolderState, MessageRef, RawMessage
+from postline.protocols.spool import open_spool
+
+PARTIAL_CHUNK = 2 * 1024 * 1024   # bytes per BODY.PEEK[]<offset.length> request
+LIST_CHUNK = 500                  # UIDs per metadata FETCH
+_SPECIAL = {"\\SENT", "\\TRASH", "\\DRAFTS", "\\JUNK", "\\ARCHIVE", "\\ALL", "\\FLAGGED"}
+_NEW_MAIL = {b"EXISTS", b"RECENT"}
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _server_text(exc: BaseException) -> str:
+    """The server's words from an imaplib error (which often carries ``b'...'`` reprs)."""
+    text = _text(exc.args[0]) if exc.args else str(exc)
+    text = text.strip()
+    if text[:2] in ("b'", 'b"') and text[-1:] == text[1]:
+        text = text[2:-1]
+    return text or exc.__class__.__name__
+
+
+def _by_folder(refs: Iterable[MessageRef]) -> dict[str, list[MessageRef]]:
+    groups: dict[str, list[MessageRef]] = {}
+    for ref in refs:
+        groups.setdefault(ref.folder, []).append(ref)
+    return groups
+
+
+def _iso_utc(value: Any) -> str | None:
+    if not isinstance(value, dt.datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).isoformat()
+
+
+def _body(item: dict) -> bytes | None:
+    for key, value in item.items():
+        if isinstance(key, bytes) and key.startswith(b"BODY[") and isinstance(value, bytes):
+            return value
+    return None
+
+
+class MailboxOperations:
+    """Folder and message operations of :class:`postline.protocols.imap.ImapReader`."""
+
+    host: str
+    port: int
+    _selected: str | None
+    _uidvalidity: str
+    _known_folders: set[str]
+
+    # -- folders ---------------------------------------------------------------------------
+
+    def list_folders(self) -> list[FolderInfo]:
+        """Every folder, names decoded from modified UTF-7."""
+        client = self._need()
+        with self._errors("LIST"):
+            rows = client.list_folders()
+        out = []
+        for flags, delim, name in rows:
+            names = tuple(_text(f) for f in flags)
+            special = next((f for f in names if f.upper() in _SPECIAL), None)
+            out.append(FolderInfo(name=_text(name), delimiter=_text(delim) if delim else None,
+                                  flags=names, special_use=special))
+            self._known_folders.add(_text(name))
+        return out
+
+    def _select(self, folder: str, *, force: bool = False) -> dict:
+        client = self._need()
+        if self._selected == folder and not force:
+            return {}
+        with self._errors(f"SELECT {folder!r}"):
+            resp = client.select_folder(folder)
+        self._selected = folder
+        self._uidvalidity = str(resp.get(b"UIDVALIDITY", ""))
+        self._known_folders.add(folder)
+        return resp
+
+    def open_folder(self, folder: str) -> FolderState:
+        """Select ``folder``; its UIDVALIDITY, UIDNEXT and message count."""
+        resp = self._select(folder, force=True)
+        nxt = resp.get(b"UIDNEXT")
+        return FolderState(name=folder, folder_version=self._uidvalidity,
+                           next_id=str(nxt) if nxt is not None else None,
+                           exists=int(resp.get(b"EXISTS", 0)))
+
+    def _ensure_folder(self, folder: str) -> None:
+        if folder in self._known_folders:
+            return
+        client = self._need()
+        try:
+            with self._errors(f"CREATE {folder!r}", translate_no=False):
+                client.create_folder(folder)  # servers create missing parents themselves
+        except imx.IMAPClientError as exc:
+            text = _server_text(exc)
+            with self._errors(f"LIST {folder!r}"):
+                exists = "ALREADYEXISTS" in text.upper() or client.folder_exists(folder)
+            if not exists:
+                raise ProtocolError(f"cannot create folder {folder!r} on {self.host}: {text}",
+                                    hint="check the folder name and the delimiter the "
+                                         "server uses", disposition="fatal") from exc
+        self._known_folders.add(folder)
+
+    def _check_version(self, folder: str, refs: list[MessageRef]) -> list[int]:
+        self._select(folder)
+        for ref in refs:
+            if ref.folder_version and ref.folder_version != self._uidvalidity:
+                raise ProtocolError(
+                    f"UIDVALIDITY of folder {folder!r} changed from {ref.folder_version} to "
+                    f"{self._uidvalidity}: the message ids are no longer valid",
+                    hint="list the folder again", disposition="retriable")
+        return [int(r.id) for r in refs]
+
+    # -- listing and fetching ------------------------------------------------------------
+
+    def list_messages(self, folder: str, *, cursor: str | None = None
+                      ) -> tuple[list[MessageRef], str | None]:
+        """Messages with a UID above ``cursor`` (all when None), oldest first."""
+        client = self._need()
+        if not self._select(folder):
+            with self._errors("NOOP"):
+                client.noop()  # an already selected folder shows new mail only after a sync
+        low = int(cursor) if cursor else 0
+        with self._errors("UID SEARCH"):
+            uids = client.search(["UID", f"{low + 1}:*"]) if low else client.search("ALL")
+        # "n:*" always matches the last message, even when its UID is below n (RFC 3501).
+        uids = sorted(u for u in uids if u > low)
+        refs: list[MessageRef] = []
+        for start in range(0, len(uids), LIST_CHUNK):
+            chunk = uids[start:start + LIST_CHUNK]
+            with self._errors("FETCH"):
+                client.normalise_times = False
+                data = client.fetch(chunk, ["RFC822.SIZE", "INTERNALDATE", "FLAGS"])
+            for uid in chunk:
+                item = data.get(uid)
+                if item is None:  # expunged meanwhile
+                    continue
+                refs.append(MessageRef(
+                    folder=folder, folder_version=self._uidvalidity, id=str(uid),
+                    size=item.get(b"RFC822.SIZE"), internal_date=_iso_utc(
+                        item.get(b"INTERNALDATE")),
+                    flags=tuple(_text(f) for f in item.get(b"FLAGS", ()))))
+        return refs, (str(uids[-1]) if uids else cursor)
+
+    def fetch(self, refs: Iterable[MessageRef], *, spool_dir: Path,
+              inline_limit: int = 8 * 1024 * 1024, batch_size: int = 100
+              ) -> Iterator[RawMessage]:
+        """Raw messages in order; large ones fetched in parts straight to ``spool_dir``."""
+        client = self._need()
+        for folder, group in _by_folder(refs).items():
+            for start in range(0, len(group), batch_size):
+                batch = group[start:start + batch_size]
+                self._check_version(folder, batch)
+                batch = self._with_sizes(batch)
+                small = [int(r.id) for r in batch if (r.size or 0) <= inline_limit]
+                bodies: dict = {}
+                if small:
+                    with self._errors("FETCH BODY.PEEK[]"):
+                        bodies = client.fetch(small, ["BODY.PEEK[]"])
+                for ref in batch:
+                    if (ref.size or 0) <= inline_limit:
+                        data = _body(bodies.get(int(ref.id), {}))
+                        if data is not None:
+                            yield RawMessage(ref=ref, data=data)
+                    else:
+                        path = self._fetch_to_file(ref, spool_dir)
+                        if path is not None:
+                            yield RawMessage(ref=ref, path=path)
+
+    def _with_sizes(self, refs: list[MessageRef]) -> list[MessageRef]:
+        missing = [int(r.id) for r in refs if r.size is None]
+        if not missing:
+            return refs
+        with self._errors("FETCH RFC822.SIZE"):
+            sizes = self._need().fetch(missing, ["RFC822.SIZE"])
+        return [r if r.size is not None else MessageRef(
+            folder=r.folder, folder_version=r.folder_version, id=r.id,
+            size=sizes.get(int(r.id), {}).get(b"RFC822.SIZE", 0),
+            internal_date=r.internal_date, flags=r.flags) for r in refs]
+
+    def _fetch_to_file(self, ref: MessageRef, spool_dir: Path) -> Path | None:
+        client = self._need()
+        out, path = open_spool(spool_dir, f"imap-{ref.id}")
+        offset = 0
+        try:
+            with out:
+                while True:
+                    part = f"BODY.PEEK[]<{offset}.{PARTIAL_CHUNK}>"
+                    with self._errors("FETCH (partial)"):
+                        resp = client.fetch([int(ref.id)], [part])
+                    chunk = _body(resp.get(int(ref.id), {}))
+                    if chunk is None:
+                        if offset == 0:  # vanished
+                            path.unlink(missing_ok=True)
+                            return None
+                        break
+                    out.write(chunk)
+                    offset += len(chunk)
+                    if len(chunk) < PARTIAL_CHUNK:
+                        break
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    # -- changing --------------------------------------------------------------------------
+
+    def copy(self, refs: Iterable[MessageRef], target_folder: str) -> None:
+        """UID COPY to ``target_folder`` (created when missing)."""
+        self._ensure_folder(target_folder)
+        for folder, group in _by_folder(refs).items():
+            uids = self._check_version(folder, group)
+            with self._errors(f"COPY to {target_folder!r}"):
+                self._need().copy(uids, target_folder)
+
+    def move(self, refs: Iterable[MessageRef], target_folder: str) -> None:
+        """UID MOVE where offered, else COPY + \\Deleted + UID EXPUNGE of just these."""
+        self._ensure_folder(target_folder)
+        client = self._need()
+        for folder, group in _by_folder(refs).items():
+            uids = self._check_version(folder, group)
+            with self._errors(f"MOVE to {target_folder!r}"):
+                if self.capabilities.move:
+                    client.move(uids, target_folder)
+                else:
+                    client.copy(uids, target_folder)
+                    self._expunge(uids)
+
+    def delete(self, refs: Iterable[MessageRef]) -> None:
+        """\\Deleted + UID EXPUNGE of just these messages."""
+        for folder, group in _by_folder(refs).items():
+            uids = self._check_version(folder, group)
+            with self._errors("delete"):
+                self._expunge(uids)
+
+    def _expunge(self, uids: list[int]) -> None:
+        client = self._need()
+        client.add_flags(uids, [b"\\Deleted"], silent=True)
+        if "UIDPLUS" in self.capabilities.raw:
+            client.uid_expunge(uids)
+        else:
+            # Without UIDPLUS a plain EXPUNGE also removes other \Deleted mail of the
+            # folder; that is what the user's own client would do there too.
+            client.expunge()
+
+    def set_flags(self, refs: Iterable[MessageRef], flags: Iterable[str], *, add: bool = True
+                  ) -> None:
+        """Add (or remove) flags such as ``\\Seen``."""
+        flags = [f.encode() if isinstance(f, str) else f for f in flags]
+        client = self._need()
+        for folder, group in _by_folder(refs).items():
+            uids = self._check_version(folder, group)
+            with self._errors("STORE FLAGS"):
+                if add:
+                    client.add_flags(uids, flags, silent=True)
+                else:
+                    client.remove_flags(uids, flags, silent=True)
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait_for_changes(self, folder: str, timeout: float) -> bool:
+        """IDLE (renewed every ``idle_renew`` s) or NOOP polling; True when mail may be new."""
+        client = self._need()
+        resp = self._select(folder)
+        deadline = time.monotonic() + timeout
+        if not self.capabilities.idle:
+            return self._poll(folder, deadline, int(resp.get(b"EXISTS", -1)) if resp else -1)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            renew_at = time.monotonic() + min(remaining, self._idle_renew)
+            changed = False
+            with self._errors("IDLE"):
+                client.idle()
+                try:
+                    while not changed and (left := renew_at - time.monotonic()) > 0:
+                        changed = any(_new_mail(r) for r in client.idle_check(timeout=left))
+                finally:
+                    _, rest = client.idle_done()
+            if changed or any(_new_mail(r) for r in rest):
+                return True
+
+    def _poll(self, folder: str, deadline: float, exists: int) -> bool:
+        client = self._need()
+        while True:
+            with self._errors("NOOP"):
+                _, responses = client.noop()
+            for r in responses:
+                if len(r) >= 2 and r[1] == b"EXISTS" and (exists < 0 or r[0] > exists):
+                    return True
+                if len(r) >= 2 and r[1] == b"RECENT" and r[0] > 0:
+                    return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(self._noop_poll, remaining))
+
+
+def _new_mail(resp: Any) -> bool:
+    if not (isinstance(resp, tuple) and len(resp) >= 2 and resp[1] in _NEW_MAIL):
+        return False
+    return resp[1] == b"EXISTS" or (isinstance(resp[0], int) and resp[0] > 0)

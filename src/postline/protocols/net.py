@@ -1,0 +1,193 @@
+"""Opening connections: DNS, TCP, TLS, each traced and each failure in plain words.
+
+The synchronous adapters (IMAP, POP3) get their socket from :func:`open_socket` and hand it
+to imaplib/poplib, so every failure before the greeting is translated here, once, and
+``test-connection`` sees DNS, TCP and TLS as separate timed steps. The async SMTP adapter
+uses :func:`translate_os_error` and :func:`wrap_failure` with its own asyncio connect.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Protocol
+
+from postline.errors import ConnectError, ConnectTimeout, InsecureAuthRefused, TLSError
+from postline.protocols import tls
+from postline.protocols.trace import NULL_TRACE, Trace
+
+
+class EndpointLike(Protocol):
+    """The fields of an ``Endpoint`` the network layer uses."""
+
+    protocol: str
+    host: str | None
+    security: str
+    ca_file: str | None
+    connect_timeout: float
+    read_timeout: float
+    allow_insecure_auth: bool
+
+    @property
+    def effective_port(self) -> int: ...
+
+    @property
+    def verify_identity(self) -> bool: ...
+
+
+def translate_os_error(exc: BaseException, *, host: str, port: int, phase: str = "connect",
+                       timeout: float | None = None) -> ConnectError:
+    """A ConnectError naming ``host:port`` and the likely fix for a socket-level failure."""
+    where = f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(f"cannot resolve host name {host!r}: {exc.strerror or exc}",
+                            hint="check the host name and DNS", disposition="fatal")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError(f"connection to {where} refused: nothing is listening there",
+                            hint="check host and port, and that the server is running")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        secs = f" after {timeout:g} s" if timeout else ""
+        if phase == "connect":
+            return ConnectTimeout(f"connecting to {where} timed out{secs}",
+                                  hint="wrong host or port, or a firewall drops the packets? "
+                                       "raise connect_timeout if the server is just slow")
+        return ConnectTimeout(f"{where} did not answer{secs} while waiting for {phase}",
+                              hint="the server is slow or stuck; raise read_timeout if it is "
+                                   "just slow")
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError,
+                        ConnectionAbortedError)):
+        return ConnectError(f"{where} closed the connection during {phase}",
+                            hint="the server dropped us; it will be retried")
+    if isinstance(exc, ssl.SSLError):
+        return tls.translate_ssl_error(exc, host=host, port=port)
+    if isinstance(exc, OSError) and exc.strerror:
+        return ConnectError(f"cannot connect to {where}: {exc.strerror}",
+                            hint="check host, port and network")
+    return ConnectError(f"connection to {where} failed during {phase}: {exc}")
+
+
+def no_greeting_error(*, host: str, port: int, timeout: float) -> ConnectError:
+    """What to say when a plaintext connect gets no greeting: usually a TLS port."""
+    return ConnectTimeout(f"no greeting from {host}:{port} within {timeout:g} s: the server "
+                          "seems to expect TLS", hint="use security: tls (or the plaintext/"
+                          "STARTTLS port: 143 IMAP, 110 POP3, 587 SMTP)")
+
+
+def open_socket(ep: EndpointLike, *, trace: Trace = NULL_TRACE) -> socket.socket:
+    """Resolve, connect and (for ``security: tls``) handshake; the socket's timeout is set
+    to ``connect_timeout`` so the caller can read the greeting with it.
+
+    Raises ConnectError / ConnectTimeout / TLSError with the likely fix.
+    """
+    host, port = ep.host or "", ep.effective_port
+    with trace.step("dns") as st:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise translate_os_error(exc, host=host, port=port) from exc
+        addrs = list(dict.fromkeys(info[4][0] for info in infos))
+        st.detail = f"{host} -> {', '.join(addrs)}"
+        st.data = {"addresses": addrs}
+    with trace.step("tcp") as st:
+        sock, last = None, None
+        for family, type_, proto, _, addr in infos:
+            s = socket.socket(family, type_, proto)
+            s.settimeout(ep.connect_timeout)
+            try:
+                s.connect(addr)
+                sock = s
+                break
+            except OSError as exc:
+                s.close()
+                last = exc
+        if sock is None:
+            assert last is not None
+            raise translate_os_error(last, host=host, port=port,
+                                     timeout=ep.connect_timeout) from last
+        st.detail = f"connected to {addr[0]} port {port}"
+    if ep.security == "tls":
+        sock = wrap_tls(sock, ep, trace=trace)
+    return sock
+
+
+def wrap_tls(sock: socket.socket, ep: EndpointLike, *, trace: Trace = NULL_TRACE,
+             step: str = "tls") -> ssl.SSLSocket:
+    """Handshake on ``sock`` (implicit TLS, or after STARTTLS); translate failures."""
+    host, port = ep.host or "", ep.effective_port
+    ctx = tls.client_context(verify=ep.verify_identity, ca_file=ep.ca_file)
+    with trace.step(step) as st:
+        try:
+            ssock = ctx.wrap_socket(sock, server_hostname=host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            names = probe_certificate_names(ep) if exc.verify_code in (62, 64) else None
+            raise tls.translate_ssl_error(exc, host=host, port=port, names=names) from exc
+        except (ssl.SSLError, ConnectionResetError) as exc:
+            sock.close()
+            raise tls.translate_ssl_error(exc, host=host, port=port) from exc
+        except OSError as exc:
+            sock.close()
+            raise translate_os_error(exc, host=host, port=port, phase="the TLS handshake",
+                                     timeout=ep.connect_timeout) from exc
+        st.data = tls.describe_session(ssock, verified=ep.verify_identity)
+        st.detail = f"{st.data.get('version')} {st.data.get('cipher', '')}".strip() + (
+            ", certificate verified" if ep.verify_identity else ", NOT verified")
+    if not ep.verify_identity:
+        tls.warn_unverified(host, port)
+    return ssock
+
+
+# The commands that turn a plaintext session into TLS, per protocol: (command, ok prefix).
+_STARTTLS = {"imap": (b"a1 STARTTLS\r\n", b"a1 OK"), "pop3": (b"STLS\r\n", b"+OK"),
+             "smtp": (b"STARTTLS\r\n", b"220")}
+
+
+def probe_certificate_names(ep: EndpointLike) -> list[str] | None:
+    """The names in the server's certificate, read over a second, unverified connection.
+
+    Only used to explain a host name mismatch; returns None when it cannot be learned.
+    """
+    host, port = ep.host or "", ep.effective_port
+    ctx = tls.client_context(verify=False)
+    try:
+        with socket.create_connection((host, port), timeout=ep.connect_timeout) as raw:
+            if ep.security == "starttls":
+                f = raw.makefile("rb")
+                _read_reply(f, ep.protocol)
+                if ep.protocol == "smtp":
+                    raw.sendall(b"EHLO postline\r\n")
+                    _read_reply(f, "smtp")
+                cmd, ok = _STARTTLS[ep.protocol]
+                raw.sendall(cmd)
+                if not _read_reply(f, ep.protocol).startswith(ok):
+                    return None
+            with ctx.wrap_socket(raw, server_hostname=host) as s:
+                return tls.certificate_names(s.getpeercert(binary_form=True))
+    except (OSError, KeyError):
+        return None
+
+
+def _read_reply(f, protocol: str) -> bytes:
+    line = f.readline(4096)
+    while protocol == "smtp" and line[3:4] == b"-":
+        line = f.readline(4096)
+    return line
+
+
+def check_auth_allowed(ep: EndpointLike, *, encrypted: bool, what: str) -> None:
+    """Refuse to send credentials in plaintext to a host other than this machine.
+
+    Raises InsecureAuthRefused (saying how to allow it) unless the link is encrypted, the
+    host is loopback, or the connection sets ``allow_insecure_auth: true``.
+    """
+    host = ep.host or ""
+    if encrypted or ep.allow_insecure_auth or tls.is_loopback(host):
+        return
+    raise InsecureAuthRefused(
+        f"refusing to send the {what} to {host}:{ep.effective_port} over an unencrypted "
+        "connection", hint="use security: starttls or tls; or set allow_insecure_auth: true "
+                           "on this direction if the network is trusted")
+
+
+__all__ = ["TLSError", "open_socket", "wrap_tls", "translate_os_error", "check_auth_allowed",
+           "no_greeting_error", "probe_certificate_names"]

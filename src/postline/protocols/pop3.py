@@ -1,0 +1,250 @@
+"""POP3 reader on :mod:`poplib`.
+
+POP3 has one folder (``INBOX``), no flags, no push. Message ids are UIDL values; for the
+rare server without UIDL the id is ``sha256:`` + a hash of the message's headers
+(``TOP n 0``), which is stable as long as the mail is not changed on the server.
+A POP3 session sees the maildrop as it was at login, so :meth:`Pop3Reader.list_messages`
+logs in again when it already listed once, and deletions are committed (QUIT) at once.
+"""
+
+from __future__ import annotations
+
+import poplib
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from postline.auth import sasl
+from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
+from postline.errors import (AuthError, ConnectError, PostlineError, ProtocolError,
+                             StartTLSUnavailable, TokenError)
+from postline.protocols import net, tls
+from postline.protocols.base import Capabilities, MailboxReader
+from postline.protocols.pop3_ops import MaildropOperations, _text
+from postline.protocols.trace import NULL_TRACE, Trace
+
+
+class _POP3OnSocket(poplib.POP3):
+    """poplib.POP3 over a socket we connected (and maybe TLS-wrapped) ourselves."""
+
+    def __init__(self, sock: socket.socket, host: str, port: int) -> None:
+        self._given_sock = sock
+        super().__init__(host, port)
+
+    def _create_socket(self, timeout: Any) -> socket.socket:  # poplib's own hook
+        return self._given_sock
+
+
+class Pop3Reader(MaildropOperations, MailboxReader):
+    """:class:`MailboxReader` for a POP3 maildrop."""
+
+    def __init__(self, *, endpoint: Any, login: Login, trace: Trace = NULL_TRACE,
+                 poll_interval: float = 60.0) -> None:
+        self.endpoint = endpoint
+        self.host: str = endpoint.host
+        self.port: int = endpoint.effective_port
+        self._login = login
+        self._trace = trace
+        self._poll = poll_interval
+        self._pop: _POP3OnSocket | None = None
+        self._numbers: dict[str, int] = {}
+        self._listed = False
+        self.capabilities = Capabilities(folders=False, move=False, idle=False, flags=False)
+        self.server_capabilities: dict[str, list[str]] = {}
+        self.tls_info: dict[str, Any] | None = None
+
+    # -- connecting -------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        ep, where = self.endpoint, f"{self.host}:{self.port}"
+        sock = net.open_socket(ep, trace=self._trace)
+        if isinstance(sock, ssl.SSLSocket):
+            self.tls_info = tls.describe_session(sock, verified=ep.verify_identity)
+        with self._trace.step("greeting") as st:
+            try:
+                self._pop = _POP3OnSocket(sock, self.host, self.port)
+            except (socket.timeout, TimeoutError) as exc:
+                sock.close()
+                if ep.security != "tls":
+                    raise net.no_greeting_error(host=self.host, port=self.port,
+                                                timeout=ep.connect_timeout) from exc
+                raise net.translate_os_error(exc, host=self.host, port=self.port,
+                                             phase="the greeting",
+                                             timeout=ep.connect_timeout) from exc
+            except (poplib.error_proto, OSError, UnicodeError) as exc:
+                sock.close()
+                hint = ("the server may expect TLS: use security: tls"
+                        if ep.security != "tls" else "is this a POP3 port?")
+                raise ConnectError(f"no valid POP3 greeting from {where}: {exc}",
+                                   hint=hint) from exc
+            sock.settimeout(ep.read_timeout)
+            st.detail = _text(self._pop.welcome)[:200]
+        if ep.security == "starttls":
+            self._stls()
+        with self._trace.step("capabilities") as st:
+            self.server_capabilities = self._capa()
+            st.detail = " ".join(self.server_capabilities)
+            st.data = {"capabilities": self.server_capabilities}
+        self._authenticate()
+        self.capabilities = Capabilities(folders=False, move=False, idle=False, flags=False,
+                                         raw=tuple(self.server_capabilities))
+
+    def _capa(self) -> dict[str, list[str]]:
+        pop = self._need()
+        try:
+            with self._errors("CAPA", translate_err=False):
+                return {k.upper(): v for k, v in pop.capa().items()}
+        except poplib.error_proto:
+            return {}  # CAPA is optional (RFC 2449)
+
+    def _stls(self) -> None:
+        pop, ep = self._need(), self.endpoint
+        with self._trace.step("capabilities") as st:
+            pre = self._capa()
+            st.detail, st.data = "before STLS: " + " ".join(pre), {"capabilities": pre}
+        if "STLS" not in pre:
+            self.close()
+            raise StartTLSUnavailable(f"POP3 server {self.host}:{self.port} does not offer "
+                                      "STARTTLS (STLS); refusing to continue in plaintext",
+                                      hint="use security: tls with port 995, or fix the "
+                                           "server")
+        ctx = tls.client_context(verify=ep.verify_identity, ca_file=ep.ca_file)
+        with self._trace.step("starttls") as st:
+            try:
+                pop.stls(context=ctx)
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                names = net.probe_certificate_names(ep) if exc.verify_code in (62, 64) else None
+                raise tls.translate_ssl_error(exc, host=self.host, port=self.port,
+                                              names=names) from exc
+            except ssl.SSLError as exc:
+                self.close()
+                raise tls.translate_ssl_error(exc, host=self.host, port=self.port) from exc
+            except (poplib.error_proto, OSError) as exc:
+                self.close()
+                raise ConnectError(f"STLS with {self.host}:{self.port} failed: {exc}",
+                                   hint="use security: tls, or check the server") from exc
+            self.tls_info = tls.describe_session(pop.sock, verified=ep.verify_identity)
+            st.data = self.tls_info
+            st.detail = f"{self.tls_info.get('version')} " + (
+                "certificate verified" if ep.verify_identity else "NOT verified")
+        if not ep.verify_identity:
+            tls.warn_unverified(self.host, self.port)
+
+    def _authenticate(self) -> None:
+        login, pop = self._login, self._need()
+        if login is None:
+            return
+        what = "password" if isinstance(login, PasswordLogin) else "OAuth token"
+        net.check_auth_allowed(self.endpoint, encrypted=self.endpoint.security != "none",
+                               what=what)
+        mechs = {m.upper() for m in self.server_capabilities.get("SASL", [])}
+        with self._trace.step("authentication") as st:
+            if isinstance(login, PasswordLogin):
+                try:
+                    with self._errors("login", translate_err=False):
+                        if "PLAIN" in mechs:
+                            self._sasl("PLAIN", sasl.plain(login.user, login.password))
+                            st.detail = f"AUTH PLAIN as {login.user}"
+                        else:
+                            pop.user(login.user)
+                            pop.pass_(login.password)
+                            st.detail = f"USER/PASS as {login.user}"
+                except poplib.error_proto as exc:
+                    raise AuthError(f"POP3 login as {login.user} at {self.host}:{self.port} "
+                                    f"failed: {_text(exc.args[0] if exc.args else exc)}",
+                                    hint="check the user and the password in the Secret"
+                                    ) from exc
+            else:
+                st.detail = self._oauth(login, mechs)
+
+    def _oauth(self, login: OAuthLogin, mechs: set[str]) -> str:
+        mech = sasl.choose_oauth_mechanism(mechs)
+        if mech is None:
+            raise AuthError(f"POP3 server {self.host}:{self.port} offers no OAuth mechanism "
+                            f"(SASL {' '.join(sorted(mechs)) or 'none'})",
+                            hint="use credential type secret, or another server")
+        last = ""
+        failure: list[sasl.OAuthFailure] = []
+        for attempt in (0, 1):
+            token = login.provider.token(force_refresh=attempt == 1)
+            resp = (sasl.xoauth2(login.user, token) if mech == "XOAUTH2"
+                    else sasl.oauthbearer(login.user, token, host=self.host, port=self.port))
+            failure.clear()
+            try:
+                with self._errors("authentication", translate_err=False):
+                    self._sasl(mech, resp, failure)
+                return f"AUTH {mech} as {login.user}"
+            except poplib.error_proto as exc:
+                last = _text(exc.args[0] if exc.args else exc)
+        reason = failure[0].describe() if failure else last
+        raise TokenError(f"POP3 server {self.host}:{self.port} rejected the OAuth token for "
+                         f"{login.user} ({reason}; server said: {last})",
+                         hint="the token may be expired, for another user, or lack the mail "
+                              "scope; check user, scopes and the authority's client settings")
+
+    def _sasl(self, mech: str, response: bytes,
+              failure: list[sasl.OAuthFailure] | None = None) -> None:
+        """RFC 5034 AUTH with an initial response; a ``+ challenge`` after it is the
+        server's error report, answered with an empty line to read the final -ERR."""
+        pop = self._need()
+        reply = pop._shortcmd(f"AUTH {mech} " + sasl.b64(response).decode())
+        while reply.startswith(b"+ ") or reply == b"+":
+            if failure is not None:
+                failure.append(sasl.decode_error_challenge(reply[2:]))
+            reply = pop._shortcmd("")
+
+    def close(self) -> None:
+        pop, self._pop = self._pop, None
+        if pop is None:
+            return
+        try:
+            pop.quit()
+        except Exception:  # noqa: BLE001 - close never raises
+            try:
+                pop.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _reconnect(self) -> None:
+        self.close()
+        self._numbers = {}
+        self._listed = False
+        self.connect()
+
+    # -- errors ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, what: str, *, translate_err: bool = True) -> Iterator[None]:
+        try:
+            yield
+        except PostlineError:
+            raise
+        except (socket.timeout, TimeoutError) as exc:
+            self._pop = None  # a half-read answer leaves the session unusable
+            raise net.translate_os_error(exc, host=self.host, port=self.port, phase=what,
+                                         timeout=self.endpoint.read_timeout) from exc
+        except (OSError, EOFError) as exc:
+            self._pop = None
+            raise ConnectError(f"lost the connection to POP3 server {self.host}:{self.port} "
+                               f"during {what}: {exc}",
+                               hint="it will be retried with a new connection") from exc
+        except poplib.error_proto as exc:
+            text = _text(exc.args[0] if exc.args else exc)
+            if "EOF" in text:
+                self._pop = None
+                raise ConnectError(f"POP3 server {self.host}:{self.port} closed the "
+                                   f"connection during {what}",
+                                   hint="it will be retried with a new connection") from exc
+            if not translate_err:
+                raise
+            raise ProtocolError(f"POP3 server {self.host}:{self.port} refused {what}: {text}",
+                                disposition="fatal") from exc
+
+    def _need(self) -> _POP3OnSocket:
+        if self._pop is None:
+            raise ConnectError(f"not connected to POP3 server {self.host}:{self.port}",
+                               hint="open the reader with 'with' or call connect()")
+        return self._pop
