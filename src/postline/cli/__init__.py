@@ -51,7 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _accept_verbose_everywhere(parser)
     return parser
+
+
+def _accept_verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``-v`` follow any (sub)command too: ``postline run P --once -v``.
+
+    SUPPRESS keeps a subcommand's default from overwriting a ``-v`` given before it.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("-v" in a.option_strings for a in child._actions):
+                    child.add_argument("-v", "--verbose", action="count",
+                                       default=argparse.SUPPRESS,
+                                       help="more log output (-vv for debug)")
+                _accept_verbose_everywhere(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     except PostlineError as exc:
         print(f"postline: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # output piped into e.g. `head`, which stopped reading: not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("postline: interrupted", file=sys.stderr)
         return 130
