@@ -53,8 +53,8 @@ def test_validate_example_projects(capsys, monkeypatch):
     monkeypatch.setenv("POSTLINE_DEMO_PASSWORD", "alice-pass")
     code, out, err = run(capsys, "validate", "examples/local")
     assert (code, err) == (0, "")
-    assert out == ("examples/local: valid: 4 asset(s) (2 EmailConnection, 1 Environment, "
-                   "1 Secret), 0 warnings\n")
+    assert out == ("examples/local: valid: 7 asset(s) (2 EmailConnection, 1 EmailService, "
+                   "1 EmailSource, 1 Environment, 1 Secret, 1 Workflow), 0 warnings\n")
     code, out, err = run(capsys, "validate", "examples/reference")
     assert code == 0, err
     assert "valid:" in out
@@ -171,8 +171,11 @@ def test_usage_text_and_json(capsys, local):
     data = json.loads(run(capsys, "usage", str(local), "LocalStack", "--json")[1])
     assert data["count"] == 2 and data["used_by"] == ["EmailConnection/LocalMail",
                                                       "EmailConnection/LocalPop3"]
-    assert run(capsys, "usage", str(local), "LocalMail")[1] == \
-        "EmailConnection/LocalMail is not used by any asset\n"
+    usage_lines = run(capsys, "usage", str(local), "LocalMail")[1].splitlines()
+    assert usage_lines[0] == "EmailConnection/LocalMail is used by 2 asset(s):"
+    assert usage_lines[1].startswith("  EmailService/Notify  connection  (")
+    assert run(capsys, "usage", str(local), "LocalPop3")[1] == \
+        "EmailConnection/LocalPop3 is not used by any asset\n"
 
 
 @pytest.mark.parametrize("argv", [["validate"], ["assets"], ["show"], ["usage"],
