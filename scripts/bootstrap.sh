@@ -9,6 +9,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 apt_pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl)
+# the local OAuth server (oidc-provider 9) runs on Node.js 20+; take Debian's only when none is there
+command -v node >/dev/null || apt_pkgs+=(nodejs)
+command -v npm >/dev/null || apt_pkgs+=(npm)
 if [ -z "${POSTLINE_SKIP_APT:-}" ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${apt_pkgs[@]}"; do
@@ -41,5 +44,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-# npm packages for the local OAuth server (oidc-provider), kept inside the package tree
-.venv/bin/postline dev-stack install --quiet || true
+# npm packages of the local OAuth server (oidc-provider) into ~/.cache/postline/oidc
+# (POSTLINE_CACHE_DIR overrides); a no-op when they are there already
+.venv/bin/postline dev-stack install --quiet
