@@ -208,8 +208,9 @@ class DeviceFlowProvider(_BaseProvider):
 
     def _login_hint(self) -> str:
         root = getattr(self._source, "root", None) or "PROJECT"
-        return (f"run 'postline login {root} {self.connection} --direction {self.direction}' "
-                "again")
+        # Graph logins have no direction to choose (one sign-in for the mailbox)
+        direction = "" if self.direction == "microsoft365" else f" --direction {self.direction}"
+        return f"run 'postline login {root} {self.connection}{direction}' again"
 
     def _load(self) -> Any:
         import msal

@@ -160,8 +160,11 @@ def cmd_login(args: argparse.Namespace) -> int:
     project = open_project(args.project)
     conn = project.get("EmailConnection", args.name)
     if conn.type == "microsoft365":
-        raise ConfigError(f"connection {conn.name!r}: Microsoft 365 (Graph) connections are "
-                          "not implemented yet", hint="use a standard connection for now")
+        from postline.protocols.graph import login as graph_login
+
+        account, path = graph_login(project, conn, _show_flow(conn.name, "microsoft365"))
+        print(f"✓ Signed in as {account}; the token is stored encrypted in {path}")
+        return 0
     wanted = [args.direction] if args.direction else [
         d for d in DIRECTIONS if conn.endpoint(d)
         and conn.endpoint(d).credential.type == "oauth_device_flow"]

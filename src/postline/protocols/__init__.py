@@ -1,8 +1,8 @@
 """Protocol adapters behind two small interfaces (see ``base.py``), and their factories.
 
-``open_reader(project, connection)`` -> :class:`MailboxReader` (IMAP or POP3, not yet
-connected: use ``with``); ``open_sender(project, connection)`` -> :class:`MailSender`
-(SMTP, connects lazily: ``async with`` or first ``send()``). ``connection`` is an
+``open_reader(project, connection)`` -> :class:`MailboxReader` (IMAP, POP3 or Microsoft
+Graph, not yet connected: use ``with``); ``open_sender(project, connection)`` ->
+:class:`MailSender` (SMTP or Graph, connects lazily: ``async with`` or first ``send()``). ``connection`` is an
 ``EmailConnection`` model or its name. The project supplies secrets and the state dir for
 the OAuth token cache (anything with ``secret``, ``seal``, ``open_sealed``, ``state_dir``).
 """
@@ -21,6 +21,7 @@ __all__ = ["open_reader", "open_sender", "endpoint_of", "MailboxReader", "MailSe
            "Capabilities", "Envelope", "FolderInfo", "FolderState", "MessageRef",
            "RawMessage", "RecipientStatus", "SendResult"]
 
+# Kept for callers that still import it; Graph connections are served since this version.
 GRAPH_NOT_READY = ("Microsoft 365 (Graph) connections are not implemented yet "
                    "in this version of postline")
 
@@ -34,8 +35,10 @@ def _model(project: Any, connection: Any) -> Any:
 def endpoint_of(connection: Any, direction: str) -> Any:
     """The enabled ``incoming``/``outgoing`` endpoint, or ConfigError saying what to add."""
     if connection.type == "microsoft365":
-        raise ConfigError(f"connection {connection.name!r}: {GRAPH_NOT_READY}",
-                          hint="use a standard (IMAP/POP3/SMTP) connection for now")
+        raise ConfigError(f"connection {connection.name!r} is a microsoft365 connection: it "
+                          f"has no {direction} endpoint (Graph serves both directions)",
+                          hint="settings of a microsoft365 connection live under "
+                               "microsoft365:")
     ep = connection.endpoint(direction)
     if ep is None:
         raise ConfigError(f"connection {connection.name!r} has no {direction} direction",
@@ -47,12 +50,16 @@ def open_reader(project: Any, connection: Any, *, trace: Trace = NULL_TRACE
                 ) -> MailboxReader:
     """A reader for the connection's incoming side (not connected yet).
 
-    Raises ConfigError (no incoming side, Graph), SecretError (secret unreadable),
+    Raises ConfigError (no incoming side), SecretError (secret unreadable),
     TokenError/LoginRequired only later, when connecting.
     """
     from postline.auth.credentials import login_for
 
     conn = _model(project, connection)
+    if conn.type == "microsoft365":
+        from postline.protocols.graph import GraphReader, graph_session
+
+        return GraphReader(session=graph_session(project, conn, trace=trace), trace=trace)
     ep = endpoint_of(conn, "incoming")
     login = login_for(project, connection=conn.name, direction="incoming", endpoint=ep)
     if ep.protocol == "imap":
@@ -77,6 +84,12 @@ def open_sender(project: Any, connection: Any, *, max_connections: int = 4,
     from postline.protocols.smtp import SmtpSender
 
     conn = _model(project, connection)
+    if conn.type == "microsoft365":
+        from postline.protocols.graph import graph_session
+        from postline.protocols.graph_send import GraphSender
+
+        return GraphSender(session=graph_session(project, conn, trace=trace), trace=trace,
+                           max_connections=max_connections)
     ep = endpoint_of(conn, "outgoing")
     login = login_for(project, connection=conn.name, direction="outgoing", endpoint=ep)
     return SmtpSender(endpoint=ep, login=login, max_connections=max_connections,

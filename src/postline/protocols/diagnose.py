@@ -12,8 +12,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from postline.errors import ConfigError, PostlineError
-from postline.protocols import GRAPH_NOT_READY, endpoint_of, open_reader, open_sender
+from postline.errors import PostlineError
+from postline.protocols import endpoint_of, open_reader, open_sender
 from postline.protocols.trace import Step, Trace
 
 # The capabilities worth showing, per protocol (name shown -> how to find it).
@@ -99,17 +99,36 @@ def _outgoing(project: Any, conn: Any, trace: Trace) -> None:
     asyncio.run(run())
 
 
+def _microsoft365(project: Any, conn: Any) -> DirectionReport:
+    """One report for Graph (it serves both directions): token, mailbox, folders."""
+    from urllib.parse import urlsplit
+
+    m = conn.microsoft365
+    url = urlsplit(m.graph_url)
+    report = DirectionReport(direction="microsoft365", protocol="graph",
+                             host=url.hostname or "", port=url.port or 443, security="tls",
+                             verify_identity=m.check_server_identity)
+    trace = Trace()
+    try:
+        _incoming(project, conn, report, trace)
+        report.ok = True
+    except PostlineError as exc:
+        _fail(report, exc, trace)
+    report.steps = trace.steps
+    report.features = {"mailbox": m.mailbox or "/me", "credential": m.credential.type}
+    return report
+
+
 def diagnose(project: Any, connection: Any, *, directions: list[str] | None = None
              ) -> list[DirectionReport]:
     """Test each configured direction (or just ``directions``). Never raises for a failed
-    connection -- failures are in the reports; raises ConfigError for an unknown direction
-    or a Microsoft 365 connection."""
+    connection -- failures are in the reports; raises ConfigError for an unknown direction.
+    A microsoft365 connection gets one report (direction ``microsoft365``): token,
+    mailbox and folder list through Microsoft Graph, whatever ``directions`` says."""
     conn = project.get("EmailConnection", connection) if isinstance(connection, str) \
         else connection
     if conn.type == "microsoft365":
-        raise ConfigError(f"connection {conn.name!r}: {GRAPH_NOT_READY}; test-connection "
-                          "cannot check it", hint="use a standard IMAP/POP3/SMTP connection "
-                          "for now")
+        return [_microsoft365(project, conn)]
     wanted = directions or [d for d in ("incoming", "outgoing") if conn.endpoint(d)]
     reports = []
     for direction in wanted:

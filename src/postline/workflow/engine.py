@@ -7,6 +7,7 @@ with a fake ``reader_factory`` and clock.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -72,6 +73,16 @@ def _stream_namer(project: Any, template: str) -> Callable[[dict[str, str]], str
     from postline.assets.macros import MacroContext, expand
 
     base = project.macro_context() if hasattr(project, "macro_context") else MacroContext()
+    single = re.fullmatch(r"\$\{mail:([a-z_]+)\}", template)
+    if single:  # the default "${mail:key}" and the like: no macro engine per mail
+        field_name = single.group(1)
+
+        def plain(macros: dict[str, str]) -> str:
+            if field_name in macros:
+                return macros[field_name]
+            return expand(template, base.with_prefix("mail", macros))
+
+        return plain
 
     def name(macros: dict[str, str]) -> str:
         return expand(template, base.with_prefix("mail", macros))
@@ -90,9 +101,10 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
     """A runner for the Workflow model ``workflow``. Raises ConfigError."""
     source = project.get("EmailSource", workflow.source)
     conn = project.get("EmailConnection", source.connection)
-    if conn.type != "standard" or conn.incoming is None or not conn.incoming.enabled:
+    if conn.type == "standard" and (conn.incoming is None or not conn.incoming.enabled):
         raise ConfigError(f"source {source.name}: connection {conn.name} has no incoming "
                           "IMAP or POP3 side", hint="add incoming: {protocol: imap, ...}")
+    protocol = "graph" if conn.type == "microsoft365" else conn.incoming.protocol
     root = Path(project.root)
     state_dir = Path(project.state_dir)
     work_dir = state_dir / "work" / workflow.name
@@ -136,7 +148,7 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
             return open_reader(project, c)
     return WorkflowRunner(name=workflow.name, source=source, settings=settings, ledger=ledger,
                           reader_factory=lambda: reader_factory(conn),
-                          protocol=conn.incoming.protocol, stop=stop, clock=clock,
+                          protocol=protocol, stop=stop, clock=clock,
                           events=events)
 
 
@@ -191,7 +203,7 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
             except PostlineError as exc:
                 summary.errors[runner.name] = str(exc)   # printed by the caller
                 log.debug("workflow %s stopped: %s", runner.name, exc)
-            except Exception as exc:  # noqa: BLE001 - report, let other workflows go on
+            except Exception as exc:
                 summary.errors[runner.name] = f"{type(exc).__name__}: {exc}"
                 log.exception("workflow %s crashed", runner.name)
             finally:

@@ -149,15 +149,15 @@ def test_device_connection_without_login_says_run_login(cli_project, capsys):
     assert f"run 'postline login {cli_project} Device --direction incoming'" in out
 
 
-def test_microsoft365_is_not_implemented_yet(cli_project, capsys):
+def test_microsoft365_without_login_says_to_log_in(cli_project, capsys):
     (cli_project / "m365.yaml").write_text(
         "kind: EmailConnection\nname: M365\ntype: microsoft365\nmicrosoft365:\n"
         "  mailbox: a@example.test\n  credential:\n    type: oauth_device_flow\n"
         "    authority: https://login.microsoftonline.com/tenant\n    client_id: x\n"
         "    scopes: [Mail.Read]\n")
     assert main(["test-connection", str(cli_project), "M365"]) == 1
-    err = capsys.readouterr().err
-    assert "Microsoft 365 (Graph) connections are not implemented yet" in err
+    out = capsys.readouterr().out
+    assert "no saved login for connection 'M365' (microsoft365)" in out
 
 
 def test_no_secret_appears_anywhere(cli_project, mail_stack, mailbox_user, capsys, caplog):

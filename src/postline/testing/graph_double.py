@@ -1,0 +1,272 @@
+"""A faithful local test double of Microsoft Graph's mail API, backed by the stack's Dovecot.
+
+::
+
+    with GraphDouble(stack=mail_stack) as graph:      # HTTPS on 127.0.0.1, random port
+        graph.url                                       # -> graph_url of a connection
+        graph.inject(429, retry_after=1)                # the next request is throttled
+        graph.requests                                  # what was asked, for assertions
+
+It serves ``/v1.0/users/{mailbox}/...`` and ``/v1.0/me/...``: mailFolders (list, get,
+childFolders, create), ``messages/delta`` per folder (paging with ``@odata.nextLink``, the
+state in ``@odata.deltaLink``, ``$deltatoken=latest``, ``Prefer: odata.maxpagesize``),
+messages (get, ``$value``, PATCH isRead/flag, DELETE = move to Deleted Items,
+``permanentDelete``, ``move``, ``copy``) and MIME ``sendMail`` (relayed through the stack's
+Postfix; a copy goes to Sent Items). Errors have Graph's shape
+``{"error": {"code", "message", "innerError"}}``.
+
+Bearer tokens must be RS256 JWTs of the stack's oidc-provider (keys from its ``jwks_uri``),
+for ``audience`` (the stack's resource), not expired (with ``accept_test_tokens`` also the
+HS256 tokens of ``StackInfo.mint_token``, so fast tests can act as any user), with ``{audience}/.default`` or the
+Graph scope the call needs (Mail.Read / Mail.ReadWrite / Mail.Send). The token's ``email``
+claim is the caller: ``/me`` is that mailbox, and ``/users/{m}`` must be that mailbox
+(ErrorAccessDenied otherwise). How folders, ids and delta map onto IMAP is described in
+``graph_double_store.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote
+
+from postline.testing.graph_double_routes import Call
+from postline.testing.graph_double_store import GraphFault, MailboxStore, folder_id
+from postline.testing.info import StackInfo
+
+DEFAULT_AUDIENCE = "https://mail.example.test"   # the stack's resource (servers.RESOURCE)
+
+
+@dataclass
+class Fault:
+    """An injected answer: ``status`` for ``times`` matching requests after ``after`` ones."""
+
+    status: int
+    times: int = 1
+    after: int = 0
+    retry_after: float | None = None
+    match: str = ""
+    method: str = ""
+    code: str = ""
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the double answered."""
+
+    method: str
+    path: str
+    status: int
+
+
+_CODES = {429: ("ApplicationThrottled", "Application is over its MailboxConcurrency limit."),
+          503: ("ServiceUnavailable", "Service is temporarily unavailable."),
+          401: ("InvalidAuthenticationToken", "Access token has expired or is not yet valid."),
+          500: ("InternalServerError", "An internal server error occurred.")}
+
+
+class GraphDouble:
+    """The HTTPS server. Start with ``with`` or :meth:`start`; stop with :meth:`stop`."""
+
+    def __init__(self, *, stack: StackInfo, audience: str = DEFAULT_AUDIENCE,
+                 issuer: str | None = None, page_size: int = 10,
+                 accept_test_tokens: bool = False) -> None:
+        self.stack = stack
+        self.accept_test_tokens = accept_test_tokens
+        self.audience = audience
+        self.issuer = issuer or stack.oidc_issuer
+        self.page_size = page_size
+        self.store = MailboxStore(stack)
+        self.requests: list[Seen] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._jwks: Any = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The ``graph_url`` to configure: ``https://127.0.0.1:PORT/v1.0``."""
+        return f"https://127.0.0.1:{self.port}/v1.0"
+
+    def start(self, timeout: float = 10.0) -> GraphDouble:
+        """Serve on a random free port; returns when it accepts connections."""
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        app = Starlette(routes=[Route("/v1.0/{rest:path}", self._endpoint,
+                                      methods=["GET", "POST", "PATCH", "DELETE"])])
+        tls = self.stack.dir / "tls"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(app, ssl_certfile=str(tls / "server.pem"),
+                                ssl_keyfile=str(tls / "server.key"), log_level="warning",
+                                lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="graph-double", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the Graph test double did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> GraphDouble:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def inject(self, status: int, *, times: int = 1, after: int = 0,
+               retry_after: float | None = None, match: str = "", method: str = "",
+               code: str = "") -> None:
+        """Answer ``status`` to the ``times`` matching requests that follow the next
+        ``after`` matching ones. ``match`` is a substring of the path, ``method`` an HTTP
+        method ('' = any). 401 uses InvalidAuthenticationToken (an expired token)."""
+        with self._lock:
+            self._faults.append(Fault(status=status, times=times, after=after,
+                                      retry_after=retry_after, match=match,
+                                      method=method.upper(), code=code))
+
+    def clear(self) -> None:
+        """Forget injected faults and the request log."""
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+            self.max_in_flight = 0
+
+    def _fault_for(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for f in self._faults:
+                if f.times <= 0 or f.match not in path or f.method not in ("", method):
+                    continue
+                if f.after > 0:
+                    f.after -= 1
+                    continue
+                f.times -= 1
+                return f
+        return None
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def _endpoint(self, request: Any) -> Any:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import Response
+
+        body = await request.body()
+        path = "/" + request.path_params["rest"]
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            root = str(request.base_url).rstrip("/") + "/v1.0"
+            status, headers, content = await run_in_threadpool(
+                self._handle, request.method, path, root, request.url.query,
+                dict(request.headers), body)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+        with self._lock:
+            self.requests.append(Seen(request.method, path, status))
+        return Response(content=content, status_code=status, headers=headers)
+
+    def _handle(self, method: str, path: str, root: str, query: str,
+                headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        try:
+            fault = self._fault_for(method, path)
+            if fault is not None:
+                code, message = _CODES.get(fault.status, ("ErrorInjected", "Injected fault."))
+                extra = {}
+                if fault.retry_after is not None:
+                    extra["Retry-After"] = str(int(fault.retry_after))
+                raise GraphFault(fault.status, fault.code or code, message, extra)
+            claims = self._authenticate(headers)
+            m = re.fullmatch(r"/(?:users/([^/]+)|me)(/.*)?", path)
+            if not m:
+                raise GraphFault(400, "BadRequest", f"Resource not found for the segment "
+                                 f"'{path.strip('/').split('/')[0]}'.")
+            user = unquote(m.group(1)) if m.group(1) else str(claims.get("email", ""))
+            if user.lower() != str(claims.get("email", "")).lower():
+                raise GraphFault(403, "ErrorAccessDenied",
+                                 "Access is denied. Check credentials and try again.")
+            base = root + (f"/users/{quote(user, safe='@')}" if m.group(1) else "/me")
+            ctx = Call(self, method, m.group(2) or "/", parse_qs(query), headers, body,
+                        user, claims, base)
+            return ctx.run()
+        except GraphFault as f:
+            err = {"error": {"code": f.code, "message": f.message, "innerError": {
+                "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                "request-id": str(uuid.uuid4())}}}
+            hdrs = {"Content-Type": "application/json", **f.headers}
+            if f.status == 401:
+                hdrs["WWW-Authenticate"] = 'Bearer realm="", error="invalid_token"'
+            return f.status, hdrs, json.dumps(err).encode()
+
+    def _keys(self) -> Any:
+        import httpx
+        import jwt
+
+        if self._jwks is None:
+            with httpx.Client(verify=self.stack.ssl_context(), trust_env=False,
+                              timeout=10) as client:
+                conf = client.get(self.issuer + "/.well-known/openid-configuration").json()
+                self._jwks = jwt.PyJWKSet.from_dict(client.get(conf["jwks_uri"]).json())
+        return self._jwks
+
+    def _authenticate(self, headers: dict[str, str]) -> dict[str, Any]:
+        import jwt
+
+        auth = headers.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            raise GraphFault(401, "InvalidAuthenticationToken", "Access token is empty.")
+        token = auth[7:].strip()
+        try:
+            if self.accept_test_tokens and jwt.get_unverified_header(token).get("alg") == "HS256":
+                # StackInfo.mint_token(): lets fast tests act as any stack user
+                return jwt.decode(token, self.stack.hs256_key_file.read_bytes(),
+                                  algorithms=["HS256"], audience=self.audience,
+                                  issuer=self.stack.test_issuer)
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = next((k for k in self._keys().keys if k.key_id == kid), None)
+            if key is None:
+                raise GraphFault(401, "InvalidAuthenticationToken",
+                                 "Access token validation failure. Invalid signing key.")
+            return jwt.decode(token, key.key, algorithms=["RS256"], audience=self.audience,
+                              issuer=self.issuer)
+        except jwt.ExpiredSignatureError:
+            raise GraphFault(401, "InvalidAuthenticationToken",
+                             "Access token has expired or is not yet valid.") from None
+        except jwt.InvalidAudienceError:
+            raise GraphFault(401, "InvalidAuthenticationToken",
+                             "Access token validation failure. Invalid audience.") from None
+        except jwt.PyJWTError as exc:
+            raise GraphFault(401, "InvalidAuthenticationToken",
+                             f"Access token validation failure. {exc}") from None
+
+
+__all__ = ["Fault", "GraphDouble", "GraphFault", "Seen", "folder_id"]

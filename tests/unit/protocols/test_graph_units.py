@@ -1,0 +1,153 @@
+"""Pure parts of the Graph adapter (no server): headers, errors, retries, folder names."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+
+import httpx
+import pytest
+
+from postline.errors import ConfigError, ConnectError, DeliveryError, ProtocolError, TokenError
+from postline.protocols.base import Envelope
+from postline.protocols.graph import flag_patch, ref_of, split_path
+from postline.protocols.graph_http import (GraphSession, RetryPolicy, graph_error_of,
+                                           mailbox_path, retry_after_seconds)
+from postline.protocols.graph_send import MAX_MIME_BYTES, GraphSender, with_bcc
+from postline.testing.graph_double_routes import without_bcc
+
+
+class Tokens:
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def token(self, *, force_refresh: bool = False) -> str:
+        self.calls.append(force_refresh)
+        return f"tok{len(self.calls)}"
+
+    description = "test tokens"
+
+
+def session(handler, **kw) -> tuple[GraphSession, Tokens, list[float]]:
+    tokens, slept = Tokens(), []
+    s = GraphSession(graph_url="https://graph.test/v1.0", mailbox="a@b.test", provider=tokens,
+                     policy=kw.pop("policy", RetryPolicy(max_retries=2, max_wait=30)),
+                     sleep=slept.append, **kw)
+    s._client = httpx.Client(transport=httpx.MockTransport(handler))
+    return s, tokens, slept
+
+
+def test_retry_after_forms():
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < retry_after_seconds(later) <= 30
+    assert retry_after_seconds(email.utils.formatdate(0, usegmt=True)) == 0.0
+
+
+def test_graph_error_body():
+    body = b'{"error": {"code": "ErrorItemNotFound", "message": "Not found.\\nmore"}}'
+    assert graph_error_of(body) == ("ErrorItemNotFound", "Not found.")
+    assert graph_error_of(b"<html>") == ("", "")
+    assert graph_error_of(b'{"error": "x"}') == ("", "")
+
+
+def test_mailbox_path_and_folder_names():
+    assert mailbox_path("a b@x.test") == "/users/a%20b@x.test"
+    assert mailbox_path(None) == "/me"
+    assert split_path(" Archive/Done/ ") == ["Archive", "Done"]
+    for bad in ("", "a//b", "/"):
+        with pytest.raises(ConfigError, match="empty"):
+            split_path(bad)
+
+
+def test_refs_and_flags():
+    ref = ref_of({"id": "X", "receivedDateTime": "2024-05-01T12:00:00Z", "isRead": True,
+                  "flag": {"flagStatus": "flagged"}}, folder="inbox", folder_id="F")
+    assert (ref.id, ref.folder_version, ref.flags) == ("X", "F", ("\\Seen", "\\Flagged"))
+    assert flag_patch(["\\Seen", "\\Answered"], False) == {"isRead": False}
+    assert flag_patch(["$Custom"], True) == {}
+
+
+def test_bcc_added_for_envelope_only_recipients_and_stripped_by_the_double():
+    raw = b"From: a@x.test\r\nTo: B <b@x.test>\r\nSubject: s\r\n\r\nbody\r\n"
+    assert with_bcc(raw, ("B@x.test",)) is raw
+    out = with_bcc(raw, ("b@x.test", "c@x.test"))
+    assert out.startswith(b"Bcc: c@x.test\r\nFrom:")
+    assert without_bcc(out) == raw
+    folded = b"To: b@x.test\nBcc: c@x.test,\n d@x.test\nSubject: s\n\nbody\n"
+    assert without_bcc(folded) == b"To: b@x.test\nSubject: s\n\nbody\n"
+
+
+def test_session_retries_429_after_retry_after_then_succeeds():
+    answers = [httpx.Response(429, headers={"Retry-After": "3"}), httpx.Response(200, json={})]
+    seen = []
+
+    def handler(req):
+        seen.append(req)
+        return answers.pop(0)
+
+    s, _, slept = session(handler)
+    assert s.request("GET", "/mailFolders").status_code == 200
+    assert slept == [3.0]
+    assert seen[0].headers["Prefer"] == 'IdType="ImmutableId"'
+    assert seen[0].url.path == "/v1.0/users/a@b.test/mailFolders"
+
+
+def test_session_gives_up_on_long_or_repeated_throttling():
+    s, _, slept = session(lambda req: httpx.Response(503))
+    with pytest.raises(ConnectError, match="kept throttling GET /x") as err:
+        s.request("GET", "/x")
+    assert err.value.retriable and len(slept) == 2          # max_retries, doubling waits
+    s, _, slept = session(lambda req: httpx.Response(429, headers={"Retry-After": "3600"}))
+    with pytest.raises(ConnectError, match="Retry-After 3600"):
+        s.request("GET", "/x")
+    assert slept == []
+
+
+def test_session_refreshes_a_rejected_token_once():
+    answers = [httpx.Response(401), httpx.Response(200, json={})]
+    s, tokens, _ = session(lambda req: answers.pop(0))
+    assert s.request("GET", "/x").status_code == 200
+    assert tokens.calls == [False, True]
+    s, tokens, _ = session(lambda req: httpx.Response(
+        401, json={"error": {"code": "InvalidAuthenticationToken", "message": "expired"}}))
+    with pytest.raises(TokenError, match="even after a refresh.*InvalidAuthenticationToken"):
+        s.request("GET", "/x")
+    assert tokens.calls == [False, True]
+
+
+def test_links_outside_graph_url_are_refused():
+    s, _, _ = session(lambda req: httpx.Response(200))
+    with pytest.raises(ProtocolError, match="outside https://graph.test/v1.0"):
+        s.request("GET", "https://evil.test/v1.0/x")
+    with pytest.raises(ConfigError, match="must be an https:// URL"):
+        GraphSession(graph_url="http://graph.test", mailbox=None, provider=Tokens())
+
+
+def test_sender_maps_answers():
+    answers = {"code": 202}
+
+    def handler(req):
+        if answers["code"] == 202:
+            return httpx.Response(202)
+        return httpx.Response(answers["code"], json={"error": {
+            "code": "ErrorInvalidRecipients", "message": "At least one recipient is not valid."}})
+
+    s, _, _ = session(handler)
+    sender = GraphSender(session=s)
+    env = Envelope(sender="a@b.test", recipients=("x@y.test",))
+    res = asyncio.run(sender.send(env, b"To: x@y.test\r\n\r\nhi\r\n", message_id="<m@x>"))
+    assert res.accepted == ["x@y.test"] and res.recipients[0].code == 202
+    answers["code"] = 400
+    with pytest.raises(DeliveryError, match="ErrorInvalidRecipients 400") as err:
+        asyncio.run(sender.send(env, b"To: x@y.test\r\n\r\nhi\r\n"))
+    assert not err.value.retriable
+    answers["code"] = 500
+    with pytest.raises(DeliveryError) as err:
+        asyncio.run(sender.send(env, b"To: x@y.test\r\n\r\nhi\r\n"))
+    assert err.value.retriable and err.value.outcome == "unknown"
+    with pytest.raises(DeliveryError, match="at most") as err:
+        asyncio.run(sender.send(env, b"x" * (MAX_MIME_BYTES + 1)))
+    assert err.value.code == 413
