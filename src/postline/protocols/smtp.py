@@ -6,6 +6,14 @@ PIPELINING, then the body. A session the server dropped is replaced and the mail
 more on the new one -- but only while nothing was handed over: a connection lost after the
 final dot of DATA is reported as ``DeliveryError(outcome="unknown")`` and not retried, since
 the server may already have queued the mail.
+
+Mails beyond ``max_connections`` wait for a session. When a session is about to write the
+body of its mail and a mail is waiting, the waiting mail's ``MAIL FROM``/``RCPT TO``/``DATA``
+go out in the same write, right after the final dot (RFC 2920 section 3.1 allows the message
+content as the first "command" of a group): in a steady stream a mail then costs one round
+trip instead of two. Nothing of the next mail's body is sent before its own ``354``, so a
+connection lost there still means "not handed over" for it, and it is retried on a new
+session; and nothing else (no RSET) is ever written behind pipelined commands.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from postline.auth.credentials import Login
@@ -23,19 +33,38 @@ from postline.protocols.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.smtp")
 
-_FORBIDDEN = set("\r\n\0<>")
+_FORBIDDEN = frozenset("\r\n\0<>")
 
 
 def _check_address(addr: str, what: str) -> bytes:
-    if any(c in _FORBIDDEN for c in addr) or addr.strip() != addr:
+    if not _FORBIDDEN.isdisjoint(addr) or addr.strip() != addr:
         raise MessageError(f"{what} address {addr!r} contains characters not allowed in an "
                            "SMTP envelope (CR, LF, NUL, <, > or spaces at the ends)",
                            field=what)
     return addr.encode("utf-8")
 
 
+@dataclass(eq=False)
+class _Mail:
+    """One mail on its way: envelope checked, body encoded; ``turn`` is set while it waits
+    for a session and resolves to (session or None, whether its commands were sent)."""
+
+    envelope: Envelope
+    sender: bytes
+    rcpts: list[bytes]
+    body: bytes
+    size: int
+    message_id: str
+    commands: list[bytes] | None = None
+    turn: asyncio.Future | None = None
+
+
 class SmtpSender(MailSender):
     """:class:`MailSender` over SMTP. Use one per event loop."""
+
+    # A caller that keeps this many sends per session in flight lets each session pipeline
+    # the next mail's envelope behind the current body (the Email Service engine reads it).
+    sends_per_session = 2
 
     def __init__(self, *, endpoint: Any, login: Login, max_connections: int = 4,
                  idle_timeout: float = 60.0, trace: Trace = NULL_TRACE,
@@ -49,17 +78,13 @@ class SmtpSender(MailSender):
         self._trace = trace
         self._local_hostname = local_hostname
         self._free: list[SmtpSession] = []
-        self._slots: asyncio.Semaphore | None = None
+        self._in_use = 0                      # slots taken, at most max_connections
+        self._waiting: deque[_Mail] = deque()  # mails waiting for a slot, in order
         self._reaper: asyncio.Task | None = None
         self._size: int | None = None
         self._smtputf8 = False
 
     # -- pool -------------------------------------------------------------------------------
-
-    def _semaphore(self) -> asyncio.Semaphore:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._max)
-        return self._slots
 
     async def _new_session(self) -> SmtpSession:
         s = SmtpSession(endpoint=self.endpoint, login=self._login, trace=self._trace,
@@ -98,9 +123,66 @@ class SmtpSender(MailSender):
                 await s.quit()
 
     async def connect(self) -> None:
-        """Open one session now, so bad settings fail here and not on the first mail."""
-        async with self._semaphore():
-            self._give_back(await self._take())
+        """Open one session now, so bad settings fail here and not on the first mail
+        (nothing to do while every slot is sending)."""
+        if self._in_use >= self._max:
+            return
+        self._in_use += 1
+        s = None
+        try:
+            s = await self._take()
+        finally:
+            self._release(s, None)
+
+    # -- slots: at most max_connections sessions send at once --------------------------------
+
+    async def _acquire(self, mail: _Mail) -> tuple[SmtpSession | None, bool]:
+        """Wait for a slot. Returns the session handed over with it (None: take one) and
+        whether the mail's commands were already written on it."""
+        if self._in_use < self._max and not self._waiting:
+            self._in_use += 1
+            return None, False
+        mail.turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(mail)
+        try:
+            return await mail.turn
+        except asyncio.CancelledError:
+            if mail.turn.done() and not mail.turn.cancelled():
+                s, sent = mail.turn.result()   # handed over just as we were cancelled
+                if s is not None and sent:
+                    s.abort()   # our commands are on the wire: closing drops the transaction
+                    s = None
+                self._release(s, None)
+            else:
+                try:
+                    self._waiting.remove(mail)
+                except ValueError:
+                    pass        # taken for pipelining: the releaser sees the cancelled turn
+            raise
+
+    def _release(self, s: SmtpSession | None, nxt: _Mail | None) -> None:
+        """Give the slot (and the session, if still usable) to ``nxt`` (whose commands were
+        pipelined on ``s``), else to the first waiting mail, else back to the pool."""
+        if s is not None and not s.alive:
+            s.abort()
+            s = None
+        if nxt is not None:
+            assert nxt.turn is not None
+            if not nxt.turn.done():
+                nxt.turn.set_result((s, s is not None))
+                return
+            if s is not None:   # its waiter is gone, its transaction is open: drop it
+                s.abort()
+                s = None
+        while self._waiting:
+            mail = self._waiting.popleft()
+            assert mail.turn is not None
+            if not mail.turn.done():
+                mail.turn.set_result((s, False))
+                return
+        self._in_use -= 1
+        if s is not None:
+            self._give_back(s)
 
     async def close(self) -> None:
         if self._reaper is not None:
@@ -125,68 +207,104 @@ class SmtpSender(MailSender):
         ConnectError/TLSError/AuthError."""
         if not envelope.recipients:
             raise MessageError("the mail has no recipients", field="recipients")
-        sender = _check_address(envelope.sender, "sender")
-        rcpts = [_check_address(r, "recipient") for r in envelope.recipients]
-        body = encode_body(message)
-        async with self._semaphore():
+        mail = _Mail(envelope=envelope, sender=_check_address(envelope.sender, "sender"),
+                     rcpts=[_check_address(r, "recipient") for r in envelope.recipients],
+                     body=encode_body(message), size=len(message), message_id=message_id)
+        s, sent = await self._acquire(mail)
+        nxt: list[_Mail] = []   # a waiting mail whose commands followed this body
+        try:
             for attempt in (0, 1):
-                s = await self._take()
+                if s is None:
+                    s = await self._take()
                 try:
-                    result = await self._transaction(s, envelope, sender, rcpts, body,
-                                                     len(message), message_id)
+                    return await self._transaction(s, mail, sent=sent, nxt=nxt)
                 except Dropped:
                     s.abort()
+                    s, sent = None, False
                     if attempt == 1:
                         raise
                     log.info("SMTP session to %s was dropped; retrying on a new one",
                              self.endpoint.host)
-                    continue
                 except DeliveryError:
-                    await self._reset(s)
+                    # the final reply ends a transaction: with the next mail's commands
+                    # already behind it, the session must not be RSET
+                    if not nxt and not await self._reset(s):
+                        s = None
                     raise
                 except BaseException:
                     s.abort()
+                    s = None
                     raise
-                self._give_back(s)
-                return result
-        raise AssertionError("unreachable")
+            raise AssertionError("unreachable")
+        finally:
+            self._release(s, nxt[0] if nxt else None)
 
-    async def _reset(self, s: SmtpSession) -> None:
-        """RSET after a failed transaction so the session can be reused, else drop it."""
+    async def _reset(self, s: SmtpSession) -> bool:
+        """RSET after a failed transaction so the session can be reused; False (and the
+        session closed) when it cannot."""
         if not s.alive:
             s.abort()
-            return
+            return False
         try:
             if (await s.command(b"RSET")).code == 250:
-                self._give_back(s)
-                return
+                return True
         except Exception:  # noqa: BLE001 - a session that cannot RSET is closed
             pass
         s.abort()
+        return False
 
-    async def _transaction(self, s: SmtpSession, env: Envelope, sender: bytes,
-                           rcpts: list[bytes], body: bytes, size: int, message_id: str
-                           ) -> SendResult:
+    def _commands(self, s: SmtpSession, mail: _Mail) -> list[bytes]:
+        """MAIL FROM (with SIZE, BODY, SMTPUTF8 as the session allows), RCPT TO.., DATA.
+        Raises DeliveryError when the session cannot take the mail."""
         host = f"{s.host}:{s.port}"
         params = b""
         limit = s.info.extensions.get("SIZE", "")
-        if limit.isdigit() and int(limit) and size > int(limit):
-            raise DeliveryError(f"the mail is {size} bytes but {host} accepts at most {limit}",
-                                code=552, hint="send smaller attachments")
+        if limit.isdigit() and int(limit) and mail.size > int(limit):
+            raise DeliveryError(f"the mail is {mail.size} bytes but {host} accepts at most "
+                                f"{limit}", code=552, hint="send smaller attachments")
         if s.has("SIZE"):
-            params += b" SIZE=%d" % size
-        if s.has("8BITMIME") and not body.isascii():
+            params += b" SIZE=%d" % mail.size
+        if s.has("8BITMIME") and not mail.body.isascii():
             params += b" BODY=8BITMIME"
-        if env.smtputf8 or not (sender.isascii() and all(r.isascii() for r in rcpts)):
+        if mail.envelope.smtputf8 or not (mail.sender.isascii()
+                                          and all(r.isascii() for r in mail.rcpts)):
             if not s.has("SMTPUTF8"):
                 raise DeliveryError(f"{host} does not support SMTPUTF8, needed for the "
                                     "internationalised addresses of this mail", code=553,
                                     hint="use ASCII addresses with this server")
             params += b" SMTPUTF8"
-        commands = [b"MAIL FROM:<" + sender + b">" + params]
-        commands += [b"RCPT TO:<" + r + b">" for r in rcpts]
+        commands = [b"MAIL FROM:<" + mail.sender + b">" + params]
+        commands += [b"RCPT TO:<" + r + b">" for r in mail.rcpts]
         commands.append(b"DATA")
-        replies = await self._exchange(s, commands)
+        return commands
+
+    def _pipeline_next(self, s: SmtpSession, nxt: list[_Mail]) -> bytes:
+        """The commands of the first waiting mail, taken off the queue into ``nxt``, to go
+        out right after this body; b"" when there is none or it does not fit this session."""
+        if not self._waiting or not s.has("PIPELINING"):
+            return b""
+        mail = self._waiting[0]
+        if mail.turn is None or mail.turn.done():
+            return b""
+        try:
+            mail.commands = self._commands(s, mail)
+        except DeliveryError:
+            return b""          # it fails on its own turn, with its own error
+        self._waiting.popleft()
+        nxt.append(mail)
+        return b"".join(c + b"\r\n" for c in mail.commands)
+
+    async def _transaction(self, s: SmtpSession, mail: _Mail, *, sent: bool,
+                           nxt: list[_Mail]) -> SendResult:
+        host = f"{s.host}:{s.port}"
+        env, rcpts = mail.envelope, mail.rcpts
+        if sent:        # pipelined behind the previous mail's body: read the replies
+            assert mail.commands is not None
+            commands = mail.commands
+            replies = await self._exchange(s, [], count=len(commands))
+        else:
+            commands = mail.commands = self._commands(s, mail)
+            replies = await self._exchange(s, commands)
         mail_reply, rcpt_replies = replies[0], replies[1:1 + len(rcpts)]
         data_reply = replies[-1] if len(replies) == len(commands) else None
         statuses = [RecipientStatus(address=a, accepted=r.code // 100 == 2, code=r.code,
@@ -208,7 +326,8 @@ class SmtpSender(MailSender):
                                 code=data_reply.code if data_reply else None,
                                 retriable=bool(data_reply and data_reply.code // 100 == 4))
         try:
-            final = (await self._exchange(s, [], raw=body))[0]
+            final = (await self._exchange(s, [], raw=mail.body + self._pipeline_next(s, nxt))
+                     )[0]
         except (Dropped, ConnectTimeout, OSError) as exc:
             s.abort()
             raise DeliveryError(f"the connection to {host} was lost after the mail was sent: "
@@ -220,16 +339,20 @@ class SmtpSender(MailSender):
             raise DeliveryError(f"{host} did not accept the mail: {final}", code=final.code,
                                 retriable=final.code // 100 == 4)
         refused = [st for st in statuses if not st.accepted]
-        return SendResult(message_id=message_id, accepted=[st.address for st in accepted],
+        return SendResult(message_id=mail.message_id,
+                          accepted=[st.address for st in accepted],
                           refused=refused, recipients=statuses, server_reply=str(final))
 
-    async def _exchange(self, s: SmtpSession, commands: list[bytes], *, raw: bytes = b""
-                        ) -> list[Reply]:
+    async def _exchange(self, s: SmtpSession, commands: list[bytes], *, raw: bytes = b"",
+                        count: int = 0) -> list[Reply]:
         """Write ``commands`` (as one group where PIPELINING is offered) or ``raw`` and read
-        one reply each. Without PIPELINING, stop after a refused MAIL FROM."""
+        one reply each; with ``count``, write nothing and read that many replies. Without
+        PIPELINING, stop after a refused MAIL FROM."""
         timeout = self.endpoint.read_timeout
         try:
             async with asyncio.timeout(timeout):
+                if count:
+                    return [await s.read_reply() for _ in range(count)]
                 if raw:
                     s.write(raw)
                     return [await s.read_reply()]

@@ -21,6 +21,9 @@ from postline.errors import MessageError
 _ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-\u0080-\U0010ffff]+$")
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
+_NAME_ADDR = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^<]*?))\s*<([^<>]*)>\s*')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+_LIST_SPECIALS = frozenset(',;"<')
 
 
 @dataclass(frozen=True)
@@ -82,13 +85,13 @@ def parse_address(text: str, field: str, *, name: str = "") -> Address:
     check_no_newline(text, field)
     check_no_newline(name, field)
     raw = text.strip()
-    m = re.fullmatch(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^<]*?))\s*<([^<>]*)>\s*', raw)
+    m = _NAME_ADDR.fullmatch(raw) if "<" in raw else None
     if m:
         shown = m.group(1) if m.group(1) is not None else (m.group(2) or "")
-        shown = re.sub(r"\\(.)", r"\1", shown).strip()
+        shown = _QUOTED_PAIR.sub(r"\1", shown).strip()
         name = name or shown
         raw = m.group(3).strip()
-    if _CTL.search(name):
+    if name and _CTL.search(name):
         raise MessageError(f"{field}: the display name contains control characters", field=field)
     return Address(*_split_addr(raw, field), name=name.strip())
 
@@ -114,6 +117,9 @@ def _check_domain(domain: str, raw: str, field: str) -> str:
     if domain.startswith("[") and domain.endswith("]"):
         return domain
     domain = domain.rstrip(".") if domain.endswith(".") else domain
+    known = _valid_domains.get(domain)
+    if known is not None:
+        return known
     try:
         ascii_domain = to_ascii_domain(domain)
     except (idna.IDNAError, UnicodeError, ValueError) as exc:
@@ -122,7 +128,15 @@ def _check_domain(domain: str, raw: str, field: str) -> str:
     labels = ascii_domain.split(".")
     if len(ascii_domain) > 253 or not all(_LABEL.match(lb) for lb in labels):
         raise MessageError(f"{field}: {raw!r} has an invalid domain {domain!r}", field=field)
-    return domain if not domain.isascii() else domain.lower()
+    out = domain if not domain.isascii() else domain.lower()
+    if len(_valid_domains) >= 4096:   # a pipeline mails few domains; bound it all the same
+        _valid_domains.clear()
+    _valid_domains[domain] = out
+    return out
+
+
+# domain as written -> validated form (IDNA checks cost more than the rest of a message)
+_valid_domains: dict[str, str] = {}
 
 
 def split_address_list(text: str, field: str) -> list[str]:
@@ -131,6 +145,9 @@ def split_address_list(text: str, field: str) -> list[str]:
     Raises MessageError when ``text`` holds a line break.
     """
     check_no_newline(text, field)
+    if _LIST_SPECIALS.isdisjoint(text):
+        one = text.strip()
+        return [one] if one else []
     parts, buf, quoted, angle = [], [], False, False
     prev = ""
     for ch in text:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,14 @@ class EmailService:
         self.default_from = default_from
         self.outbox = outbox
         self._closed = False
+        # Send jobs cross from the callers' threads to the engine's loop through this deque;
+        # one call_soon_threadsafe wakes the loop for a whole burst (each one is a write to
+        # the loop's self-pipe, and every system call lets another thread take the GIL)
+        self._inbox: deque[Job] = deque()
+        self._drain_scheduled = False
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = \
+            weakref.WeakKeyDictionary()
+        self._batchers_lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name=f"postline-service-{self.name}")
@@ -86,26 +95,60 @@ class EmailService:
             check_size(raw, max_size=self._engine.max_message_size, message=out)
         return out
 
-    def _submit(self, message: Any) -> concurrent.futures.Future:
+    def _job(self, message: Any, future: Any) -> Job:
         self._check_open()
         out = normalise(message, default_from=self.default_from)
         check_capabilities(out, smtputf8=self._engine.smtputf8)
-        job = Job(message=out, identity=new_identity(out), future=concurrent.futures.Future())
-        self._loop.call_soon_threadsafe(self._engine.submit, job)
-        return job.future
+        return Job(message=out, identity=new_identity(out), future=future)
+
+    def _hand_over(self, job: Job) -> None:
+        self._inbox.append(job)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:   # the loop was closed by close() meanwhile
+                self._drain_scheduled = False
+                self._inbox.clear()
+                raise DeliveryError(f"EmailService {self.name} is closed",
+                                    hint="open it again") from None
+
+    def _drain(self) -> None:
+        """On the loop: move every handed-over job into the engine's queue."""
+        # cleared before draining: a caller that still saw True appended its job before
+        # this point, so the loop below sees it; a later caller schedules a new drain
+        self._drain_scheduled = False
+        inbox, submit = self._inbox, self._engine.submit
+        while inbox:
+            submit(inbox.popleft())
 
     def Send(self, message: Any, *, timeout: float | None = None) -> SendResult:
         """Send ``message`` and return once the server accepted it (see the class doc)."""
-        future = self._submit(message)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        waiter = _SyncWaiter()
+        self._hand_over(self._job(message, waiter))
+        if not waiter.wait(timeout):
             raise DeliveryError(f"Send did not finish within {timeout}s; the mail may still be "
-                                f"sent", outcome="unknown") from None
+                                f"sent", outcome="unknown")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
 
     async def asend(self, message: Any) -> SendResult:
         """Async ``Send``: await it from any event loop."""
-        return await asyncio.wrap_future(self._submit(message))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._hand_over(self._job(message, _AsyncWaiter(future, self._batcher(loop))))
+        return await future
+
+    def _batcher(self, loop: asyncio.AbstractEventLoop) -> _Batcher:
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            with self._batchers_lock:
+                batcher = self._batchers.get(loop)
+                if batcher is None:
+                    batcher = self._batchers[loop] = _Batcher(engine_loop=self._loop,
+                                                              caller_loop=loop)
+        return batcher
 
     def SendAndForget(self, message: Any) -> QueuedMail:
         """Validate ``message``, store it durably in the outbox and return at once.
@@ -172,8 +215,104 @@ class EmailService:
             self._thread.join(5)
             if not self._thread.is_alive():
                 self._loop.close()
+            while self._inbox:      # handed over after the engine stopped: never sent
+                job = self._inbox.popleft()
+                if job.future is not None and not job.future.done():
+                    job.future.set_exception(DeliveryError(
+                        "the Email Service was closed before this mail was sent",
+                        retriable=True))
             self.outbox.close()
 
     def _check_open(self) -> None:
         if self._closed:
             raise DeliveryError(f"EmailService {self.name} is closed", hint="open it again")
+
+
+class _Batcher:
+    """Completes the asyncio futures of one caller loop in batches: one
+    ``call_soon_threadsafe`` per engine loop iteration instead of one per mail. Used only
+    on the engine's loop."""
+
+    def __init__(self, *, engine_loop: asyncio.AbstractEventLoop,
+                 caller_loop: asyncio.AbstractEventLoop) -> None:
+        self._engine_loop = engine_loop
+        self._caller_loop = weakref.ref(caller_loop)
+        self._items: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+
+    def add(self, future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+        self._items.append((future, result, error))
+        if len(self._items) == 1:
+            self._engine_loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        items, self._items = self._items, []
+        loop = self._caller_loop()
+        if loop is None or loop.is_closed():
+            return    # nobody is waiting any more
+        try:
+            loop.call_soon_threadsafe(_complete, items)
+        except RuntimeError:   # closed between the check and the call
+            pass
+
+
+def _complete(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.done():      # cancelled by the caller (the mail was still sent)
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class _AsyncWaiter:
+    """Stands in for the engine's future of an ``asend`` job (done/set_result/set_exception,
+    called on the engine's loop)."""
+
+    __slots__ = ("_batcher", "_done", "_future")
+
+    def __init__(self, future: asyncio.Future, batcher: _Batcher) -> None:
+        self._future = future
+        self._batcher = batcher
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Any) -> None:
+        self._done = True
+        self._batcher.add(self._future, result, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._done = True
+        self._batcher.add(self._future, None, error)
+
+
+class _SyncWaiter:
+    """What a ``Send`` caller blocks on: a pre-locked lock the engine releases once. Lighter
+    than a ``concurrent.futures.Future`` (no Condition, no callbacks), which shows at
+    thousands of mails a second. set_result/set_exception are called once, on one thread."""
+
+    __slots__ = ("_done", "_lock", "error", "result")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Any) -> None:
+        self.result, self._done = result, True
+        self._lock.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self.error, self._done = error, True
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        """True once finished; False when ``timeout`` seconds passed first."""
+        return self._lock.acquire(timeout=-1 if timeout is None else timeout)

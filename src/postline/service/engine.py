@@ -20,11 +20,11 @@ Outcomes (see :mod:`postline.service.outbox` for the durable states):
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from postline.errors import (
     AuthError,
@@ -57,7 +57,8 @@ class EngineSettings:
 class Job:
     message: OutgoingMessage
     identity: Identity
-    future: concurrent.futures.Future | None = None   # Send: the caller waits on it
+    # Send/asend: what the caller waits on (done/set_result/set_exception, called on the loop)
+    future: Any = None
     entry_id: int | None = None                        # SendAndForget: outbox row
     attempts: int = 0
     last_error: str = ""
@@ -76,6 +77,7 @@ class Engine:
         self.outbox = outbox
         self.lock = lock
         self.throttle = throttle
+        self._throttled = getattr(throttle, "limited", True)   # NoThrottle: skip the await
         self._sleep = sleep
         self._clock = clock
         self._sender: MailSender | None = None
@@ -86,6 +88,7 @@ class Engine:
         self._busy = 0
         self._last_activity = time.monotonic()
         self._tasks: list[asyncio.Task] = []
+        self._workers = 0
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self.smtputf8: bool | None = None      # learnt from the sender once connected
         self.max_message_size: int | None = None
@@ -98,8 +101,7 @@ class Engine:
         """Take the outbox if no other process delivers it, then start the workers, the
         outbox feeder and the idle reaper (call on the loop)."""
         await self._take_outbox()
-        for i in range(self.s.max_connections):
-            self._tasks.append(asyncio.create_task(self._worker(), name=f"send-worker-{i}"))
+        self._add_workers(1)
         self._tasks.append(asyncio.create_task(self._feeder(), name="outbox-feeder"))
         self._tasks.append(asyncio.create_task(self._reaper(), name="idle-reaper"))
 
@@ -123,7 +125,12 @@ class Engine:
         self.lock.release()
 
     def submit(self, job: Job) -> None:
-        """Queue a Send job (call on the loop)."""
+        """Queue a Send job (call on the loop); fails it at once when stopping."""
+        if self._stopping:
+            if job.future is not None and not job.future.done():
+                job.future.set_exception(DeliveryError(
+                    "the Email Service was closed before this mail was sent", retriable=True))
+            return
         self._ready.put_nowait(job)
 
     def wake(self) -> None:
@@ -141,7 +148,8 @@ class Engine:
             job = await self._ready.get()
             self._busy += 1
             try:
-                await self.throttle.acquire(self._sleep)
+                if self._throttled:
+                    await self.throttle.acquire(self._sleep)
                 await self._attempt(job)
             except asyncio.CancelledError:
                 if job.future is not None and not job.future.done():
@@ -250,7 +258,18 @@ class Engine:
                 self.smtputf8 = sender.supports_smtputf8
                 self.max_message_size = sender.max_message_size
                 self._sender = sender
+                self._add_workers(getattr(sender, "sends_per_session", 1))
         return self._sender
+
+    def _add_workers(self, per_session: int) -> None:
+        """Up to ``per_session`` workers per connection: a sender that pipelines the next
+        mail behind the current one (SMTP) needs it waiting there, while max_connections
+        still bounds its sessions."""
+        want = self.s.max_connections * max(1, per_session)
+        while self._workers < want and not self._stopping:
+            self._workers += 1
+            self._tasks.append(asyncio.create_task(self._worker(),
+                                                   name=f"send-worker-{self._workers}"))
 
     async def _close_sender(self) -> None:
         sender, self._sender = self._sender, None

@@ -78,7 +78,16 @@ class OutgoingMessage:
 
 
 def canonical(key: str) -> str:
-    return re.sub(r"[_\-\s]", "", key).lower()
+    c = _canonical.get(key)
+    if c is None:
+        c = _SEPARATORS.sub("", key).lower()
+        if len(_canonical) < 1024:   # the keys users write are few; bounded all the same
+            _canonical[key] = c
+    return c
+
+
+_SEPARATORS = re.compile(r"[_\-\s]")
+_canonical: dict[str, str] = {}
 
 
 def _fold_keys(data: dict, known: dict[str, str], where: str) -> dict[str, tuple[str, Any]]:

@@ -13,7 +13,10 @@ import binascii
 import email.policy
 import email.quoprimime
 import email.utils
+import itertools
+import os
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from email.headerregistry import Address as HeaderAddress
@@ -55,10 +58,40 @@ class Identity:
 
 
 def new_identity(message: OutgoingMessage, *, now: float | None = None) -> Identity:
-    """A fresh ``<uuid@sender-domain>`` Message-ID and an RFC 5322 Date for ``message``."""
+    """A fresh, unique ``<random.counter@sender-domain>`` Message-ID and an RFC 5322 Date."""
     domain = message.sender[0].ascii_domain.strip("[]") or "postline.invalid"
-    return Identity(message_id=f"<{uuid.uuid4().hex}@{domain}>",
-                    date=email.utils.formatdate(now, localtime=True))
+    return Identity(message_id=f"<{_ids.prefix}.{next(_ids.counter):x}@{domain}>",
+                    date=_date(now))
+
+
+class _Ids:
+    """Message-IDs: 80 random bits per process plus a counter. A uuid4 per mail costs an
+    ``os.urandom`` system call, which under load also hands the GIL to another thread; the
+    prefix is renewed in forked children so they never repeat their parent's IDs."""
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        self.prefix = uuid.uuid4().hex[:20]
+        self.counter = itertools.count(1)
+
+
+_ids = _Ids()
+os.register_at_fork(after_in_child=_ids.renew)
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _date(now: float | None) -> str:
+    """``email.utils.formatdate(now, localtime=True)``, computed once per second."""
+    global _date_cache
+    if now is not None:
+        return email.utils.formatdate(now, localtime=True)
+    second = int(time.time())
+    cached = _date_cache
+    if cached[0] != second:
+        cached = _date_cache = (second, email.utils.formatdate(second, localtime=True))
+    return cached[1]
 
 
 def required_smtputf8(message: OutgoingMessage) -> str | None:
@@ -178,11 +211,58 @@ def _text_body(text: str) -> tuple[str, bytes] | None:
     """(transfer encoding, CRLF body) chosen as ``email.contentmanager`` chooses for
     ``set_content(text)`` under policy.SMTP, when that is 7bit or quoted-printable; None for
     8bit and base64 (left to the stdlib)."""
-    lines = text.encode("utf-8").splitlines()
-    if max(map(len, lines), default=0) <= _MAX_LINE:
-        if all(line.isascii() for line in lines):
-            return "7bit", b"".join(line + b"\r\n" for line in lines)
+    raw = text.encode("utf-8")
+    if not raw:
+        return None
+    # bytes.splitlines() (what the stdlib uses) ends lines at \r\n, \r and \n only
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not raw.endswith(b"\n"):
+        raw += b"\n"
+    if _LONG_LINE.search(raw) is None:
+        if raw.isascii():
+            return "7bit", raw.replace(b"\n", b"\r\n")
         return None                                    # 8bit
+    if not raw.translate(None, _QP_SAFE):
+        # Only characters quoted-printable leaves as they are, so the stdlib's choice is QP
+        # (never longer than base64 then) and its encoding is just the soft line breaks.
+        lines = raw[:-1].split(b"\n")
+        body = _qp_soft_breaks(lines)
+        if body is not None:
+            return "quoted-printable", body
+        return _text_body_qp(lines)
+    return _text_body_qp(raw[:-1].split(b"\n"))
+
+
+def _qp_soft_breaks(lines: list[bytes]) -> bytes | None:
+    """Lines that need no quoting, cut where ``quoprimime.body_encode(maxlinelen=78)`` cuts
+    them (77 characters + "=" while at least 79 are left); None when a line ends in white
+    space, which QP must quote (left to the stdlib)."""
+    out = []
+    for line in lines:
+        if line.endswith(_WHITE):
+            return None
+        n = len(line)
+        if n <= _MAX_LINE:
+            out.append(line)
+            continue
+        start = 0
+        while n - start > _MAX_LINE:
+            out.append(line[start:start + _MAX_LINE - 1] + b"=")
+            start += _MAX_LINE - 1
+        out.append(line[start:])
+    out.append(b"")
+    return b"\r\n".join(out)
+
+
+# the bytes quoprimime.body_encode keeps as they are, plus the line end
+_QP_SAFE = bytes(c for c in range(32, 127) if c != ord("=")) + b"\t\n"
+_WHITE = (b" ", b"\t")
+_LONG_LINE = re.compile(rb"[^\n]{%d}" % (_MAX_LINE + 1))
+
+
+def _text_body_qp(lines: list[bytes]) -> tuple[str, bytes] | None:
+    """The general quoted-printable-or-base64 choice of the stdlib, for ``lines``."""
     sniff = b"\r\n".join(lines[:10]) + b"\r\n"
     sniff_qp = email.quoprimime.body_encode(sniff.decode("latin-1"), _MAX_LINE)
     if len(sniff_qp) > len(binascii.b2a_base64(sniff)):

@@ -20,6 +20,7 @@ class Throttle:
                  clock: Callable[[], float] = time.monotonic) -> None:
         if max_messages < 1 or window <= 0:
             raise ValueError("max_messages must be >= 1 and window > 0")
+        self.limited = True
         self.max_messages = max_messages
         self.window = window
         self._clock = clock
@@ -49,6 +50,8 @@ class Throttle:
 
 class NoThrottle:
     """Stands in when the service has no throttle."""
+
+    limited = False     # the engine skips acquire() altogether
 
     def reserve(self) -> float:
         return 0.0

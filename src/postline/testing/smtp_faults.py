@@ -14,7 +14,8 @@ Modes (each fault applies to the first ``times`` transactions, then the server a
 * ``slow``         wait ``delay`` seconds before answering the end of DATA, then accept
 
 The server runs on its own event loop in a background thread on a free port of 127.0.0.1
-(port 0, so tests never collide). It offers PIPELINING, 8BITMIME, SMTPUTF8 and SIZE.
+(port 0, so tests never collide). It offers 8BITMIME, SMTPUTF8, SIZE and (unless
+``pipelining=False``) PIPELINING, which aiosmtpd handles but does not announce by itself.
 """
 
 from __future__ import annotations
@@ -63,16 +64,21 @@ class FaultyServer:
     """
 
     def __init__(self, *, mode: str = "accept", times: int = 1, delay: float = 0.0,
-                 host: str = "127.0.0.1", size_limit: int = 10 * 1024 * 1024) -> None:
+                 host: str = "127.0.0.1", size_limit: int = 10 * 1024 * 1024,
+                 pipelining: bool = True) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         self.mode, self.times, self.delay = mode, times, delay
+        self.pipelining = pipelining
         self.host = host
         self.size_limit = size_limit
         self.port = 0
         self.received: list[Received] = []
         self.attempts = 0
         self.data_commands = 0
+        # ends of DATA whose next MAIL FROM had already arrived in the same read: the client
+        # pipelined the next mail behind this body (RFC 2920 section 3.1)
+        self.pipelined = 0
         self._lock = threading.Lock()
         self._sessions: set[_FaultySMTP] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -90,9 +96,19 @@ class FaultyServer:
                 return True
             return False
 
-    # aiosmtpd handler hook
+    # aiosmtpd handler hooks
+    async def handle_EHLO(self, server: SMTP, session: Any, envelope: Any,  # noqa: N802
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:  # noqa: N802
         self.attempts += 1
+        buffered = getattr(getattr(server, "_reader", None), "_buffer", b"")
+        if b"MAIL FROM" in bytes(buffered).upper():
+            self.pipelined += 1
         mail = Received(mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
                         content=bytes(envelope.original_content or envelope.content or b""))
         if self._take_fault("tempfail"):
