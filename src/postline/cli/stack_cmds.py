@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("install", help="install the OAuth server's npm packages (idempotent)",
                        formatter_class=HelpFormatter,
-                       epilog="Example:\n  postline dev-stack install --quiet\n")
+                       epilog="Examples:\n  postline dev-stack install\n  postline dev-stack install --quiet      # no output unless it fails\n")
     p.add_argument("--quiet", action="store_true", help="print nothing when all is well")
     p.set_defaults(handler=cmd_install)
 
@@ -63,20 +63,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_start)
 
     p = sub.add_parser("stop", help="stop the servers this stack started",
-                       formatter_class=HelpFormatter, epilog="Example:\n  postline dev-stack stop\n")
+                       formatter_class=HelpFormatter, epilog="Examples:\n  postline dev-stack stop\n  postline dev-stack stop --dir /tmp/stack2\n")
     _dir_arg(p)
     p.set_defaults(handler=cmd_stop)
 
     p = sub.add_parser("status", help="show what runs and where (exit 1 when not running)",
                        formatter_class=HelpFormatter,
-                       epilog="Example:\n  postline dev-stack status --json\n")
+                       epilog="Examples:\n  postline dev-stack status\n  postline dev-stack status --json\n")
     _dir_arg(p)
     p.add_argument("--json", action="store_true", help="print the stack's details as JSON")
     p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("env", help="print export lines (POSTLINE_STACK_*) for a shell",
                        formatter_class=HelpFormatter,
-                       epilog='Example:\n  eval "$(postline dev-stack env)"\n')
+                       epilog='Examples:\n  eval "$(postline dev-stack env)"\n  postline dev-stack env --dir /tmp/stack2 > stack.env\n')
     _dir_arg(p)
     p.set_defaults(handler=cmd_env)
 
