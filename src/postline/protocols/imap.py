@@ -74,6 +74,7 @@ class ImapReader(MailboxOperations, MailboxReader):
         self._selected: str | None = None
         self._uidvalidity: str = ""
         self._known_folders: set[str] = set()
+        self._bulk = None   # a pipelined fetch in progress (imap_bulk.BulkFetch)
         self.capabilities = Capabilities()
         self.tls_info: dict[str, Any] | None = None
 
@@ -231,6 +232,7 @@ class ImapReader(MailboxOperations, MailboxReader):
     def close(self) -> None:
         client, self._client = self._client, None
         self._selected = None
+        self._bulk = None
         if client is None:
             return
         try:
@@ -281,5 +283,12 @@ class ImapReader(MailboxOperations, MailboxReader):
         if self._client is None:
             raise ConnectError(f"not connected to IMAP server {self.host}:{self.port}",
                                hint="open the reader with 'with' or call connect()")
+        if self._bulk is not None and self._bulk.active:
+            # a pipelined fetch has responses in flight: read them before another command
+            with self._errors("UID FETCH"):
+                self._bulk.drain()
+            if self._client is None:
+                raise ConnectError(f"lost the connection to IMAP server {self.host}:"
+                                   f"{self.port}", hint="it will be retried")
         return self._client
 

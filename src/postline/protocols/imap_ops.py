@@ -7,9 +7,9 @@ readable; :class:`MailboxOperations` is a mixin that needs ``_need()``, ``_error
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,9 @@ from imapclient import exceptions as imx
 
 from postline.errors import ProtocolError
 from postline.protocols.base import FolderInfo, FolderState, MessageRef, RawMessage
-from postline.protocols.spool import open_spool
+from postline.protocols.imap_bulk import (COMMAND_MAX_MAILS, BulkFetch, Fetched,
+                                          ResponseReader, plan)
 
-PARTIAL_CHUNK = 2 * 1024 * 1024   # bytes per BODY.PEEK[]<offset.length> request
-LIST_CHUNK = 500                  # UIDs per metadata FETCH
 _SPECIAL = {"\\SENT", "\\TRASH", "\\DRAFTS", "\\JUNK", "\\ARCHIVE", "\\ALL", "\\FLAGGED"}
 _NEW_MAIL = {b"EXISTS", b"RECENT"}
 
@@ -45,21 +44,6 @@ def _by_folder(refs: Iterable[MessageRef]) -> dict[str, list[MessageRef]]:
     return groups
 
 
-def _iso_utc(value: Any) -> str | None:
-    if not isinstance(value, dt.datetime):
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat()
-
-
-def _body(item: dict) -> bytes | None:
-    for key, value in item.items():
-        if isinstance(key, bytes) and key.startswith(b"BODY[") and isinstance(value, bytes):
-            return value
-    return None
-
-
 class MailboxOperations:
     """Folder and message operations of :class:`postline.protocols.imap.ImapReader`."""
 
@@ -68,6 +52,7 @@ class MailboxOperations:
     _selected: str | None
     _uidvalidity: str
     _known_folders: set[str]
+    _bulk: BulkFetch | None
 
     # -- folders ---------------------------------------------------------------------------
 
@@ -146,82 +131,65 @@ class MailboxOperations:
         # "n:*" always matches the last message, even when its UID is below n (RFC 3501).
         uids = sorted(u for u in uids if u > low)
         refs: list[MessageRef] = []
-        for start in range(0, len(uids), LIST_CHUNK):
-            chunk = uids[start:start + LIST_CHUNK]
-            with self._errors("FETCH"):
-                client.normalise_times = False
-                data = client.fetch(chunk, ["RFC822.SIZE", "INTERNALDATE", "FLAGS"])
-            for uid in chunk:
-                item = data.get(uid)
-                if item is None:  # expunged meanwhile
-                    continue
+        with self._errors("UID FETCH (RFC822.SIZE INTERNALDATE FLAGS)"):
+            for _, item in self._bulk_fetch([(u, u, 0) for u in uids],
+                                            b"(UID RFC822.SIZE INTERNALDATE FLAGS)"):
                 refs.append(MessageRef(
-                    folder=folder, folder_version=self._uidvalidity, id=str(uid),
-                    size=item.get(b"RFC822.SIZE"), internal_date=_iso_utc(
-                        item.get(b"INTERNALDATE")),
-                    flags=tuple(_text(f) for f in item.get(b"FLAGS", ()))))
+                    folder=folder, folder_version=self._uidvalidity, id=str(item.uid),
+                    size=item.size, internal_date=item.internal_date, flags=item.flags))
         return refs, (str(uids[-1]) if uids else cursor)
 
     def fetch(self, refs: Iterable[MessageRef], *, spool_dir: Path,
               inline_limit: int = 8 * 1024 * 1024, batch_size: int = 100
               ) -> Iterator[RawMessage]:
-        """Raw messages in order; large ones fetched in parts straight to ``spool_dir``."""
-        client = self._need()
+        """Raw messages in order (per folder, by UID); larger than ``inline_limit`` octets
+        streamed straight to a file in ``spool_dir``. Pipelined: see imap_bulk.py."""
         for folder, group in _by_folder(refs).items():
-            for start in range(0, len(group), batch_size):
-                batch = group[start:start + batch_size]
-                self._check_version(folder, batch)
-                batch = self._with_sizes(batch)
-                small = [int(r.id) for r in batch if (r.size or 0) <= inline_limit]
-                bodies: dict = {}
-                if small:
-                    with self._errors("FETCH BODY.PEEK[]"):
-                        bodies = client.fetch(small, ["BODY.PEEK[]"])
-                for ref in batch:
-                    if (ref.size or 0) <= inline_limit:
-                        data = _body(bodies.get(int(ref.id), {}))
-                        if data is not None:
-                            yield RawMessage(ref=ref, data=data)
-                    else:
-                        path = self._fetch_to_file(ref, spool_dir)
-                        if path is not None:
-                            yield RawMessage(ref=ref, path=path)
-
-    def _with_sizes(self, refs: list[MessageRef]) -> list[MessageRef]:
-        missing = [int(r.id) for r in refs if r.size is None]
-        if not missing:
-            return refs
-        with self._errors("FETCH RFC822.SIZE"):
-            sizes = self._need().fetch(missing, ["RFC822.SIZE"])
-        return [r if r.size is not None else MessageRef(
-            folder=r.folder, folder_version=r.folder_version, id=r.id,
-            size=sizes.get(int(r.id), {}).get(b"RFC822.SIZE", 0),
-            internal_date=r.internal_date, flags=r.flags) for r in refs]
-
-    def _fetch_to_file(self, ref: MessageRef, spool_dir: Path) -> Path | None:
-        client = self._need()
-        out, path = open_spool(spool_dir, f"imap-{ref.id}")
-        offset = 0
-        try:
-            with out:
+            self._check_version(folder, group)
+            wanted = sorted(((int(r.id), r, r.size or 50_000) for r in group),
+                            key=lambda t: t[0])
+            stream = self._bulk_fetch(
+                wanted, b"(UID RFC822.SIZE INTERNALDATE BODY.PEEK[])", body=True,
+                spool_dir=spool_dir, inline_limit=inline_limit,
+                max_mails=max(1, min(batch_size, COMMAND_MAX_MAILS)))
+            try:
                 while True:
-                    part = f"BODY.PEEK[]<{offset}.{PARTIAL_CHUNK}>"
-                    with self._errors("FETCH (partial)"):
-                        resp = client.fetch([int(ref.id)], [part])
-                    chunk = _body(resp.get(int(ref.id), {}))
-                    if chunk is None:
-                        if offset == 0:  # vanished
-                            path.unlink(missing_ok=True)
-                            return None
+                    with self._errors("UID FETCH BODY.PEEK[]"):
+                        got = next(stream, None)
+                    if got is None:
                         break
-                    out.write(chunk)
-                    offset += len(chunk)
-                    if len(chunk) < PARTIAL_CHUNK:
-                        break
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return path
+                    ref, item = got
+                    if ref.internal_date is None or ref.size is None:
+                        ref = replace(ref, internal_date=ref.internal_date or
+                                      item.internal_date, size=item.size
+                                      if ref.size is None else ref.size)
+                    yield RawMessage(ref=ref, data=item.data, path=item.path)
+            finally:
+                stream.close()
+
+    def _bulk_fetch(self, wanted: list[tuple[int, Any, int]], items: bytes, *,
+                    body: bool = False, spool_dir: Path | None = None,
+                    inline_limit: int = 0, max_mails: int = COMMAND_MAX_MAILS
+                    ) -> Iterator[tuple[Any, Fetched]]:
+        """Pipelined UID FETCH on the selected folder (see :mod:`imap_bulk`); yields
+        ``(ref, Fetched)``. Other commands drain it first (:meth:`_need`)."""
+        client = self._need()
+        if not wanted:
+            return
+        imap = client._imap  # the imaplib object: its socket file and send() (see module doc)
+        reader = ResponseReader(imap.file, imap.sock, imap.send)
+        bulk = BulkFetch(reader, chunks=plan(wanted, max_mails=max_mails), items=items,
+                         body=body, spool_dir=spool_dir, inline_limit=inline_limit,
+                         where=f"IMAP server {self.host}:{self.port}")
+        self._bulk = bulk
+        try:
+            yield from bulk
+        finally:
+            self._bulk = None
+            try:
+                bulk.close()
+            except Exception:  # noqa: BLE001 - a broken session is found by the next command
+                self._client = None
 
     # -- changing --------------------------------------------------------------------------
 

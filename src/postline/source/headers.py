@@ -8,8 +8,9 @@ they are correct and, applied to header blocks of a few hundred bytes, fast enou
 from __future__ import annotations
 
 import codecs
-import re
 import email.utils
+import functools
+import re
 from datetime import datetime, timezone
 from email.header import decode_header
 from email.message import Message
@@ -98,17 +99,27 @@ def addresses(values: list[str], defects: list[str]) -> list[dict[str, str]]:
     """``[{name, address}]`` from the raw values of one address header (may repeat)."""
     if not values:
         return []
+    pairs, found = _addresses(tuple(values))
+    defects.extend(found)
+    return [{"name": name, "address": addr} for name, addr in pairs]
+
+
+@functools.lru_cache(maxsize=4096)
+def _addresses(values: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    # The stdlib's address parser costs ~50 us a header; senders and recipients repeat a
+    # lot in a mailbox, so results (and their defects) are cached by the raw text.
+    defects: list[str] = []
     try:
         pairs = email.utils.getaddresses([_unfold(v) for v in values])
     except Exception:  # noqa: BLE001
         defects.append("unparseable address header")
-        return [{"name": "", "address": decode_words(v)} for v in values]
+        return tuple(("", decode_words(v)) for v in values), tuple(defects)
     out = []
     for name, addr in pairs:
         if not name and not addr:
             continue
-        out.append({"name": decode_words(name, defects) if name else "", "address": addr})
-    return out
+        out.append((decode_words(name, defects) if name else "", addr))
+    return tuple(out), tuple(defects)
 
 
 def iso_utc(dt: datetime) -> str:

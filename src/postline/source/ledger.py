@@ -91,6 +91,13 @@ class Ledger(abc.ABC):
     def finish(self, source: str, outcomes: Sequence[Outcome]) -> None:
         """Write final states (not yet settled unless the outcome says so)."""
 
+    def finish_and_acquire(self, source: str, outcomes: Sequence[Outcome],
+                           places: Sequence[Place]) -> dict[str, int]:
+        """:meth:`finish` these outcomes, then :meth:`acquire` the next batch; returns what
+        acquire returns. Implementations may do both in one durable commit."""
+        self.finish(source, outcomes)
+        return self.acquire(source, places)
+
     @abc.abstractmethod
     def mark_settled(self, source: str, keys: Iterable[str]) -> None:
         """The server-side action of these keys has happened."""
@@ -169,10 +176,14 @@ class SqliteLedger(Ledger):
                               ) from exc
 
     def _tx(self, sql: str, rows: Iterable[tuple]) -> None:
+        self._tx_many([(sql, rows)])
+
+    def _tx_many(self, steps: list[tuple[str, Iterable[tuple]]]) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(sql, rows)
+                for sql, rows in steps:
+                    self._db.executemany(sql, rows)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -194,27 +205,44 @@ class SqliteLedger(Ledger):
                 out[e.key] = e
         return out
 
-    def acquire(self, source: str, places: Sequence[Place]) -> dict[str, int]:
-        now = self._clock()
-        self._tx("INSERT INTO mails (source, key, state, connection, folder, folder_version, "
-                 "server_id, attempts, created, updated) VALUES (?,?,'acquired',?,?,?,?,1,?,?) "
-                 "ON CONFLICT (source, key) DO UPDATE SET state='acquired', settled=0, "
-                 "attempts=attempts+1, updated=excluded.updated",
-                 [(source, p.key, p.connection, p.folder, p.folder_version, p.server_id,
-                   now, now) for p in places])
+    _ACQUIRE = ("INSERT INTO mails (source, key, state, connection, folder, folder_version, "
+                "server_id, attempts, created, updated) VALUES (?,?,'acquired',?,?,?,?,1,?,?) "
+                "ON CONFLICT (source, key) DO UPDATE SET state='acquired', settled=0, "
+                "attempts=attempts+1, updated=excluded.updated")
+    _FINISH = ("INSERT INTO mails (source, key, state, reason, message_id, content_hash, "
+               "subject, dup_of, settled, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+               "ON CONFLICT (source, key) DO UPDATE SET state=excluded.state, "
+               "reason=excluded.reason, message_id=excluded.message_id, "
+               "content_hash=excluded.content_hash, subject=excluded.subject, "
+               "dup_of=excluded.dup_of, settled=excluded.settled, updated=excluded.updated")
+
+    def _acquire_rows(self, source: str, places: Sequence[Place], now: float) -> list[tuple]:
+        return [(source, p.key, p.connection, p.folder, p.folder_version, p.server_id, now, now)
+                for p in places]
+
+    def _finish_rows(self, source: str, outcomes: Sequence[Outcome], now: float
+                     ) -> list[tuple]:
+        return [(source, o.key, o.state, o.reason, o.message_id, o.content_hash, o.subject,
+                 o.dup_of, int(o.settled), now, now) for o in outcomes]
+
+    def _attempts(self, source: str, places: Sequence[Place]) -> dict[str, int]:
         got = self.get_many(source, [p.key for p in places])
         return {k: e.attempts for k, e in got.items()}
 
+    def acquire(self, source: str, places: Sequence[Place]) -> dict[str, int]:
+        self._tx(self._ACQUIRE, self._acquire_rows(source, places, self._clock()))
+        return self._attempts(source, places)
+
     def finish(self, source: str, outcomes: Sequence[Outcome]) -> None:
+        self._tx(self._FINISH, self._finish_rows(source, outcomes, self._clock()))
+
+    def finish_and_acquire(self, source: str, outcomes: Sequence[Outcome],
+                           places: Sequence[Place]) -> dict[str, int]:
+        """Both in one transaction: one fsync per batch instead of two."""
         now = self._clock()
-        self._tx("INSERT INTO mails (source, key, state, reason, message_id, content_hash, "
-                 "subject, dup_of, settled, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                 "ON CONFLICT (source, key) DO UPDATE SET state=excluded.state, "
-                 "reason=excluded.reason, message_id=excluded.message_id, "
-                 "content_hash=excluded.content_hash, subject=excluded.subject, "
-                 "dup_of=excluded.dup_of, settled=excluded.settled, updated=excluded.updated",
-                 [(source, o.key, o.state, o.reason, o.message_id, o.content_hash, o.subject,
-                   o.dup_of, int(o.settled), now, now) for o in outcomes])
+        self._tx_many([(self._FINISH, self._finish_rows(source, outcomes, now)),
+                       (self._ACQUIRE, self._acquire_rows(source, places, now))])
+        return self._attempts(source, places)
 
     def mark_settled(self, source: str, keys: Iterable[str]) -> None:
         now = self._clock()

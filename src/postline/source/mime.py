@@ -20,9 +20,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, Union
 
-from postline.source.headers import ContentInfo, decode_text, decode_words, raw_header_text
+from postline.source.headers import (
+    ContentInfo,
+    decode_text,
+    decode_words,
+    raw_header_text,
+)
 
 Buffer = Union[bytes, mmap.mmap]
+
+try:  # SIMD base64 (2-3x binascii's speed on attachments); optional
+    from pybase64 import b64decode as _pybase64_decode
+
+    def _b64decode(data: memoryview) -> bytes:
+        return _pybase64_decode(data, validate=False)
+except ImportError:  # pragma: no cover - depends on the installation
+    def _b64decode(data: memoryview) -> bytes:
+        return binascii.a2b_base64(data)
 CHUNK = 1 << 20
 MAX_DEPTH = 40
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
@@ -183,7 +197,17 @@ def split_multipart(buf: Buffer, start: int, end: int, boundary: str, defects: l
 
 def decode_chunks(buf: Buffer, start: int, end: int, cte: str, defects: list[str]
                   ) -> Iterator[bytes]:
-    """Decode the transfer encoding of ``buf[start:end]`` in chunks of about 1 MB."""
+    """Decode the transfer encoding of ``buf[start:end]`` in chunks of about 1 MB (a mail
+    held in memory: base64 in one piece)."""
+    if cte == "base64" and not isinstance(buf, mmap.mmap):
+        # One call over the whole part (no per-line work, no copy of the input): the
+        # decoders skip line breaks themselves. Bad padding or stray characters: the
+        # careful chunked path below, which records what was wrong.
+        try:
+            yield _b64decode(memoryview(buf)[start:end])
+            return
+        except (binascii.Error, ValueError):
+            pass
     if cte == "base64":
         carry = b""
         pos = start

@@ -126,12 +126,14 @@ def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading
     # The content hash costs a pass over the raw mail: taken only where it is used (the
     # identity of a mail without Message-ID, and reprocess_on_change).
     digest = content_hash(raw) if s.reprocess == "reprocess_on_change" else None
+    # Scratch files of the parser; only made for stored attachments, and the whole work
+    # dir is emptied when the runner starts, so there is nothing to clean before.
     work = s.work_dir / file_key(key)
-    shutil.rmtree(work, ignore_errors=True)
 
     def result(state: str, label: str, subject: str, reason: str | None = None,
                identity: str | None = None, dup_of: str | None = None) -> JobResult:
-        shutil.rmtree(work, ignore_errors=True)
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
         out = Outcome(key=key, state=state, reason=reason, message_id=identity,
                       content_hash=digest, subject=subject[:300], dup_of=dup_of,
                       settled=label == "duplicate")

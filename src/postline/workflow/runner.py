@@ -2,8 +2,8 @@
 
 Order of commit for each batch of mails (this order is the crash-safety argument)::
 
-    ledger: acquired (attempts + 1)      durable
-    fetch -> parse -> processor -> every sink.write
+    ledger: acquired (attempts + 1)      durable   (fetching may run ahead: it is read-only)
+    parse -> processor -> every sink.write
     every sink.flush                      durable (fsync)
     ledger: done / failed / ignored       durable
     server: move / delete                 then ledger: settled
@@ -18,9 +18,8 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from postline.errors import ConfigError, ConnectError
@@ -160,28 +159,36 @@ class WorkflowRunner:
         if todo:
             self.events.backlog(self.name, len(todo))
         deadline = self.clock.monotonic() + src.polling.timeout
-        prefetch = _Prefetch(lambda batch: self._fetch(reader, batch))
+        # Without a throttle, one pipelined fetch streams the whole backlog: the reader
+        # keeps requests in flight while each batch is processed, so server, network and
+        # parsing overlap in this one thread (see protocols/imap_bulk.py for why no thread).
+        stream = None if self.throttle.max else _Stream(self._fetch(reader, todo))
         try:
             i = 0
+            attempts: dict[str, int] | None = None   # of a batch acquired in advance
             while i < len(todo):
                 if self.stop.is_set() or self.clock.monotonic() > deadline:
                     return True
-                n = self._throttled(src.batch_size)
+                n = len(attempts) if attempts is not None else self._throttled(src.batch_size)
                 if n == 0:
                     return True
                 batch = todo[i:i + n]
                 i += n
-                # Without throttle or pause, the next batch is fetched while this one is
-                # processed (network and server time overlap with parsing).
-                nxt = todo[i:i + n] if not self.throttle.max else []
-                self._batch(reader, batch, prefetch.take(batch), prefetch, nxt)
+                if attempts is None:
+                    attempts = self.ledger.acquire(self.s.source, self._places(batch))
+                # Without a throttle the next batch is acquired in the commit that finishes
+                # this one (one durable ledger commit per batch).
+                nxt = (todo[i:i + src.batch_size] if not self.throttle.max
+                       and self.clock.monotonic() < deadline else [])
+                attempts = self._batch(reader, batch, stream, attempts, nxt)
             return False
         finally:
-            prefetch.close()
+            if stream is not None:
+                stream.close()
 
-    def _fetch(self, reader: MailboxReader, batch: list[MessageRef]) -> list[RawMessage]:
-        return list(reader.fetch(batch, spool_dir=self.spool_dir, inline_limit=INLINE_LIMIT,
-                                 batch_size=len(batch)))
+    def _fetch(self, reader: MailboxReader, refs: list[MessageRef]) -> Iterator[RawMessage]:
+        return reader.fetch(refs, spool_dir=self.spool_dir, inline_limit=INLINE_LIMIT,
+                            batch_size=max(len(refs), 1))
 
     def _throttled(self, n: int) -> int:
         """How many mails may start now (waits for the window when none may)."""
@@ -199,17 +206,22 @@ class WorkflowRunner:
             allowed += 1
         return allowed
 
-    def _batch(self, reader: MailboxReader, batch: list[MessageRef],
-               fetched: list[RawMessage] | None, prefetch: "_Prefetch",
-               nxt: list[MessageRef]) -> None:
-        places = [Place(key=self._key(r), connection=self.s.connection, folder=r.folder,
-                        folder_version=r.folder_version, server_id=r.id) for r in batch]
-        attempts = self.ledger.acquire(self.s.source, places)
+    def _places(self, refs: list[MessageRef]) -> list[Place]:
+        return [Place(key=self._key(r), connection=self.s.connection, folder=r.folder,
+                      folder_version=r.folder_version, server_id=r.id) for r in refs]
+
+    def _batch(self, reader: MailboxReader, batch: list[MessageRef], stream: _Stream | None,
+               attempts: dict[str, int], nxt: list[MessageRef]) -> dict[str, int] | None:
+        """Process ``batch`` (already acquired, with ``attempts``); returns the attempts of
+        ``nxt`` when it was acquired in the same commit, else None."""
+        places = self._places(batch)
+        nxt_attempts: dict[str, int] | None = None
+        fetched: list[RawMessage] = []
         try:
-            if fetched is None:
-                fetched = self._fetch(reader, batch)
-            if nxt:
-                prefetch.start(nxt)
+            if stream is None:
+                fetched = list(self._fetch(reader, batch))
+            else:
+                fetched = stream.take({p.key for p in places}, self._key)
             got = {self._key(raw.ref) for raw in fetched}
             vanished = [p.key for p in places if p.key not in got]
             if vanished:  # moved or deleted by someone else meanwhile: forget them
@@ -232,17 +244,26 @@ class WorkflowRunner:
                     self.backoff.success()
             for sink in self.s.sinks:
                 sink.flush()
-            final = [res for _, res in results if res.label != "interrupted"]
-            self.ledger.finish(self.s.source, [r.outcome for r in final])
+            # Outcomes that need no server action are written settled right away: one
+            # durable ledger commit per batch instead of two.
+            outcomes = [r.outcome if r.outcome.settled or self._action(r.outcome.state)[0]
+                        else replace(r.outcome, settled=True)
+                        for _, r in results if r.label != "interrupted"]
+            if nxt and not self.stop.is_set():
+                nxt_attempts = self.ledger.finish_and_acquire(self.s.source, outcomes,
+                                                              self._places(nxt))
+            else:
+                self.ledger.finish(self.s.source, outcomes)
             for raw, res in results:
                 self._report(res)
-            prefetch.wait()  # the connection is free again
             self._settle(reader, [(raw.ref, res.outcome.key, res.outcome.state)
                                   for raw, res in results
-                                  if res.label not in ("interrupted", "duplicate")])
+                                  if res.label not in ("interrupted", "duplicate")
+                                  and self._action(res.outcome.state)[0]])
         finally:
-            for raw in fetched or ():
+            for raw in fetched:
                 raw.discard()
+        return nxt_attempts
 
     def _report(self, res: JobResult) -> None:
         o = res.outcome
@@ -256,18 +277,11 @@ class WorkflowRunner:
 
     def _settle(self, reader: MailboxReader, items: list[tuple[MessageRef, str, str]]) -> None:
         """Move (IMAP) or delete/keep (POP3) mails whose ledger state is final."""
-        src = self.source
         groups: dict[tuple[str, str], list[tuple[MessageRef, str]]] = {}
         for ref, key, state in items:
             if state == "acquired":
                 continue
-            kind = {"done": "done", "failed": "error", "ignored": "ignore"}[state]
-            if self.protocol == "pop3":
-                action = ("delete", "") if getattr(src.pop3, kind) == "delete" else ("", "")
-            else:
-                target = getattr(src.folders, kind)
-                action = ("move", target) if target and target != src.folders.input else ("", "")
-            groups.setdefault(action, []).append((ref, key))
+            groups.setdefault(self._action(state), []).append((ref, key))
         for (action, target), group in groups.items():
             refs = [r for r, _ in group]
             if action == "move":
@@ -275,6 +289,16 @@ class WorkflowRunner:
             elif action == "delete":
                 reader.delete(refs)
             self.ledger.mark_settled(self.s.source, [k for _, k in group])
+
+    def _action(self, state: str) -> tuple[str, str]:
+        """What the server does with a mail in final ``state``: ("move", folder),
+        ("delete", "") or ("", "") for nothing."""
+        src = self.source
+        kind = {"done": "done", "failed": "error", "ignored": "ignore"}[state]
+        if self.protocol == "pop3":
+            return ("delete", "") if getattr(src.pop3, kind) == "delete" else ("", "")
+        target = getattr(src.folders, kind)
+        return ("move", target) if target and target != src.folders.input else ("", "")
 
     def _check_folder_version(self, folder: str, version: str) -> None:
         before = self.ledger.folder_version(self.s.source, folder)
@@ -296,49 +320,40 @@ class WorkflowRunner:
         return ledger_key(self.s.connection, ref.folder, ref.folder_version, ref.id)
 
 
-class _Prefetch:
-    """Fetches one batch ahead on a worker thread. The reader is never used by two threads
-    at once: the caller uses it only after :meth:`wait` or :meth:`take`."""
+class _Stream:
+    """The messages of one fetch iterator, taken batch by batch (it yields in the order it
+    was asked for, skipping vanished messages)."""
 
-    def __init__(self, fetch: Callable[[list[MessageRef]], list[RawMessage]]) -> None:
-        self._fetch = fetch
-        self._pool: ThreadPoolExecutor | None = None
-        self._future: Future | None = None
-        self._ids: list[str] = []
+    def __init__(self, it: Iterator[RawMessage]) -> None:
+        self._it = it
+        self._next: RawMessage | None = None
+        self._done = False
 
-    def start(self, batch: list[MessageRef]) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
-        self._ids = [r.id for r in batch]
-        self._future = self._pool.submit(self._fetch, batch)
-
-    def wait(self) -> None:
-        if self._future is not None:
-            wait([self._future])
-
-    def take(self, batch: list[MessageRef]) -> list[RawMessage] | None:
-        """The prefetched mails if they are ``batch``'s; raises what the fetch raised."""
-        if self._future is None:
-            return None
-        future, self._future = self._future, None
-        got = future.result()
-        if self._ids == [r.id for r in batch]:
-            return got
-        for raw in got:
-            raw.discard()
-        return None
+    def take(self, keys: set[str], key_of: Callable[[MessageRef], str]) -> list[RawMessage]:
+        """The next messages whose keys are in ``keys``; stops at the first that is not."""
+        out: list[RawMessage] = []
+        while True:
+            if self._next is None:
+                if self._done:
+                    return out
+                self._next = next(self._it, None)
+                if self._next is None:
+                    self._done = True
+                    return out
+            if key_of(self._next.ref) not in keys:
+                return out
+            out.append(self._next)
+            self._next = None
 
     def close(self) -> None:
-        if self._future is not None:
-            try:
-                for raw in self._future.result():
-                    raw.discard()
-            except Exception:  # noqa: BLE001 - the round is over anyway
-                pass
-            self._future = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Drop what was fetched but not taken; stops the fetch (it drains the server's
+        answers in flight)."""
+        if self._next is not None:
+            self._next.discard()
+            self._next = None
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
 
 
 def _poison(key: str, attempts: int) -> JobResult:

@@ -2,10 +2,11 @@
 
 * ``directory``: ``<key>.eml`` then ``<key>.json``, each written to a temporary name and
   renamed; a mail whose ``.json`` exists is skipped (the JSON is the commit marker).
-* ``jsonl``: one line per record, appended; ``flush`` fsyncs. A sidecar ``<file>.keys``
-  lists ``offset key`` of every line; on open the lines after the last indexed offset are
-  indexed (a crash between the two writes), a torn last line is cut off, and keys already
-  present are never appended again.
+* ``jsonl``: one line per record; ``flush`` appends the batch's lines with one write and
+  fsyncs. A sidecar ``<file>.keys`` lists ``offset key`` of every line, written after that
+  fsync (so it never names a line that is not on disk) and not fsynced itself: on open the
+  lines after the last good indexed offset are indexed again, a torn last line is cut off,
+  and keys already present are never appended again.
 * ``stdout`` and ``http``: at least once (a crash between the write and the ledger commit
   repeats the mail); ``http`` sends ``Idempotency-Key: <ledger key>`` so receivers can
   deduplicate.
@@ -49,6 +50,19 @@ class Sink(abc.ABC):
 
 def _dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+try:  # ~10x faster than json for records of text; optional. Same output: compact UTF-8.
+    import orjson
+
+    def _line(record: dict[str, Any]) -> bytes:
+        try:
+            return orjson.dumps(record) + b"\n"
+        except TypeError:  # what orjson refuses (e.g. huge ints from a processor)
+            return (_dumps(record) + "\n").encode("utf-8")
+except ImportError:  # pragma: no cover - depends on the installation
+    def _line(record: dict[str, Any]) -> bytes:
+        return (_dumps(record) + "\n").encode("utf-8")
 
 
 def _fsync_path(path: Path) -> None:
@@ -120,7 +134,8 @@ class _JsonlFile:
         self.keys: set[str] = set()
         self._fh = None
         self._idx = None
-        self._pending = False
+        self._lines: list[bytes] = []          # appended, not yet written
+        self._line_keys: list[str] = []
         self.users = 0
 
     def open(self) -> None:
@@ -128,17 +143,29 @@ class _JsonlFile:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         indexed_to = 0
+        size = self.path.stat().st_size if self.path.exists() else 0
         if self.index_path.exists():
             with open(self.index_path, "rb") as f:
                 data = f.read()
-            good = data[:data.rfind(b"\n") + 1]
-            if len(good) != len(data):
+            # The index is not fsynced (it can always be rebuilt from the JSONL file):
+            # after a power loss its tail may be missing or torn. Keep the entries up to
+            # the first bad one; the lines after it are indexed again by _catch_up.
+            good = 0
+            for line in data.splitlines(keepends=True):
+                off_text, _, key = line.rstrip(b"\n").partition(b" ")
+                try:
+                    off = int(off_text)
+                    key_text = key.decode("utf-8")
+                except ValueError:
+                    break
+                if not line.endswith(b"\n") or not key_text or off > size or off < indexed_to:
+                    break
+                self.keys.add(key_text)
+                indexed_to = off
+                good += len(line)
+            if good != len(data):
                 with open(self.index_path, "r+b") as f:
-                    f.truncate(len(good))
-            for line in good.splitlines():
-                off, _, key = line.decode("utf-8").partition(" ")
-                self.keys.add(key)
-                indexed_to = max(indexed_to, int(off))
+                    f.truncate(good)
         self._fh = open(self.path, "a+b")
         self._idx = open(self.index_path, "ab")
         size = self._fh.seek(0, os.SEEK_END)
@@ -168,27 +195,41 @@ class _JsonlFile:
 
     def append(self, record: dict[str, Any]) -> None:
         key = record["key"]
+        line = _line(record)
         with self.lock:
             if key in self.keys:
                 return
-            assert self._fh is not None and self._idx is not None
-            self._fh.write((_dumps(record) + "\n").encode("utf-8"))
-            self._fh.flush()
-            self._idx.write(f"{self._fh.tell()} {key}\n".encode())
+            self._lines.append(line)
+            self._line_keys.append(key)
             self.keys.add(key)
-            self._pending = True
 
     def flush(self) -> None:
+        """Write the batch's lines with one write, fsync, then index them (the index only
+        ever names lines that are on disk) and fsync the index."""
         with self.lock:
-            if not self._pending or self._fh is None or self._idx is None:
+            if not self._lines or self._fh is None or self._idx is None:
                 return
+            end = self._fh.seek(0, os.SEEK_END)
+            self._fh.write(b"".join(self._lines))
+            self._fh.flush()
             os.fsync(self._fh.fileno())
+            index = []
+            for line, key in zip(self._lines, self._line_keys):
+                end += len(line)
+                index.append(f"{end} {key}\n")
+            # written only now that the lines are on disk, so it never names a lost line
+            self._idx.write("".join(index).encode())
             self._idx.flush()
-            os.fsync(self._idx.fileno())
-            self._pending = False
+            self._lines.clear()
+            self._line_keys.clear()
 
     def close(self) -> None:
         with self.lock:
+            # lines never flushed were never committed in the ledger: they come again
+            for key in self._line_keys:
+                self.keys.discard(key)
+            self._lines.clear()
+            self._line_keys.clear()
             for f in (self._fh, self._idx):
                 if f is not None:
                     try:

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import deliver_many, make_mail
+from srchelpers import deliver_many, make_mail
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 

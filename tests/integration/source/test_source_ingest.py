@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import DropProxy, deliver_many, make_mail, wait_until
+from srchelpers import DropProxy, deliver_many, make_mail, wait_until
 
 from postline.source.ledger import SqliteLedger, ledger_path
 from postline.source.record import validate_record

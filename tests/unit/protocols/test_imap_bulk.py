@@ -7,8 +7,13 @@ import io
 import pytest
 
 from postline.errors import ProtocolError
-from postline.protocols.imap_bulk import (BulkFetch, ResponseReader, internal_date_iso, plan,
-                                          uid_set)
+from postline.protocols.imap_bulk import (
+    BulkFetch,
+    ResponseReader,
+    internal_date_iso,
+    plan,
+    uid_set,
+)
 
 
 class FakeSock:
@@ -106,7 +111,7 @@ def test_large_literal_is_spooled_to_a_file(tmp_path):
     bulk = BulkFetch(r, chunks=[[(1, "r1", len(big))]], items=b"(BODY.PEEK[])", body=True,
                      spool_dir=tmp_path, inline_limit=1000)
     bulk._send_more = _sender(bulk, iter([b"PLF1"]))  # type: ignore[method-assign]
-    [(ref, item)] = list(bulk)
+    [(_, item)] = list(bulk)
     assert item.data is None and item.path is not None
     assert item.path.read_bytes() == big and item.path.stat().st_mode & 0o777 == 0o600
 
