@@ -21,7 +21,12 @@ adapter that called the library, with ``raise ... from exc`` so the cause is kep
     ├── DeliveryError                   a mail was not accepted (``retriable`` says if trying again helps)
     ├── MessageError                    an EmailMessage is invalid (names the field); skippable
     ├── QueueFull                       SendAndForget: the bounded queue has no room; retriable
-    └── ParseError                      a mail could not be turned into a record; skippable
+    ├── ParseError                      a mail could not be turned into a record; skippable
+    └── StorageError                    a local write/read failed (disk full, permissions):
+                                        not the mail's fault, so stop and retry later
+
+:func:`os_error_message` words an ``OSError`` (ENOSPC, EACCES, ENOENT, ...) as one line
+with its path and the likely fix; ``StorageError.from_os_error`` wraps it.
 
 Each class has a ``disposition``: ``"fatal"`` (stop and tell the user), ``"retriable"``
 (back off and try again), or ``"skippable"`` (this item fails, the rest goes on).
@@ -30,6 +35,8 @@ Instances may override it (a 4xx DeliveryError is retriable, a 5xx is not).
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Literal
 
 Disposition = Literal["fatal", "retriable", "skippable"]
@@ -149,3 +156,59 @@ class ParseError(PostlineError):
     """A mail could not be turned into a record at all."""
 
     disposition: Disposition = "skippable"
+
+
+class StorageError(PostlineError):
+    """A local file operation failed for a reason outside the mail (disk full, quota,
+    permissions, read-only file system). Retriable: the same write may work once the
+    operator fixed the disk, so a mail must stay where it is (not done, not moved)."""
+
+    disposition: Disposition = "retriable"
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, *, what: str | None = None) -> "StorageError":
+        """A StorageError whose message is :func:`os_error_message` of ``exc``."""
+        err = cls(os_error_message(exc, what=what))
+        err.errno = exc.errno  # type: ignore[attr-defined]
+        return err
+
+
+# errno -> (plain words, likely fix). Words instead of strerror so messages read the same
+# everywhere; the errno name is kept so people can search for it.
+_OS_ERRORS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on device", "free some disk space, then run again"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or raise the quota, then run again"),
+    errno.EFBIG: ("file too large for this file system or process limit",
+                  "check 'ulimit -f' and the file system, then run again"),
+    errno.EACCES: ("permission denied", "check the owner and mode of that path (and of its "
+                                        "directories) for the user running postline"),
+    errno.EPERM: ("operation not permitted", "check the owner and mode of that path for the "
+                                             "user running postline"),
+    errno.ENOENT: ("no such file or directory", "check the path"),
+    errno.ENOTDIR: ("a part of the path is not a directory", "check the path"),
+    errno.EISDIR: ("is a directory, not a file", "give the path of a file"),
+    errno.EROFS: ("read-only file system", "write somewhere writable, or remount read-write"),
+    errno.EMFILE: ("too many open files", "raise the limit ('ulimit -n') or run fewer "
+                                          "workflows in one process"),
+    errno.ENFILE: ("too many open files in the system", "raise the system's file limit"),
+    errno.EIO: ("input/output error", "the disk or file system is failing; check 'dmesg'"),
+}
+
+
+def os_error_message(exc: OSError, *, what: str | None = None) -> str:
+    """One line for an OSError: what was done, the path(s), plain words, errno name, fix.
+
+    ``what`` says what postline was doing (``"writing the jsonl sink"``); without it the
+    line starts with the path. Never raises.
+    """
+    code = exc.errno
+    words, fix = _OS_ERRORS.get(code or -1, (exc.strerror or str(exc) or type(exc).__name__,
+                                            ""))
+    name = errno.errorcode.get(code or -1)
+    paths = [os.fsdecode(p) for p in (exc.filename, exc.filename2) if p is not None]
+    where = " -> ".join(paths)
+    head = " ".join(part for part in (what, where) if part)
+    text = f"{head}: {words}" if head else words
+    if name:
+        text += f" ({name})"
+    return f"{text}; {fix}" if fix else text

@@ -7,6 +7,7 @@ Every problem of the project is collected; nothing stops at the first one.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,11 @@ def load(root: Path, *, shown_root: str, environ: Mapping[str, str],
 
     Raises ConfigError only when ``root`` is not a project directory.
     """
+    if root.exists() and not root.is_dir():
+        parent = os.path.dirname(shown_root.rstrip("/")) or "."
+        raise ConfigError(f"{shown_root} is a file, not a project directory",
+                          hint=f"pass the directory that holds the asset YAML files, e.g. "
+                               f"{parent}")
     if not root.is_dir():
         raise ConfigError(f"project directory {shown_root} does not exist",
                           hint="pass the directory that holds the asset YAML files")

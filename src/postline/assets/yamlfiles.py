@@ -68,9 +68,13 @@ def read_documents(path: Path, shown: str) -> tuple[list[RawDocument], list[Prob
     A syntax error stops reading that file (the documents before it are still returned).
     """
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return [], [Problem(shown, 1, f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")]
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        return [], [Problem(shown, line, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                                         f"column {column}); save the file as UTF-8")]
     except OSError as exc:
         return [], [Problem(shown, 1, f"cannot read file: {exc.strerror}")]
     docs: list[RawDocument] = []
@@ -83,7 +87,7 @@ def read_documents(path: Path, shown: str) -> tuple[list[RawDocument], list[Prob
             start = (node.lc.line + 1) if hasattr(node, "lc") else 1
             docs.append(RawDocument(shown, path, index, start, data, lines))
     except MarkedYAMLError as exc:
-        return docs, [Problem(shown, _mark_line(exc), _syntax_message(exc))]
+        return docs, [Problem(shown, _mark_line(exc), _syntax_message(exc, text))]
     except YAMLError as exc:  # unmarked errors are rare (e.g. reader errors)
         return docs, [Problem(shown, 1, f"YAML error: {str(exc).splitlines()[0]}")]
     return docs, []
@@ -103,15 +107,35 @@ def _mark_line(exc: MarkedYAMLError) -> int:
 _DUPLICATE = re.compile(r'found duplicate key "(.*?)"')
 
 
-def _syntax_message(exc: MarkedYAMLError) -> str:
+def _syntax_message(exc: MarkedYAMLError, text: str = "") -> str:
     problem = exc.problem or ""
     dup = _DUPLICATE.search(problem)
     if dup:
         # ruamel's own message repeats both values, which may be secrets: name the key only.
-        first = f" (first at line {exc.context_mark.line + 1})" if exc.context_mark else ""
+        line = _first_key_line(text, dup.group(1), exc)
+        first = f" (first at line {line})" if line else ""
         return f"duplicate key '{dup.group(1)}'{first}; each key may appear once"
     context = f" ({exc.context})" if exc.context else ""
     return f"YAML syntax error: {problem}{context}"
+
+
+def _first_key_line(text: str, key: str, exc: MarkedYAMLError) -> int | None:
+    """1-based line of the first ``key`` of the mapping a duplicate-key error is about.
+
+    ruamel marks where the mapping starts and where the duplicate is, not the first key; in
+    block style the first one is the earlier line with the key at the duplicate's column.
+    None when it cannot be found (flow style): better no line than a wrong one.
+    """
+    start, dup = exc.context_mark, exc.problem_mark
+    if start is None or dup is None:
+        return None
+    lines = text.splitlines()
+    own = re.compile(r"""(['"]?)%s\1\s*:""" % re.escape(key))
+    for i in range(start.line, min(dup.line, len(lines))):
+        line = lines[i]
+        if line[:dup.column].strip() in ("", "-") and own.match(line, dup.column):
+            return i + 1
+    return None
 
 
 def _plain(node: Any, path: tuple, lines: dict[tuple, int]) -> Any:

@@ -4,7 +4,9 @@ Each command group lives in its own module of this package and exposes
 ``register(subparsers)``, adding its subcommands with ``set_defaults(handler=fn)`` where
 ``fn(args) -> int``. To add a command group, write the module and list it in
 ``COMMAND_MODULES``. Handlers raise :class:`postline.errors.PostlineError`; ``main`` prints
-it as one line on stderr and returns 1, so handlers never print tracebacks.
+it as one line on stderr and returns 1, so handlers never print tracebacks. An ``OSError``
+(disk full, permissions) or any other unexpected exception is printed as one line too; the
+traceback only with ``-vv``.
 """
 
 from __future__ import annotations
@@ -84,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except ValidationFailed as exc:
         for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
-        print(f"postline: {exc}", file=sys.stderr)
+            _say(str(problem))
+        _say(f"postline: {exc}")
         return 1
-    except PostlineError as exc:
-        print(f"postline: error: {exc}", file=sys.stderr)
+    except PostlineError as exc:  # an expected failure, worded for the user: no traceback
+        _say(f"postline: error: {exc}")
         return 1
     except BrokenPipeError:
         # output piped into e.g. `head`, which stopped reading: not an error of ours
@@ -99,6 +101,41 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("postline: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # disk full, permissions, a missing file: the environment, not a bug; one line
+        from postline.errors import os_error_message
+
+        _traceback_if_debug(args)
+        _say(f"postline: error: {os_error_message(exc)}")
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with -vv
+        _traceback_if_debug(args)
+        first = (str(exc).splitlines() or [""])[0]
+        _say(f"postline: error: unexpected {type(exc).__name__}: {first}"
+             + ("" if _debug(args) else " (run with -vv for the traceback)"))
+        return 1
+
+
+def _say(line: str) -> None:
+    """Print one line on stderr, with every registered secret masked (a safety net)."""
+    from postline.logs import redact
+
+    # one line even when a server's multi-line answer ended up in the message
+    print(redact(" ".join(line.splitlines())), file=sys.stderr)
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return getattr(args, "verbose", 0) >= 2
+
+
+def _traceback_if_debug(args: argparse.Namespace) -> None:
+    """With -vv, the traceback of the exception being handled (secrets masked)."""
+    if _debug(args):
+        import traceback
+
+        from postline.logs import redact
+
+        sys.stderr.write(redact(traceback.format_exc()))
 
 
 def run() -> None:

@@ -6,7 +6,6 @@ Each handler returns the exit status: 0 success, 1 failure (reasons on stderr).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 
@@ -140,7 +139,7 @@ def _parser(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
     from postline.cli import HelpFormatter
 
     return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter,
-                          epilog="Example:\n" + example)
+                          epilog="Examples:\n" + example)
 
 
 def register(sub) -> None:

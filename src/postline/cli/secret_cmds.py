@@ -16,14 +16,17 @@ from postline.assets import secrets as keys
 from postline.assets.kinds.secret import value_source
 from postline.assets.secret_edit import set_sealed
 from postline.cli.project_cmds import _parser, console, print_json
-from postline.errors import ConfigError, SecretError
+from postline.errors import ConfigError, SecretError, StorageError
 from postline.project import STATE_DIR_NAME, load_project
 
 
 def cmd_keys_create(args) -> int:
     root = Path(args.project).expanduser().resolve()
-    created = keys.create_key_pair(root, key_file=args.key_file, environ=os.environ,
-                                   force=args.force)
+    try:
+        created = keys.create_key_pair(root, key_file=args.key_file, environ=os.environ,
+                                       force=args.force)
+    except OSError as exc:
+        raise StorageError.from_os_error(exc, what="cannot write the key pair:") from exc
     print(f"created key pair {created.key_id}")
     print(f"  public key:  {created.public_file} (commit it: it can only seal secrets)")
     print(f"  private key: {created.private_file} (mode 600; keep it on the hosts that run "
@@ -63,14 +66,58 @@ def cmd_secret_set(args) -> int:
         raise SecretError(f"{args.project} has no public key ({keys.PUBLIC_KEY_FILE})",
                           hint=f"run 'postline keys create {args.project}' first")
     label = f"{args.asset}.{args.key}"
-    sealed = keys.seal(public, read_value(label))
     state = os.environ.get("POSTLINE_STATE_DIR")
     skip = (Path(state).expanduser().resolve() if state else root / STATE_DIR_NAME,)
+    if not args.create:
+        _refuse_likely_typo(root, args.project, args.asset, args.key, skip)
+    sealed = keys.seal(public, read_value(label))
     written = set_sealed(root, args.asset, args.key, sealed, skip=skip)
     shown = os.path.normpath(os.path.join(args.project, written.path.relative_to(root)))
     what = "created Secret asset" if written.created else "updated"
     print(f"sealed {label} into {shown}:{written.line} ({what}; key id {keys.key_id(public)})")
     return 0
+
+
+def existing_secret_keys(root: Path, skip: tuple[Path, ...]) -> dict[str, set[str]]:
+    """Secret asset name -> its keys, read leniently (files that do not parse are skipped:
+    this only guards against typos, ``validate`` reports broken files)."""
+    from postline.assets.yamlfiles import find_files, read_documents
+
+    found: dict[str, set[str]] = {}
+    for path in find_files(root, skip=skip):
+        docs, _problems = read_documents(path, str(path))
+        for doc in docs:
+            data = doc.data
+            if isinstance(data, dict) and data.get("kind") == "Secret" \
+                    and isinstance(data.get("name"), str):
+                values = data.get("values")
+                found.setdefault(data["name"], set()).update(
+                    str(k) for k in (values if isinstance(values, dict) else {}))
+    return found
+
+
+def _refuse_likely_typo(root: Path, shown: str, asset: str, key: str,
+                        skip: tuple[Path, ...]) -> None:
+    """Raise ConfigError when ``asset`` (or ``key``) is new but close to an existing name.
+
+    Creating is how ``secret set`` adds assets and keys, so a typo would silently store the
+    value under a name nothing reads; an unattended job would then fail at its next login.
+    """
+    from postline.assets.validation import suggest
+
+    existing = existing_secret_keys(root, skip)
+    if asset not in existing:
+        near = suggest(asset, existing)
+        if near:
+            raise ConfigError(f"no Secret asset named '{asset}' in {shown}{near}; nothing was "
+                              "stored", hint=f"pass --create to add a new Secret asset "
+                                             f"'{asset}'")
+        return
+    if key not in existing[asset]:
+        near = suggest(key, existing[asset])
+        if near:
+            raise ConfigError(f"Secret '{asset}' has no key '{key}'{near}; nothing was "
+                              "stored", hint=f"pass --create to add the new key '{key}'")
 
 
 def cmd_secret_list(args) -> int:
@@ -139,10 +186,15 @@ def register(sub) -> None:
                 "  printf %s \"$PASSWORD\" | postline secret set examples/local DemoSecrets "
                 "password\n\n"
                 "The value is never taken from the command line. Only the project's public key\n"
-                "is needed; the Secret asset is created in secrets.yaml if it does not exist.")
+                "is needed; the Secret asset is created in secrets.yaml if it does not exist.\n"
+                "A new asset or key whose name is close to an existing one is refused as a\n"
+                "likely typo unless --create is given.")
     p.add_argument("project", help="project directory")
     p.add_argument("asset", help="Secret asset name")
     p.add_argument("key", help="key within the asset")
+    p.add_argument("--create", action="store_true",
+                   help="allow a new asset or key even when its name is close to an existing "
+                        "one")
     p.set_defaults(handler=cmd_secret_set)
     p = _parser(ssub, "list", "list Secret assets and keys with where each value is stored",
                 "  postline secret list examples/local\n  postline secret list . --json")

@@ -36,8 +36,13 @@ class EndpointLike(Protocol):
 
 
 def translate_os_error(exc: BaseException, *, host: str, port: int, phase: str = "connect",
-                       timeout: float | None = None) -> ConnectError:
-    """A ConnectError naming ``host:port`` and the likely fix for a socket-level failure."""
+                       timeout: float | None = None,
+                       timeout_setting: str = "read_timeout") -> ConnectError:
+    """A ConnectError naming ``host:port`` and the likely fix for a socket-level failure.
+
+    ``timeout_setting`` names the connection field whose value ran out after the connect
+    (``connect_timeout`` covers the TLS handshake and the greeting too).
+    """
     where = f"{host}:{port}"
     if isinstance(exc, socket.gaierror):
         return ConnectError(f"cannot resolve host name {host!r}: {exc.strerror or exc}",
@@ -52,8 +57,8 @@ def translate_os_error(exc: BaseException, *, host: str, port: int, phase: str =
                                   hint="wrong host or port, or a firewall drops the packets? "
                                        "raise connect_timeout if the server is just slow")
         return ConnectTimeout(f"{where} did not answer{secs} while waiting for {phase}",
-                              hint="the server is slow or stuck; raise read_timeout if it is "
-                                   "just slow")
+                              hint=f"the server is slow or stuck; raise {timeout_setting} if "
+                                   "it is just slow")
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError,
                         ConnectionAbortedError)):
         return ConnectError(f"{where} closed the connection during {phase}",
@@ -114,8 +119,13 @@ def wrap_tls(sock: socket.socket, ep: EndpointLike, *, trace: Trace = NULL_TRACE
              step: str = "tls") -> ssl.SSLSocket:
     """Handshake on ``sock`` (implicit TLS, or after STARTTLS); translate failures."""
     host, port = ep.host or "", ep.effective_port
-    ctx = tls.client_context(verify=ep.verify_identity, ca_file=ep.ca_file)
     with trace.step(step) as st:
+        try:
+            # inside the step: a bad ca_file shows as a failed TLS step, not elsewhere
+            ctx = tls.client_context(verify=ep.verify_identity, ca_file=ep.ca_file)
+        except BaseException:
+            sock.close()
+            raise
         try:
             ssock = ctx.wrap_socket(sock, server_hostname=host)
         except ssl.SSLCertVerificationError as exc:
@@ -128,7 +138,8 @@ def wrap_tls(sock: socket.socket, ep: EndpointLike, *, trace: Trace = NULL_TRACE
         except OSError as exc:
             sock.close()
             raise translate_os_error(exc, host=host, port=port, phase="the TLS handshake",
-                                     timeout=ep.connect_timeout) from exc
+                                     timeout=ep.connect_timeout,
+                                     timeout_setting="connect_timeout") from exc
         st.data = tls.describe_session(ssock, verified=ep.verify_identity)
         st.detail = f"{st.data.get('version')} {st.data.get('cipher', '')}".strip() + (
             ", certificate verified" if ep.verify_identity else ", NOT verified")

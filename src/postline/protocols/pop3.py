@@ -72,7 +72,8 @@ class Pop3Reader(MaildropOperations, MailboxReader):
                                                 timeout=ep.connect_timeout) from exc
                 raise net.translate_os_error(exc, host=self.host, port=self.port,
                                              phase="the greeting",
-                                             timeout=ep.connect_timeout) from exc
+                                             timeout=ep.connect_timeout,
+                                             timeout_setting="connect_timeout") from exc
             except (poplib.error_proto, OSError, UnicodeError) as exc:
                 sock.close()
                 hint = ("the server may expect TLS: use security: tls"

@@ -40,9 +40,14 @@ def client_context(*, verify: bool, ca_file: str | None = None) -> ssl.SSLContex
     if ca_file:
         try:
             mtime = os.stat(ca_file).st_mtime_ns
+        except FileNotFoundError as exc:
+            raise ConfigError(f"ca_file {ca_file} not found",
+                              hint="fix the path in the connection's ca_file; a relative path "
+                                   "is relative to the project directory") from exc
         except OSError as exc:
-            raise ConfigError(f"ca_file {ca_file!r} cannot be read: {exc.strerror}",
-                              hint="fix the path in the connection's ca_file") from exc
+            raise ConfigError(f"ca_file {ca_file} cannot be read: {exc.strerror}",
+                              hint="fix the path or the permissions of the connection's "
+                                   "ca_file") from exc
     return _context(verify, ca_file, mtime)
 
 
@@ -54,8 +59,11 @@ def _context(verify: bool, ca_file: str | None, _mtime: int | None) -> ssl.SSLCo
         try:
             ctx.load_verify_locations(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"ca_file {ca_file!r} is not a PEM file of CA certificates: "
-                              f"{exc}", hint="fix the connection's ca_file") from exc
+            # ssl's own words ("[X509: NO_CERTIFICATE_OR_CRL_FOUND] ...") carry no path
+            why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            raise ConfigError(f"ca_file {ca_file} is not a PEM file of CA certificates "
+                              f"({why})", hint="point the connection's ca_file at the CA's "
+                              "certificate in PEM format (-----BEGIN CERTIFICATE-----)") from exc
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

@@ -25,6 +25,10 @@ def clean_env(monkeypatch, tmp_path):
     for name in ("POSTLINE_KEY_FILE", "POSTLINE_STATE_DIR", "POSTLINE_DEMO_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    # examples/local trusts the dev stack's CA; a missing ca_file is a warning of its own
+    ca = tmp_path / "stack-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("POSTLINE_STACK_CA_FILE", str(ca))
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -185,7 +189,7 @@ def test_every_command_help_has_an_example(capsys, argv):
         main([*argv, "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    assert "Example:\n  postline " + argv[0] in out
+    assert "Examples:\n  postline " + argv[0] in out
 
 
 # -- keys and secrets ---------------------------------------------------------------------

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -244,6 +245,7 @@ def connection_warnings(conn: EmailConnection) -> list[ConfigWarning]:
                 f"{direction}.check_server_identity",
                 "the connection is encrypted but the server is not verified (anyone on the path "
                 "can impersonate it); prefer ca_file for a private certificate authority"))
+        out.extend(_ca_file_warnings(direction, ep.ca_file, ep.security != "none"))
         if (ep.security == "none" and ep.credential.type != "none"
                 and not _is_loopback(ep.host) and not ep.allow_insecure_auth):
             out.append(ConfigWarning(
@@ -251,11 +253,34 @@ def connection_warnings(conn: EmailConnection) -> list[ConfigWarning]:
                 f"credentials would cross the network unencrypted to {ep.host}; postline refuses "
                 "to log in unless security is starttls or tls (or allow_insecure_auth: true)"))
     m365 = conn.microsoft365
+    if m365 is not None:
+        out.extend(_ca_file_warnings("microsoft365", m365.ca_file, True))
     if m365 is not None and not m365.check_server_identity:
         out.append(ConfigWarning(
             "microsoft365.check_server_identity",
             "the connection is encrypted but the server is not verified"))
     return out
+
+
+def _ca_file_warnings(where: str, ca_file: str | None, encrypted: bool) -> list[ConfigWarning]:
+    """A warning when ``ca_file`` is not a readable file here.
+
+    A warning, not an error: like a ``file:`` secret, the CA file may exist only on the
+    host that runs postline (a mounted volume), while ``validate`` runs elsewhere (CI).
+    """
+    if not ca_file:
+        return []
+    field = f"{where}.ca_file"
+    if not encrypted:
+        return [ConfigWarning(field, "ca_file has no effect with security: none "
+                                     "(nothing is encrypted)")]
+    if not os.path.exists(ca_file):
+        return [ConfigWarning(field, f"ca_file {ca_file} not found here; connecting will fail "
+                                     "unless it exists on the host that runs postline "
+                                     "(a relative path is relative to the project directory)")]
+    if not os.path.isfile(ca_file) or not os.access(ca_file, os.R_OK):
+        return [ConfigWarning(field, f"ca_file {ca_file} is not a readable file")]
+    return []
 
 
 def _is_loopback(host: str | None) -> bool:
