@@ -175,6 +175,8 @@ class Engine:
             return await self._finish(job, error=exc)
         except (ConnectError, AuthError) as exc:
             return await self._failed_attempt(job, exc)
+        except PostlineError as exc:   # secret unreadable, bad ca_file, ...: nothing was sent
+            return await self._finish(job, error=exc)
         job.attempts += 1
         if job.entry_id is not None:
             # committed before the first SMTP command: a crash from here on leaves the row
@@ -207,7 +209,8 @@ class Engine:
                 f"gave up after {job.attempts} attempt(s): {exc.message}", retriable=True,
                 code=getattr(exc, "code", None), hint="the server may accept it later"))
         delay = min(self.s.max_backoff, self.s.min_backoff * 2 ** (job.attempts - 1))
-        log.info("mail %s: attempt %d failed (%s), retrying in %.1fs",
+        # a warning, so a user waiting on `postline send` sees why it takes long
+        log.warning("mail %s: attempt %d failed (%s), retrying in %.1fs",
                  job.identity.message_id, job.attempts, exc, delay)
         if job.entry_id is None:
             loop = asyncio.get_running_loop()

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from postline.errors import ConfigError, QueueFull
+from postline.errors import ConfigError, QueueFull, StorageError
 
 SCHEMA_VERSION = 1
 STATES = ("queued", "sending", "sent", "failed", "unknown")
@@ -111,13 +111,23 @@ class Outbox:
 
     def _tx(self, fn):
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                out = fn(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                # disk full, I/O error, read-only: the mail is NOT stored; say where and why
+                raise StorageError(f"cannot write the outbox {self.path}: {exc} (is the disk "
+                                   "full or read-only? nothing was queued)") from exc
             return out
 
     def enqueue(self, *, service: str, message: dict, message_id: str, date: str,

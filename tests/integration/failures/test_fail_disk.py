@@ -92,9 +92,6 @@ def test_full_disk_for_the_outbox_fails_loudly(stack_project):
     assert "queued on a full disk" not in listed.out     # not half-stored either
 
 
-@pytest.mark.xfail(strict=False, reason="service/outbox.py _tx does not translate "
-                   "sqlite3.OperationalError: the user reads 'unexpected OperationalError: "
-                   "disk I/O error' instead of the outbox path and 'disk full' (see report)")
 def test_full_disk_for_the_outbox_names_the_outbox(stack_project):
     p = stack_project()
     big = json.dumps({"To": [{"Address": p.user.email}], "Subject": "s", "Body": "x" * 200_000})

@@ -65,9 +65,6 @@ def test_private_key_of_another_project(sealed, tmp_path):
     assert "does not belong to this project" in run.error
 
 
-@pytest.mark.xfail(strict=False, reason="service/engine.py treats a SecretError/ConfigError "
-                   "raised while opening the sender as 'unexpected': logs a traceback and says "
-                   "'the outcome is unknown' (see report)")
 def test_send_with_a_secret_that_cannot_be_read(sealed, tmp_path):
     res = sealed.cli("send", ".", "Out", "--message", "-", stdin=sealed.message(),
                      env={"POSTLINE_KEY_FILE": str(tmp_path / "nowhere.key")})
