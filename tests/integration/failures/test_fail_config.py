@@ -216,8 +216,9 @@ def test_processor_that_does_not_exist_at_run(tmp_path):
     res = cli("run", str(root), "--once")
     assert res.code == 1
     res.assert_clean()
-    assert res.error == (f"postline: error: processor {root}/proc.py of workflow W does not "
-                         "exist (processor: is a .py file path relative to the project)")
+    assert res.lines[0] == (f"{root}/c.yaml:13: Workflow/W: processor: processor file "
+                            f"{root}/proc.py not found")
+    assert res.lines[-1] == "postline: project has 1 error(s)"
 
 
 def test_processor_with_a_syntax_error_at_run(tmp_path):
@@ -226,13 +227,11 @@ def test_processor_with_a_syntax_error_at_run(tmp_path):
     res = cli("run", str(root), "--once")
     assert res.code == 1
     res.assert_clean()
-    assert res.error.startswith(f"postline: error: processor {root}/proc.py of workflow W "
-                                "failed to import: SyntaxError: ")
-    assert "line 1" in res.error
+    assert res.lines[0].startswith(f"{root}/c.yaml:13: Workflow/W: processor: {root}/proc.py:1: "
+                                   "syntax error in the processor: ")
+    assert res.lines[-1] == "postline: project has 1 error(s)"
 
 
-@pytest.mark.xfail(strict=False, reason="validate does not check Workflow.processor: "
-                   "kinds/workflow.py has no check that the file exists (see report)")
 def test_validate_reports_a_missing_processor(tmp_path):
     root = write_project(tmp_path / "p", {"c.yaml": WORKFLOW})
     res = validate(root)

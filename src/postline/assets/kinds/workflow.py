@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import Path
 
-from postline.assets.kinds.base import AssetModel, Ref, register_kind
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from postline.assets.kinds.base import AssetModel, ProjectPath, Ref, field_error, register_kind
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -71,7 +73,26 @@ Sink = Annotated[Union[DirectorySink, JsonlSink, StdoutSink, HttpSink],
 class Workflow(AssetModel):
     kind: Literal["Workflow"]
     source: Annotated[str, Ref("EmailSource")]
-    processor: str | None = None
+    processor: ProjectPath | None = None
     services: dict[str, Annotated[str, Ref("EmailService")]] = Field(default_factory=dict)
     sinks: list[Sink] = Field(min_length=1)
     attachments_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _processor_loads(self) -> "Workflow":
+        # Checked at validation time so a typo or a syntax error shows up in
+        # `postline validate`, not hours later when the first mail arrives. Only an absolute
+        # path (resolved against the project root by the loader) can be checked here.
+        if not self.processor or not Path(self.processor).is_absolute():
+            return self
+        path = Path(self.processor)
+        if not path.is_file():
+            raise field_error("processor", f"processor file {path} not found")
+        try:
+            compile(path.read_bytes(), str(path), "exec")
+        except SyntaxError as exc:
+            raise field_error("processor", f"{path}:{exc.lineno}: syntax error in the "
+                                           f"processor: {exc.msg}") from None
+        except (OSError, ValueError) as exc:
+            raise field_error("processor", f"cannot read the processor {path}: {exc}") from None
+        return self
