@@ -26,6 +26,8 @@ rm -rf "$demo"; mkdir -p "$demo"
 cp -r examples/local/. "$demo"/
 export POSTLINE_KEY_FILE="$here/.devstack/demo.key"
 export DEMO_USER="demo$(date +%s)@example.test"     # a fresh mailbox of the stack for this run
+# bake the demo user into the copy, so later commands on it work without DEMO_USER set
+sed -i "s/\${env:DEMO_USER:-alice@example.test}/$DEMO_USER/g" "$demo"/*.yaml
 rm -f "$POSTLINE_KEY_FILE"
 postline keys create "$demo" --force
 # the stack's users have the password '<local part>-pass'; it is sealed, never stored in clear
@@ -78,4 +80,6 @@ postline ledger list "$demo" Inbox
 
 step "done"
 echo "Project: $demo   Records: $demo/out/records.jsonl"
+echo "Try more on it:  export POSTLINE_KEY_FILE=$POSTLINE_KEY_FILE; eval \"\$(.venv/bin/postline dev-stack env)\""
+echo "                 .venv/bin/postline test-connection $demo LocalMail"
 echo "The stack is still running (postline dev-stack status --dir .devstack); stop it with: make stack-stop"
