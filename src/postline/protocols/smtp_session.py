@@ -35,6 +35,28 @@ class Dropped(ConnectError):
     """The server closed the session (EOF, reset, or 421) before the mail was handed over."""
 
 
+# Greetings of other services, so a wrong port is named instead of guessed at.
+_OTHER_GREETINGS = {b"* OK": "an IMAP server", b"* PREAUTH": "an IMAP server",
+                    b"+OK": "a POP3 server", b"SSH-": "an SSH server", b"HTTP/": "a web server"}
+
+
+class NotSmtp(ConnectError):
+    """The server sent a line that is not an SMTP reply (wrong port, or TLS expected)."""
+
+    def __init__(self, *, host: str, port: int, line: bytes) -> None:
+        self.other_protocol = next((name for prefix, name in _OTHER_GREETINGS.items()
+                                    if line.startswith(prefix)), None)
+        if self.other_protocol:
+            super().__init__(f"{host}:{port} does not speak SMTP: it answered like "
+                             f"{self.other_protocol} ({line[:60].decode('ascii', 'replace').strip()!r})",
+                             hint="check the port: SMTP is usually 587 (starttls), 465 (tls) "
+                                  "or 25", disposition="fatal")
+        else:
+            super().__init__(f"SMTP server {host}:{port} sent a line that is not an SMTP "
+                             f"reply: {line[:80]!r}",
+                             hint="is this an SMTP port? with TLS ports use security: tls")
+
+
 @dataclass
 class Reply:
     code: int
@@ -111,10 +133,7 @@ class SmtpSession:
             if not line.endswith(b"\n"):
                 raise self._dropped("connection closed in the middle of a reply")
             if len(line) < 3 or not line[:3].isdigit():
-                raise ConnectError(f"SMTP server {self.host}:{self.port} sent a line that is "
-                                   f"not an SMTP reply: {line[:80]!r}",
-                                   hint="is this an SMTP port? with TLS ports use "
-                                        "security: tls")
+                raise NotSmtp(host=self.host, port=self.port, line=line)
             lines.append(line[4:].rstrip(b"\r\n").decode("utf-8", "replace"))
             if line[3:4] != b"-":
                 reply = Reply(int(line[:3]), "\n".join(lines))
@@ -233,6 +252,12 @@ class SmtpSession:
                 raise net.translate_os_error(exc, host=self.host, port=self.port,
                                              phase="the greeting",
                                              timeout=self.ep.connect_timeout) from exc
+            except NotSmtp as exc:
+                if exc.other_protocol or self.ep.security == "tls":
+                    raise
+                raise ConnectError(f"no valid SMTP greeting from {self.host}:{self.port}",
+                                   hint="the server seems to expect TLS; use "
+                                        "security: tls") from exc
             except ConnectError as exc:
                 if self.ep.security != "tls" and not isinstance(exc, Dropped):
                     raise ConnectError(f"no valid SMTP greeting from {self.host}:{self.port}",

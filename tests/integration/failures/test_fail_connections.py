@@ -117,7 +117,8 @@ def test_wrong_port_speaks_another_protocol(stack_project, mail_stack):
     p = stack_project(incoming={"port": ports["pop3s"]}, outgoing={"port": ports["imap"]})
     check_all_commands(
         p, incoming=f"no valid IMAP greeting from 127.0.0.1:{ports['pop3s']}",
-        outgoing=f"no valid SMTP greeting from 127.0.0.1:{ports['imap']}",
+        outgoing=f"127.0.0.1:{ports['imap']} does not speak SMTP: it answered like an IMAP "
+                 "server",
         secrets=(p.user.password,))
 
 
