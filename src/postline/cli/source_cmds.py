@@ -207,7 +207,8 @@ def cmd_run(args) -> int:
             signal.signal(s, h)
         if progress:
             progress.close()
-    print(f"postline: {summary.line()}", file=sys.stderr)
+    if summary.mails or not summary.errors:  # no "0 mails" line in front of a start-up error
+        print(f"postline: {summary.line()}", file=sys.stderr)
     for name, err in summary.errors.items():
         print(f"postline: error: workflow {name}: {err}", file=sys.stderr)
     return 1 if summary.errors else 0
