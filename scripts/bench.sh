@@ -3,6 +3,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
+.venv/bin/python -m pip install -q -e ".[test,bench]"
 status=0
 for b in bench/send.py bench/ingest.py bench/memory.py bench/idle_latency.py; do
   [ -f "$b" ] || continue
