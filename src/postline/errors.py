@@ -173,6 +173,25 @@ class StorageError(PostlineError):
         return err
 
 
+# Errors of the machine, not of a mail: a write that fails with one of these must stop the
+# round and leave the mail where it is, never mark it failed.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO,
+                            errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE})
+
+
+def storage_error(exc: BaseException, *, what: str | None = None) -> "StorageError | None":
+    """The StorageError for ``exc`` when it (or its cause) is a disk/permission problem of
+    this machine (:data:`STORAGE_ERRNOS`), else None."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, StorageError):
+            return seen
+        if isinstance(seen, OSError) and seen.errno in STORAGE_ERRNOS:
+            return StorageError.from_os_error(seen, what=what)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 # errno -> (plain words, likely fix). Words instead of strerror so messages read the same
 # everywhere; the errno name is kept so people can search for it.
 _OS_ERRORS: dict[int, tuple[str, str]] = {

@@ -18,7 +18,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from postline.errors import ParseError
+from postline.errors import ParseError, storage_error
 from postline.source.headers import ContentInfo, decode_text, decode_words, raw_header_text
 from postline.source.mime import AttachmentPolicy, Buffer, ParsedMail, add_attachment, parse_fast
 
@@ -48,12 +48,14 @@ def parse_mail(*, data: bytes | None = None, path: Path | None = None,
     """Parse one mail given as ``data`` or a spooled ``path``; attachments go to ``work_dir``.
 
     Returns the parsed mail (``parser`` says which parser read it). Raises ParseError only
-    when neither parser can read the mail at all.
+    when neither parser can read the mail at all, StorageError when the disk fails us.
     """
     try:
         with open_buffer(data=data, path=path) as buf:
             return parse_fast(buf, policy=policy, work_dir=work_dir)
     except Exception as exc:  # noqa: BLE001 - any failure of the fast path means: fall back
+        if (err := storage_error(exc, what="storing attachments")) is not None:
+            raise err from exc  # a full disk is not the mail's fault: do not fall back
         reason = f"{type(exc).__name__}: {exc}"[:200]
         log.debug("fast parser gave up (%s); using the stdlib parser", reason)
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -69,6 +71,8 @@ def parse_mail(*, data: bytes | None = None, path: Path | None = None,
             mail = parse_stdlib(fh, policy=policy, work_dir=work_dir)
     except Exception as exc:  # noqa: BLE001
         shutil.rmtree(work_dir, ignore_errors=True)
+        if (err := storage_error(exc, what="storing attachments")) is not None:
+            raise err from exc
         raise ParseError(f"mail cannot be parsed: {type(exc).__name__}: {exc}"[:300]) from exc
     mail.defects.insert(0, f"fast parser gave up ({reason}); parsed with the stdlib parser")
     return mail

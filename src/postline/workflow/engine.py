@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from postline.errors import ConfigError, PostlineError
+from postline.errors import ConfigError, PostlineError, os_error_message
 from postline.protocols.base import MailboxReader
 from postline.source.filters import AttachmentRules, MailFilter
 from postline.source.ledger import Ledger, SqliteLedger, ledger_path
@@ -203,6 +203,9 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
             except PostlineError as exc:
                 summary.errors[runner.name] = str(exc)   # printed by the caller
                 log.debug("workflow %s stopped: %s", runner.name, exc)
+            except OSError as exc:
+                summary.errors[runner.name] = os_error_message(exc)
+                log.debug("workflow %s stopped", runner.name, exc_info=True)
             except Exception as exc:
                 summary.errors[runner.name] = f"{type(exc).__name__}: {exc}"
                 log.exception("workflow %s crashed", runner.name)

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from postline.errors import ParseError, PostlineError
+from postline.errors import ParseError, PostlineError, StorageError, storage_error
 from postline.protocols.base import RawMessage
 from postline.source.filters import AttachmentRules, MailFilter
 from postline.source.headers import iso_utc
@@ -119,7 +119,8 @@ def _store_attachments(record: dict[str, Any], parsed, home: Path) -> None:
 def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading.Event,
             clock: Clock) -> JobResult:
     """Turn ``raw`` into a record and hand it to every sink. Never raises for a mail's own
-    problems (they become a ``failed`` outcome); lets ConnectError and stop requests out."""
+    problems (they become a ``failed`` outcome); lets ConnectError, StorageError (disk full,
+    permissions: not the mail's fault) and stop requests out."""
     t0 = time.perf_counter()
     place = place_of(raw, s.connection)
     key = place.key
@@ -173,9 +174,13 @@ def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading
             if isinstance(sink, DirectorySink) and sink.keep_eml:
                 record["eml_path"] = str(sink.eml_path(key))
                 break
+    except StorageError:
+        raise
     except PostlineError as exc:
         return result("failed", "failed", subject, f"record: {exc}", identity)
     except Exception as exc:  # noqa: BLE001 - a bad mail must not stop the source
+        if (err := storage_error(exc, what="storing attachments")) is not None:
+            raise err from exc
         return result("failed", "failed", subject, f"record: {type(exc).__name__}: {exc}",
                       identity)
     attempt = 0
@@ -190,9 +195,18 @@ def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading
                 rec = apply(s.processor, rec, s.context)  # type: ignore[arg-type]
             for sink in s.sinks:
                 where = f"{sink.label} sink"
-                sink.write(rec, raw)
+                try:
+                    sink.write(rec, raw)
+                except OSError as exc:
+                    if (err := storage_error(exc, what=f"writing {sink.where}")) is not None:
+                        raise err from exc
+                    raise
             return result("done", "done", subject, None, identity)
         except Exception as exc:  # noqa: BLE001 - the processor is user code
+            if isinstance(exc, StorageError):
+                # the disk, not the mail: stop the round; the mail stays acquired and in
+                # the input folder, and the next run delivers it (sinks are idempotent)
+                raise
             why = f"{where}: {type(exc).__name__}: {exc}"[:500]
             if s.on_failure != "retry" or attempt >= s.max_retries:
                 return result("failed", "failed", subject, why, identity)

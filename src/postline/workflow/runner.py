@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from postline.errors import ConfigError, ConnectError
+from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
 from postline.source.ledger import Ledger, Place
 from postline.source.record import ledger_key
@@ -85,8 +85,8 @@ class WorkflowRunner:
 
     def run(self, *, once: bool = False) -> None:
         """Poll until ``stop`` is set (or one round with ``once``). Raises fatal errors
-        (ConfigError, AuthError, TLSError); ConnectError is retried with backoff unless
-        ``once``."""
+        (ConfigError, AuthError, TLSError); ConnectError and StorageError (disk full) are
+        retried with backoff unless ``once``."""
         for sink in self.s.sinks:
             sink.open()
         try:
@@ -117,6 +117,13 @@ class WorkflowRunner:
                 delay = reconnect.failure()
                 log.warning("workflow %s: connection lost (%s); reconnecting in %.0fs",
                             self.name, exc, delay)
+                self.clock.wait(delay, self.stop)
+            except StorageError as exc:
+                # disk full or not writable: nothing was settled; wait for the operator
+                if once:
+                    raise
+                delay = reconnect.failure()
+                log.warning("workflow %s: %s; trying again in %.0fs", self.name, exc, delay)
                 self.clock.wait(delay, self.stop)
 
     def _wait_for_next_round(self, reader: MailboxReader, folder: str, started: float) -> None:
@@ -243,7 +250,12 @@ class WorkflowRunner:
                 elif res.label == "done":
                     self.backoff.success()
             for sink in self.s.sinks:
-                sink.flush()
+                try:
+                    sink.flush()
+                except OSError as exc:
+                    what = f"writing {sink.where}"
+                    raise (storage_error(exc, what=what)
+                           or StorageError.from_os_error(exc, what=what)) from exc
             # Outcomes that need no server action are written settled right away: one
             # durable ledger commit per batch instead of two.
             outcomes = [r.outcome if r.outcome.settled or self._action(r.outcome.state)[0]

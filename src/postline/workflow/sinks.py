@@ -34,6 +34,12 @@ class Sink(abc.ABC):
 
     label = "sink"
 
+    @property
+    def where(self) -> str:
+        """``the jsonl sink out/mails.jsonl``: how messages name this sink."""
+        path = getattr(self, "path", None)
+        return f"the {self.label} sink {path}" if path else f"the {self.label} sink"
+
     def open(self) -> None:
         """Prepare (create folders, load indexes). Raises PostlineError."""
 

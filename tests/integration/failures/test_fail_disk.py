@@ -10,9 +10,6 @@ import json
 
 import pytest
 
-WORKFLOW_BUG = ("workflow/mailjob.py turns a sink's OSError (ENOSPC/EFBIG) into a per-mail "
-                "failure: the mail is moved to the error folder and 'run --once' exits 0; it "
-                "should stop the round, leave the mail in the input folder (see report)")
 
 
 def records(path) -> list[dict]:
@@ -37,7 +34,6 @@ def test_full_disk_in_jsonl_sink_never_marks_the_mail_done(stack_project, sinks)
     assert records(p.root / "out" / "records.jsonl") == []
 
 
-@pytest.mark.xfail(strict=False, reason=WORKFLOW_BUG)
 @pytest.mark.parametrize("sinks", FULL_JSONL, ids=["jsonl", "jsonl+directory"])
 def test_full_disk_in_jsonl_sink_keeps_the_mail_and_delivers_it_later(stack_project, sinks):
     p = stack_project(sinks=sinks)
@@ -58,7 +54,6 @@ def test_full_disk_in_jsonl_sink_keeps_the_mail_and_delivers_it_later(stack_proj
     assert p.subjects("Done") == ["disk full two"] and p.subjects("INBOX") == []
 
 
-@pytest.mark.xfail(strict=False, reason=WORKFLOW_BUG)
 def test_directory_sink_past_the_file_size_limit_keeps_the_mail(stack_project):
     p = stack_project(sinks=[{"type": "directory", "path": "out/mails"}])
     p.stack.deliver(p.user.email, (
