@@ -39,7 +39,27 @@ class _IMAP4OnSocket(imaplib.IMAP4):
 
     def __init__(self, sock: socket.socket, host: str, port: int) -> None:
         self._given_sock = sock
-        super().__init__(host, port)
+        self.first_line: bytes | None = None
+        try:
+            super().__init__(host, port)
+        except imaplib.IMAP4.error as exc:
+            # imaplib says only "None" for a greeting it cannot read: name what answered
+            other = net.other_service(self.first_line)
+            if other and other != "an IMAP server":
+                raise imaplib.IMAP4.error(
+                    f"it answered like {other} "
+                    f"({self.first_line[:60].decode('ascii', 'replace').strip()!r}); check the "
+                    "port: IMAP is usually 993 (tls) or 143 (starttls)") from exc
+            if self.first_line is not None:
+                raise imaplib.IMAP4.error(
+                    f"its first line is not an IMAP greeting: {self.first_line[:60]!r}") from exc
+            raise
+
+    def _get_line(self) -> bytes:
+        line = super()._get_line()
+        if self.first_line is None:
+            self.first_line = line
+        return line
 
     def _create_socket(self, timeout: Any = None) -> socket.socket:  # imaplib's own hook
         return self._given_sock

@@ -71,6 +71,19 @@ def translate_os_error(exc: BaseException, *, host: str, port: int, phase: str =
     return ConnectError(f"connection to {where} failed during {phase}: {exc}")
 
 
+# First lines of other services, so a wrong port is named instead of guessed at.
+_GREETINGS = ((b"* OK", "an IMAP server"), (b"* PREAUTH", "an IMAP server"),
+              (b"+OK", "a POP3 server"), (b"220", "an SMTP server"), (b"SSH-", "an SSH server"),
+              (b"HTTP/", "a web server"))
+
+
+def other_service(first_line: bytes | None) -> str | None:
+    """Which kind of server greets with ``first_line`` ("an IMAP server", ...), or None."""
+    if not first_line:
+        return None
+    return next((name for prefix, name in _GREETINGS if first_line.startswith(prefix)), None)
+
+
 def no_greeting_error(*, host: str, port: int, timeout: float) -> ConnectError:
     """What to say when a plaintext connect gets no greeting: usually a TLS port."""
     return ConnectTimeout(f"no greeting from {host}:{port} within {timeout:g} s: the server "
@@ -201,4 +214,4 @@ def check_auth_allowed(ep: EndpointLike, *, encrypted: bool, what: str) -> None:
 
 
 __all__ = ["TLSError", "open_socket", "wrap_tls", "translate_os_error", "check_auth_allowed",
-           "no_greeting_error", "probe_certificate_names"]
+           "no_greeting_error", "other_service", "probe_certificate_names"]

@@ -35,17 +35,12 @@ class Dropped(ConnectError):
     """The server closed the session (EOF, reset, or 421) before the mail was handed over."""
 
 
-# Greetings of other services, so a wrong port is named instead of guessed at.
-_OTHER_GREETINGS = {b"* OK": "an IMAP server", b"* PREAUTH": "an IMAP server",
-                    b"+OK": "a POP3 server", b"SSH-": "an SSH server", b"HTTP/": "a web server"}
-
-
 class NotSmtp(ConnectError):
     """The server sent a line that is not an SMTP reply (wrong port, or TLS expected)."""
 
     def __init__(self, *, host: str, port: int, line: bytes) -> None:
-        self.other_protocol = next((name for prefix, name in _OTHER_GREETINGS.items()
-                                    if line.startswith(prefix)), None)
+        other = net.other_service(line)
+        self.other_protocol = None if other == "an SMTP server" else other
         if self.other_protocol:
             super().__init__(f"{host}:{port} does not speak SMTP: it answered like "
                              f"{self.other_protocol} ({line[:60].decode('ascii', 'replace').strip()!r})",

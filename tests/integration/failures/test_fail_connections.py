@@ -122,14 +122,14 @@ def test_wrong_port_speaks_another_protocol(stack_project, mail_stack):
         secrets=(p.user.password,))
 
 
-@pytest.mark.xfail(strict=False, reason="imap.py words a bad greeting as '...: None' and "
-                   "smtp says 'expects TLS' for an IMAP greeting (see report)")
 def test_wrong_port_message_says_what_answered(stack_project, mail_stack):
     ports = mail_stack.ports
     p = stack_project(incoming={"port": ports["pop3s"]}, outgoing={"port": ports["imap"]})
     tc = p.cli("test-connection", ".", "Mail")
     assert ": None" not in tc.out
     assert "expect TLS" not in tc.out
+    assert "it answered like a POP3 server" in tc.out, tc.out
+    assert "it answered like an IMAP server" in tc.out, tc.out
 
 
 def test_oauth_wrong_client_secret_never_shown(stack_project, mail_stack):
