@@ -247,3 +247,72 @@ def smtp_script(*, refuse: Callable[[str], str | None] = lambda rcpt: None,
                 conn.send("250 ok" if cmd in ("RSET", "NOOP") else "502 5.5.2 not here")
 
     return handle
+
+
+class Pop3Maildrop:
+    """The mail of :func:`pop3_without_uidl`, shared by all its sessions (add mail between
+    sessions with :meth:`add`; DELE takes effect at QUIT, as RFC 1939 says)."""
+
+    def __init__(self, mails: list[bytes] | None = None) -> None:
+        self.mails: list[bytes] = list(mails or [])
+        self.lock = threading.Lock()
+
+    def add(self, raw: bytes) -> None:
+        with self.lock:
+            self.mails.append(raw)
+
+
+def pop3_without_uidl(drop: Pop3Maildrop) -> Handler:
+    """A POP3 server that does not know UIDL (RFC 1939 makes it optional): USER/PASS, STAT,
+    LIST, TOP, RETR, DELE, QUIT, and ``-ERR`` to UIDL and CAPA."""
+
+    def lines_of(raw: bytes) -> list[str]:
+        text = raw.decode("utf-8", "replace").replace("\r\n", "\n").rstrip("\n")
+        return [("." + ln) if ln.startswith(".") else ln for ln in text.split("\n")]
+
+    def handle(conn: Conn) -> None:
+        with drop.lock:
+            session = list(drop.mails)   # a session sees the maildrop as it was at login
+        deleted: set[int] = set()
+        conn.send(GREETING["pop3"])
+        while (line := conn.readline()) is not None:
+            cmd, _, arg = line.partition(" ")
+            cmd = cmd.upper()
+            if cmd in ("USER", "PASS"):
+                conn.send("+OK")
+            elif cmd == "STAT":
+                live = [m for i, m in enumerate(session, 1) if i not in deleted]
+                conn.send(f"+OK {len(live)} {sum(len(m) for m in live)}")
+            elif cmd == "LIST":
+                conn.send("+OK")
+                for i, m in enumerate(session, 1):
+                    if i not in deleted:
+                        conn.send(f"{i} {len(m)}")
+                conn.send(".")
+            elif cmd in ("TOP", "RETR"):
+                num = int(arg.split()[0])
+                if not 1 <= num <= len(session) or num in deleted:
+                    conn.send("-ERR no such message")
+                    continue
+                raw = session[num - 1]
+                if cmd == "TOP":
+                    raw = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+                conn.send("+OK")
+                for ln in lines_of(raw):
+                    conn.send(ln)
+                conn.send(".")
+            elif cmd == "DELE":
+                deleted.add(int(arg))
+                conn.send("+OK")
+            elif cmd == "QUIT":
+                with drop.lock:
+                    gone = {id(session[i - 1]) for i in deleted}
+                    drop.mails = [m for m in drop.mails if id(m) not in gone]
+                conn.send("+OK bye")
+                return
+            elif cmd == "NOOP":
+                conn.send("+OK")
+            else:  # UIDL, CAPA, AUTH, STLS ...
+                conn.send("-ERR unknown command")
+
+    return handle
