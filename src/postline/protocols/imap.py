@@ -22,7 +22,7 @@ from imapclient import exceptions as imx
 from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
 from postline.errors import (AuthError, ConnectError, PostlineError, ProtocolError,
-                             StartTLSUnavailable, TokenError)
+                             TokenError)
 from postline.protocols import net, tls
 from postline.protocols.base import Capabilities, MailboxReader
 from postline.protocols.imap_ops import MailboxOperations, _server_text, _text
@@ -146,38 +146,16 @@ class ImapReader(MailboxOperations, MailboxReader):
 
     def _starttls(self) -> None:
         assert self._client is not None
-        ep = self.endpoint
-        with self._trace.step("capabilities") as st:
-            pre = self._caps()
-            st.detail, st.data = "before STARTTLS: " + " ".join(pre), {"capabilities": pre}
-        if "STARTTLS" not in pre:
-            self.close()
-            raise StartTLSUnavailable(f"IMAP server {self.host}:{self.port} does not offer "
-                                      "STARTTLS; refusing to continue in plaintext",
-                                      hint="use security: tls with port 993, or fix the "
-                                           "server")
-        ctx = tls.client_context(verify=ep.verify_identity, ca_file=ep.ca_file)
-        with self._trace.step("starttls") as st:
-            try:
-                self._client.starttls(ssl_context=ctx)
-            except ssl.SSLCertVerificationError as exc:
-                self.close()
-                names = net.probe_certificate_names(ep) if exc.verify_code in (62, 64) else None
-                raise tls.translate_ssl_error(exc, host=self.host, port=self.port,
-                                              names=names) from exc
-            except (ssl.SSLError, OSError, imaplib.IMAP4.error) as exc:
-                self.close()
-                if isinstance(exc, ssl.SSLError):
-                    raise tls.translate_ssl_error(exc, host=self.host, port=self.port) from exc
-                raise ConnectError(f"STARTTLS with {self.host}:{self.port} failed: {exc}",
-                                   hint="use security: tls, or check the server") from exc
-            self.tls_info = tls.describe_session(self._client.socket(),
-                                                 verified=ep.verify_identity)
-            st.data = self.tls_info
-            st.detail = f"{self.tls_info.get('version')} " + (
-                "certificate verified" if ep.verify_identity else "NOT verified")
-        if not ep.verify_identity:
-            tls.warn_unverified(self.host, self.port)
+        client = self._client
+
+        def upgrade(ctx: ssl.SSLContext) -> ssl.SSLSocket:
+            client.starttls(ssl_context=ctx)
+            return client.socket()
+
+        self.tls_info = net.starttls(
+            self.endpoint, host=self.host, port=self.port, trace=self._trace, protocol="IMAP",
+            word="STARTTLS", capabilities=self._caps, upgrade=upgrade,
+            protocol_errors=(imaplib.IMAP4.error,), close=self.close)
 
     def _authenticate(self) -> None:
         login = self._login

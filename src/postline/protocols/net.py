@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
-from postline.errors import ConnectError, ConnectTimeout, InsecureAuthRefused, TLSError
+from postline.errors import (ConnectError, ConnectTimeout, InsecureAuthRefused,
+                             StartTLSUnavailable, TLSError)
 from postline.protocols import tls
 from postline.protocols.trace import NULL_TRACE, Trace
 
@@ -164,6 +166,56 @@ def wrap_tls(sock: socket.socket, ep: EndpointLike, *, trace: Trace = NULL_TRACE
 # The commands that turn a plaintext session into TLS, per protocol: (command, ok prefix).
 _STARTTLS = {"imap": (b"a1 STARTTLS\r\n", b"a1 OK"), "pop3": (b"STLS\r\n", b"+OK"),
              "smtp": (b"STARTTLS\r\n", b"220")}
+
+
+def starttls(ep: EndpointLike, *, host: str, port: int, trace: Trace, protocol: str,
+             word: str, capabilities: Callable[[], Sequence[str]],
+             upgrade: Callable[[ssl.SSLContext], ssl.SSLSocket],
+             protocol_errors: tuple[type[BaseException], ...],
+             close: Callable[[], None]) -> dict[str, Any]:
+    """The STARTTLS step of IMAP (``word`` STARTTLS) and POP3 (STLS), with its trace steps.
+
+    ``capabilities()`` lists what the server offers in plaintext; ``upgrade(ctx)`` sends the
+    command and returns the TLS socket. Never continues in plaintext. Returns the TLS
+    session's description. Raises StartTLSUnavailable, TLSError, ConnectError (after
+    ``close()``).
+    """
+    with trace.step("capabilities") as st:
+        pre = list(capabilities())
+        st.detail, st.data = f"before {word}: " + " ".join(pre), {"capabilities": pre}
+    if word not in pre:
+        close()
+        also = "" if word == "STARTTLS" else f" ({word})"
+        raise StartTLSUnavailable(
+            f"{protocol} server {host}:{port} does not offer STARTTLS{also}; refusing to "
+            "continue in plaintext",
+            hint=f"use security: tls with port {DEFAULT_TLS_PORTS.get(protocol, 'of TLS')}, "
+                 "or fix the server")
+    ctx = tls.client_context(verify=ep.verify_identity, ca_file=ep.ca_file)
+    with trace.step("starttls") as st:
+        try:
+            sock = upgrade(ctx)
+        except ssl.SSLCertVerificationError as exc:
+            close()
+            names = probe_certificate_names(ep) if exc.verify_code in (62, 64) else None
+            raise tls.translate_ssl_error(exc, host=host, port=port, names=names) from exc
+        except ssl.SSLError as exc:
+            close()
+            raise tls.translate_ssl_error(exc, host=host, port=port) from exc
+        except (OSError, *protocol_errors) as exc:
+            close()
+            raise ConnectError(f"{word} with {host}:{port} failed: {exc}",
+                               hint="use security: tls, or check the server") from exc
+        info = tls.describe_session(sock, verified=ep.verify_identity)
+        st.data = info
+        st.detail = f"{info.get('version')} " + (
+            "certificate verified" if ep.verify_identity else "NOT verified")
+    if not ep.verify_identity:
+        tls.warn_unverified(host, port)
+    return info
+
+
+DEFAULT_TLS_PORTS = {"IMAP": 993, "POP3": 995}
 
 
 def probe_certificate_names(ep: EndpointLike) -> list[str] | None:

@@ -19,7 +19,7 @@ from typing import Any
 from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
 from postline.errors import (AuthError, ConnectError, PostlineError, ProtocolError,
-                             StartTLSUnavailable, TokenError)
+                             TokenError)
 from postline.protocols import net, tls
 from postline.protocols.base import Capabilities, MailboxReader
 from postline.protocols.pop3_ops import MaildropOperations, _text
@@ -101,38 +101,16 @@ class Pop3Reader(MaildropOperations, MailboxReader):
             return {}  # CAPA is optional (RFC 2449)
 
     def _stls(self) -> None:
-        pop, ep = self._need(), self.endpoint
-        with self._trace.step("capabilities") as st:
-            pre = self._capa()
-            st.detail, st.data = "before STLS: " + " ".join(pre), {"capabilities": pre}
-        if "STLS" not in pre:
-            self.close()
-            raise StartTLSUnavailable(f"POP3 server {self.host}:{self.port} does not offer "
-                                      "STARTTLS (STLS); refusing to continue in plaintext",
-                                      hint="use security: tls with port 995, or fix the "
-                                           "server")
-        ctx = tls.client_context(verify=ep.verify_identity, ca_file=ep.ca_file)
-        with self._trace.step("starttls") as st:
-            try:
-                pop.stls(context=ctx)
-            except ssl.SSLCertVerificationError as exc:
-                self.close()
-                names = net.probe_certificate_names(ep) if exc.verify_code in (62, 64) else None
-                raise tls.translate_ssl_error(exc, host=self.host, port=self.port,
-                                              names=names) from exc
-            except ssl.SSLError as exc:
-                self.close()
-                raise tls.translate_ssl_error(exc, host=self.host, port=self.port) from exc
-            except (poplib.error_proto, OSError) as exc:
-                self.close()
-                raise ConnectError(f"STLS with {self.host}:{self.port} failed: {exc}",
-                                   hint="use security: tls, or check the server") from exc
-            self.tls_info = tls.describe_session(pop.sock, verified=ep.verify_identity)
-            st.data = self.tls_info
-            st.detail = f"{self.tls_info.get('version')} " + (
-                "certificate verified" if ep.verify_identity else "NOT verified")
-        if not ep.verify_identity:
-            tls.warn_unverified(self.host, self.port)
+        pop = self._need()
+
+        def upgrade(ctx: ssl.SSLContext) -> ssl.SSLSocket:
+            pop.stls(context=ctx)
+            return pop.sock
+
+        self.tls_info = net.starttls(
+            self.endpoint, host=self.host, port=self.port, trace=self._trace, protocol="POP3",
+            word="STLS", capabilities=self._capa, upgrade=upgrade,
+            protocol_errors=(poplib.error_proto,), close=self.close)
 
     def _authenticate(self) -> None:
         login, pop = self._login, self._need()

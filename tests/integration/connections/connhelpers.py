@@ -8,6 +8,7 @@ from pathlib import Path
 from postline.assets.kinds.connection import Incoming, Outgoing
 from postline.auth import oauth
 from postline.testing import certs
+from postline.testing.stub_project import StubProject  # noqa: F401 - re-exported
 
 
 def incoming(**kw):
@@ -44,54 +45,6 @@ class LocalCA:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         return ctx
-
-
-
-
-class StubProject:
-    """What the adapters need from a project: secrets, sealing, a state dir, connections.
-
-    Stands in for ``postline.project.Project`` so these tests do not depend on the loader.
-    """
-
-    def __init__(self, root: Path, secrets: dict[str, str] | None = None) -> None:
-        import nacl.secret
-        import nacl.utils
-
-        self.root = root
-        self.state_dir = root / ".postline-state"
-        self.secrets = dict(secrets or {})
-        self.connections: dict[str, object] = {}
-        self._box = nacl.secret.SecretBox(nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE))
-
-    def secret(self, ref) -> str:
-        from postline.errors import SecretError
-
-        try:
-            return self.secrets[str(ref)]
-        except KeyError:
-            raise SecretError(f"secret {ref} is not set") from None
-
-    def seal(self, value: bytes) -> str:
-        import base64
-
-        return base64.b64encode(self._box.encrypt(value)).decode()
-
-    def open_sealed(self, text: str) -> bytes:
-        import base64
-
-        return self._box.decrypt(base64.b64decode(text))
-
-    def get(self, kind: str, name: str):
-        assert kind == "EmailConnection"
-        return self.connections[name]
-
-    def add(self, data: dict):
-        from postline.assets.kinds.connection import EmailConnection
-
-        conn = EmailConnection.model_validate({"kind": "EmailConnection", **data})
-        self.connections[conn.name] = conn
-        return conn
 
 
 

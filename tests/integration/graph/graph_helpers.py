@@ -2,49 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from email.message import EmailMessage
-from pathlib import Path
 
-
-class StubProject:
-    """What the adapters need from a project: secrets, sealing, state dir, connections."""
-
-    def __init__(self, root: Path, secrets: dict[str, str] | None = None) -> None:
-        import nacl.secret
-        import nacl.utils
-
-        self.root = root
-        self.state_dir = root / ".postline-state"
-        self.secrets = dict(secrets or {})
-        self.connections: dict[str, object] = {}
-        self._box = nacl.secret.SecretBox(nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE))
-
-    def secret(self, ref) -> str:
-        from postline.errors import SecretError
-
-        try:
-            return self.secrets[str(ref)]
-        except KeyError:
-            raise SecretError(f"secret {ref} is not set") from None
-
-    def seal(self, value: bytes) -> str:
-        return base64.b64encode(self._box.encrypt(value)).decode()
-
-    def open_sealed(self, text: str) -> bytes:
-        return self._box.decrypt(base64.b64decode(text))
-
-    def get(self, kind: str, name: str):
-        assert kind == "EmailConnection"
-        return self.connections[name]
-
-    def add(self, data: dict):
-        from postline.assets.kinds.connection import EmailConnection
-
-        conn = EmailConnection.model_validate({"kind": "EmailConnection", **data})
-        self.connections[conn.name] = conn
-        return conn
+from postline.testing.stub_project import StubProject  # noqa: F401 - re-exported
 
 
 def m365_data(stack, graph_url: str, *, credential: str, mailbox: str | None = None,
