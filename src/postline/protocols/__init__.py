@@ -21,11 +21,6 @@ __all__ = ["open_reader", "open_sender", "endpoint_of", "MailboxReader", "MailSe
            "Capabilities", "Envelope", "FolderInfo", "FolderState", "MessageRef",
            "RawMessage", "RecipientStatus", "SendResult"]
 
-# Kept for callers that still import it; Graph connections are served since this version.
-GRAPH_NOT_READY = ("Microsoft 365 (Graph) connections are not implemented yet "
-                   "in this version of postline")
-
-
 def _model(project: Any, connection: Any) -> Any:
     if isinstance(connection, str):
         return project.get("EmailConnection", connection)
