@@ -239,6 +239,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("no API token (or one shorter than 16 characters): the HTTP API needs "
                           "a bearer token", hint="set POSTLINE_API_TOKEN or pass --token-secret "
                           "SecretAsset.key")
+    from postline.logs import register_secret
+
+    register_secret(token)  # never in a log line, whatever logs a header
     app = create_app(project, token=token)
     print(f"postline API on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
