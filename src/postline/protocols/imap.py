@@ -101,28 +101,14 @@ class ImapReader(MailboxOperations, MailboxReader):
     # -- connecting ---------------------------------------------------------------------
 
     def connect(self) -> None:
-        ep, where = self.endpoint, f"{self.host}:{self.port}"
+        ep = self.endpoint
         sock = net.open_socket(ep, trace=self._trace)
         if isinstance(sock, ssl.SSLSocket):
             self.tls_info = tls.describe_session(sock, verified=ep.verify_identity)
-        with self._trace.step("greeting") as st:
-            try:
-                self._client = _Client(sock, self.host, self.port, ep.read_timeout)
-            except (socket.timeout, TimeoutError) as exc:
-                sock.close()
-                if ep.security != "tls":
-                    raise net.no_greeting_error(host=self.host, port=self.port,
-                                                timeout=ep.connect_timeout) from exc
-                raise net.translate_os_error(exc, host=self.host, port=self.port,
-                                             phase="the greeting",
-                                             timeout=ep.connect_timeout) from exc
-            except (imaplib.IMAP4.error, OSError, EOFError) as exc:
-                sock.close()
-                hint = ("the server may expect TLS: use security: tls"
-                        if ep.security != "tls" else "is this an IMAP port?")
-                raise ConnectError(f"no valid IMAP greeting from {where}: {exc}",
-                                   hint=hint) from exc
-            st.detail = _text(self._client.welcome)[:200]
+        self._client = net.greet(
+            ep, sock, host=self.host, port=self.port, trace=self._trace, protocol="IMAP",
+            make=lambda: _Client(sock, self.host, self.port, ep.read_timeout),
+            welcome=lambda c: _text(c.welcome), protocol_errors=(imaplib.IMAP4.error,))
         if ep.security == "starttls":
             self._starttls()
         with self._trace.step("capabilities") as st:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from postline.errors import (ConnectError, ConnectTimeout, InsecureAuthRefused,
                              StartTLSUnavailable, TLSError)
@@ -166,6 +166,39 @@ def wrap_tls(sock: socket.socket, ep: EndpointLike, *, trace: Trace = NULL_TRACE
 # The commands that turn a plaintext session into TLS, per protocol: (command, ok prefix).
 _STARTTLS = {"imap": (b"a1 STARTTLS\r\n", b"a1 OK"), "pop3": (b"STLS\r\n", b"+OK"),
              "smtp": (b"STARTTLS\r\n", b"220")}
+
+
+T = TypeVar("T")
+
+
+def greet(ep: EndpointLike, sock: socket.socket, *, host: str, port: int, trace: Trace,
+          protocol: str, make: Callable[[], T], welcome: Callable[[T], str],
+          protocol_errors: tuple[type[BaseException], ...]) -> T:
+    """The greeting step of IMAP and POP3: ``make()`` builds the library's client on the
+    connected ``sock`` (which reads the greeting); ``welcome(client)`` is shown in the trace.
+
+    Returns the client. Raises ConnectTimeout (no greeting: usually a TLS port spoken to in
+    plaintext) or ConnectError (something else answered), after closing ``sock``.
+    """
+    with trace.step("greeting") as st:
+        try:
+            client = make()
+        except (socket.timeout, TimeoutError) as exc:
+            sock.close()
+            if ep.security != "tls":
+                raise no_greeting_error(host=host, port=port, timeout=ep.connect_timeout) from exc
+            raise translate_os_error(exc, host=host, port=port, phase="the greeting",
+                                     timeout=ep.connect_timeout,
+                                     timeout_setting="connect_timeout") from exc
+        except (OSError, EOFError, UnicodeError, *protocol_errors) as exc:
+            sock.close()
+            hint = ("the server may expect TLS: use security: tls" if ep.security != "tls"
+                    else f"is this an {protocol} port?" if protocol == "IMAP"
+                    else f"is this a {protocol} port?")
+            raise ConnectError(f"no valid {protocol} greeting from {host}:{port}: {exc}",
+                               hint=hint) from exc
+        st.detail = welcome(client)[:200]
+    return client
 
 
 def starttls(ep: EndpointLike, *, host: str, port: int, trace: Trace, protocol: str,

@@ -58,30 +58,15 @@ class Pop3Reader(MaildropOperations, MailboxReader):
     # -- connecting -------------------------------------------------------------------------
 
     def connect(self) -> None:
-        ep, where = self.endpoint, f"{self.host}:{self.port}"
+        ep = self.endpoint
         sock = net.open_socket(ep, trace=self._trace)
         if isinstance(sock, ssl.SSLSocket):
             self.tls_info = tls.describe_session(sock, verified=ep.verify_identity)
-        with self._trace.step("greeting") as st:
-            try:
-                self._pop = _POP3OnSocket(sock, self.host, self.port)
-            except (socket.timeout, TimeoutError) as exc:
-                sock.close()
-                if ep.security != "tls":
-                    raise net.no_greeting_error(host=self.host, port=self.port,
-                                                timeout=ep.connect_timeout) from exc
-                raise net.translate_os_error(exc, host=self.host, port=self.port,
-                                             phase="the greeting",
-                                             timeout=ep.connect_timeout,
-                                             timeout_setting="connect_timeout") from exc
-            except (poplib.error_proto, OSError, UnicodeError) as exc:
-                sock.close()
-                hint = ("the server may expect TLS: use security: tls"
-                        if ep.security != "tls" else "is this a POP3 port?")
-                raise ConnectError(f"no valid POP3 greeting from {where}: {exc}",
-                                   hint=hint) from exc
-            sock.settimeout(ep.read_timeout)
-            st.detail = _text(self._pop.welcome)[:200]
+        self._pop = net.greet(
+            ep, sock, host=self.host, port=self.port, trace=self._trace, protocol="POP3",
+            make=lambda: _POP3OnSocket(sock, self.host, self.port),
+            welcome=lambda p: _text(p.welcome), protocol_errors=(poplib.error_proto,))
+        sock.settimeout(ep.read_timeout)
         if ep.security == "starttls":
             self._stls()
         with self._trace.step("capabilities") as st:
