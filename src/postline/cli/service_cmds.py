@@ -243,6 +243,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     register_secret(token)  # never in a log line, whatever logs a header
     app = create_app(project, token=token)
-    print(f"postline API on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+    print(f"postline console and API on http://{args.host}:{args.port}/ (API docs: /docs)",
+          file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -115,9 +115,14 @@ class Ledger(abc.ABC):
         """Remember ``version`` for ``folder``."""
 
     @abc.abstractmethod
-    def entries(self, source: str, *, state: str | None = None, limit: int | None = None
-                ) -> list[Entry]:
-        """Entries of ``source`` (optionally in one state), oldest first."""
+    def entries(self, source: str, *, state: str | None = None, limit: int | None = None,
+                newest_first: bool = False) -> list[Entry]:
+        """Entries of ``source`` (optionally in one state), oldest first (or the most
+        recently updated first)."""
+
+    @abc.abstractmethod
+    def counts(self, source: str) -> dict[str, int]:
+        """How many entries of ``source`` are in each state (every state, 0 included)."""
 
     @abc.abstractmethod
     def reset(self, source: str, keys: Sequence[str] | None = None) -> int:
@@ -157,10 +162,19 @@ def ledger_path(state_dir: Path) -> Path:
 class SqliteLedger(Ledger):
     """SQLite in WAL mode with ``synchronous=FULL``. Safe to share between threads."""
 
-    def __init__(self, *, path: Path, clock=time.time) -> None:
+    def __init__(self, *, path: Path, clock=time.time, read_only: bool = False) -> None:
+        """Open (and create) the ledger at ``path``; ``read_only`` opens an existing one
+        for looking only (the web console), never creating or changing it."""
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
+        if read_only:
+            try:
+                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30,
+                                           isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise ConfigError(f"ledger {self.path} cannot be read: {exc}") from exc
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
@@ -265,17 +279,23 @@ class SqliteLedger(Ledger):
         self._tx("INSERT INTO folders VALUES (?,?,?) ON CONFLICT (source, folder) "
                  "DO UPDATE SET version=excluded.version", [(source, folder, version)])
 
-    def entries(self, source: str, *, state: str | None = None, limit: int | None = None
-                ) -> list[Entry]:
+    def entries(self, source: str, *, state: str | None = None, limit: int | None = None,
+                newest_first: bool = False) -> list[Entry]:
         sql = f"SELECT {','.join(_COLS)} FROM mails WHERE source=?"
         args: tuple = (source,)
         if state:
             sql += " AND state=?"
             args += (state,)
-        sql += " ORDER BY created, key"
+        sql += " ORDER BY updated DESC, key" if newest_first else " ORDER BY created, key"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return self._query(sql, args)
+
+    def counts(self, source: str) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM mails WHERE source=? "
+                                    "GROUP BY state", (source,)).fetchall()
+        return {s: 0 for s in STATES} | dict(rows)
 
     def reset(self, source: str, keys: Sequence[str] | None = None) -> int:
         with self._lock:

@@ -8,6 +8,9 @@
 ``POST /api/services/{name}/send-and-forget``  202 ``{id, message_id, state}``; 503 queue full
 =====================================  ======================================================
 
+The read-only web console (assets, asset usage, ledgers, outboxes) is in
+:mod:`postline.web.console`, mounted on the same app.
+
 Errors are JSON ``{error, field, retriable, outcome, code, type}``. Every ``/api/services``
 route needs ``Authorization: Bearer <token>`` (compared in constant time). OpenAPI is served
 at ``/openapi.json`` and interactive docs at ``/docs``.
@@ -143,4 +146,7 @@ def create_app(project: Any, *, token: str, open_service=None) -> FastAPI:
         except PostlineError as exc:
             raise fail(exc) from None
 
+    from postline.web.console import add_console
+
+    add_console(app, project, token=token)  # the read-only HTML console (GET /, /login, ...)
     return app

@@ -1,0 +1,314 @@
+"""The read-only web console of ``postline serve``: server-rendered HTML, no JavaScript.
+
+=============================  ====================================================
+``GET  /``                     the project: assets by kind, validation problems
+``GET  /assets/{kind}/{name}`` the resolved asset (as ``postline show``, secrets
+                               masked) and its Asset Usage box
+``GET  /sources/{name}``       ledger of an EmailSource: counts, latest 200 entries
+``GET  /services/{name}``      outbox of an EmailService: counts, latest 200 rows
+``GET/POST /login``, ``POST /logout``  the session cookie
+=============================  ====================================================
+
+Pages need the API token: ``Authorization: Bearer <token>`` or the session cookie set by
+``/login``. The cookie holds an HMAC of the token under a key made at start-up (never the
+token), so it stops working when the server restarts. Everything is served from this
+module (no external assets) because the console runs on closed networks; every value
+is escaped with :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from html import escape
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from postline import __version__
+from postline.errors import ConfigError
+
+COOKIE = "postline_session"
+LATEST = 200
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
+header{background:#24292f;color:#fff;padding:10px 24px;display:flex;gap:16px;align-items:center}
+header a{color:#fff;text-decoration:none;font-weight:600}header form{margin-left:auto}
+main{max-width:1100px;margin:0 auto;padding:16px 24px}
+h1{font-size:22px;margin:8px 0 12px}h2{font-size:17px;margin:22px 0 8px}
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d0d7de}
+th,td{text-align:left;padding:5px 9px;border-bottom:1px solid #d0d7de;vertical-align:top}
+th{background:#f0f3f6;font-weight:600}td.k{white-space:nowrap}
+a{color:#0969da}code,pre{font:12.5px/1.5 ui-monospace,Menlo,Consolas,monospace}
+pre{background:#fff;border:1px solid #d0d7de;padding:10px 12px;overflow:auto}
+.ok{color:#1a7f37}.err{color:#cf222e}.warn{color:#9a6700}.muted{color:#57606a}
+.box{background:#fff;border:1px solid #d0d7de;border-left:4px solid #0969da;padding:8px 14px;margin:8px 0}
+.counts span{display:inline-block;background:#fff;border:1px solid #d0d7de;border-radius:12px;padding:1px 10px;margin:0 6px 6px 0}
+ul.problems{background:#fff;border:1px solid #d0d7de;padding:8px 8px 8px 28px}
+button{font:inherit;padding:4px 12px;cursor:pointer}input{font:inherit;padding:4px 8px;width:320px}
+"""
+
+
+def _page(title: str, body: str, *, status: int = 200, logged_in: bool = True) -> HTMLResponse:
+    out = ('<form method="post" action="/logout"><button>Log out</button></form>'
+           if logged_in else "")
+    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>{escape(title)} · postline</title><style>{_CSS}</style></head><body>"
+            f'<header><a href="/">postline</a><span class="muted">{escape(__version__)}</span>'
+            f"{out}</header><main>{body}</main></body></html>")
+    return HTMLResponse(html, status_code=status,
+                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                 "Content-Security-Policy": "default-src 'none'; "
+                                 "style-src 'unsafe-inline'; form-action 'self'"})
+
+
+def _table(cols: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
+    """An HTML table; ``rows`` hold HTML already escaped by the caller."""
+    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _link(kind: str, name: str) -> str:
+    href = f"/assets/{quote(kind, safe='')}/{quote(name, safe='')}"
+    return f'<a href="{escape(href)}">{escape(name)}</a>'
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else ""
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return '<p class="counts">' + "".join(
+        f"<span>{escape(s)}: <b>{n}</b></span>" for s, n in counts.items()) + "</p>"
+
+
+def _description(e: Any) -> str:
+    # as 'postline assets' shows it: a description built from a secret stays masked
+    if ("description",) in e.sensitive:
+        return "***"
+    desc = e.model.description if e.model is not None else e.doc.data.get("description")
+    return str(desc or "")
+
+
+def index_page(project: Any) -> str:
+    """HTML body of ``/``: every asset by kind, then the project's problems."""
+    parts = [f"<h1>Project <code>{escape(str(project.root))}</code></h1>"]
+    first_error = {}
+    for p in project.errors:
+        first_error.setdefault(p.asset, str(p))
+    by_kind: dict[str, list] = {}
+    for e in project.entries():
+        by_kind.setdefault(e.kind, []).append(e)
+    if not by_kind:
+        parts.append('<p class="muted">No assets.</p>')
+    for kind in sorted(by_kind):
+        rows = []
+        for e in by_kind[kind]:
+            status = ('<span class="ok">valid</span>' if e.model is not None else
+                      f'<span class="err">{escape(first_error.get(e.label, "invalid"))}</span>')
+            rows.append((_link(e.kind, e.name), escape(_description(e)),
+                         f"<code>{escape(f'{e.doc.file}:{e.doc.line}')}</code>", status))
+        parts.append(f"<h2>{escape(kind)} <span class='muted'>({len(rows)})</span></h2>")
+        parts.append(_table(("Name", "Description", "Location", "Status"), rows))
+    errors, warnings = project.errors, project.warnings
+    parts.append(f"<h2>Validation: <span class='{'err' if errors else 'ok'}'>{len(errors)} "
+                 f"error(s)</span>, <span class='{'warn' if warnings else 'ok'}'>"
+                 f"{len(warnings)} warning(s)</span></h2>")
+    if project.problems:
+        items = "".join(f"<li class='{'err' if p.severity == 'error' else 'warn'}'>"
+                        f"<code>{escape(str(p))}</code></li>" for p in project.problems)
+        parts.append(f"<ul class='problems'>{items}</ul>")
+    return "".join(parts)
+
+
+def usage_box(project: Any, e: Any) -> str:
+    """HTML of the Asset Usage box of entry ``e``: who references it, through which field."""
+    refs = project.usage(e.name, e.kind)
+    if not refs:
+        return '<div class="box"><b>Asset usage</b>: Not used anywhere else</div>'
+    users = list(dict.fromkeys((r.source_kind, r.source) for r in refs))
+    rows = [(f"{escape(r.source_kind)}/{_link(r.source_kind, r.source)}",
+             f"<code>{escape(r.field)}</code>"
+             + (f" → <code>{escape(r.target_text)}</code>" if r.key or r.via_macro else "")
+             + (" (macro)" if r.via_macro else ""),
+             f"<code>{escape(f'{r.file}:{r.line}')}</code>") for r in refs]
+    return (f'<div class="box"><b>Asset usage</b>: Used by {len(users)} asset(s)</div>'
+            + _table(("Asset", "Field", "Location"), rows))
+
+
+def asset_page(project: Any, kind: str, name: str) -> str:
+    """HTML body of one asset: resolved as ``postline show`` prints it, plus its usage.
+
+    Raises ConfigError when there is no such asset.
+    """
+    from postline.assets import render
+    from postline.cli.project_cmds import stored_as
+
+    e = project.entry(kind, name)
+    parts = [f"<h1>{escape(e.kind)} <code>{escape(e.name)}</code></h1>",
+             (f"<p class='muted'>{escape(_description(e))} · <code>"
+              f"{escape(f'{e.doc.file}:{e.doc.line}')}</code></p>")]
+    extra = {"EmailSource": "sources", "EmailService": "services"}.get(e.kind)
+    if extra:
+        what = "ledger" if extra == "sources" else "outbox"
+        parts.append(f'<p><a href="/{extra}/{escape(quote(e.name, safe=""))}">'
+                     f"Show the {what}</a></p>")
+    parts.append(usage_box(project, e))
+    mine = [p for p in project.problems if p.asset == e.label]
+    if e.model is None:
+        parts.append("<h2 class='err'>Invalid</h2>")
+    else:
+        lines = render.walk(e.model, sensitive=e.sensitive, stored_as=stored_as(project))
+        parts.append(f"<h2>Resolved</h2><pre>{escape(render.as_text(lines))}</pre>")
+    if mine:
+        items = "".join(f"<li class='{'err' if p.severity == 'error' else 'warn'}'>"
+                        f"<code>{escape(str(p))}</code></li>" for p in mine)
+        parts.append(f"<ul class='problems'>{items}</ul>")
+    return "".join(parts)
+
+
+def _ledger_rows(path, source: str) -> tuple[dict[str, int], list]:
+    """Counts per state and the latest entries of ``source`` in the ledger at ``path``,
+    opened read-only (looking never creates or changes it)."""
+    from postline.source.ledger import SqliteLedger
+
+    ledger = SqliteLedger(path=path, read_only=True)
+    try:
+        return ledger.counts(source), ledger.entries(source, limit=LATEST, newest_first=True)
+    finally:
+        ledger.close()
+
+
+def ledger_page(project: Any, name: str) -> str:
+    """HTML body of ``/sources/{name}``. Raises ConfigError if there is no such source."""
+    from postline.source.ledger import ledger_path
+
+    project.entry("EmailSource", name)
+    head = f"<h1>Ledger of EmailSource {_link('EmailSource', name)}</h1>"
+    path = ledger_path(project.state_dir)
+    if not path.exists():
+        return head + (f"<p class='muted'>No ledger yet (<code>{escape(str(path))}</code> "
+                       "does not exist): this source has not run.</p>")
+    try:
+        counts, entries = _ledger_rows(path, name)
+    except sqlite3.Error as exc:   # a damaged file; the ledger says so itself when opening
+        raise ConfigError(f"ledger {path} cannot be read: {exc}") from None
+    if not entries:
+        return head + _counts(counts) + "<p class='muted'>No entries for this source.</p>"
+    rows = [(f"<code>{escape(e.key)}</code>", escape(e.state), str(e.attempts),
+             escape(_when(e.updated)), escape(e.subject or ""), escape(e.reason or ""))
+            for e in entries]
+    return (head + _counts(counts) + f"<h2>Latest {len(entries)} entries</h2>"
+            + _table(("Key", "State", "Attempts", "Updated", "Subject", "Reason"), rows))
+
+
+def outbox_page(project: Any, name: str) -> str:
+    """HTML body of ``/services/{name}``. Raises ConfigError if there is no such service."""
+    from postline.service.outbox import Outbox
+
+    project.entry("EmailService", name)
+    head = f"<h1>Outbox of EmailService {_link('EmailService', name)}</h1>"
+    path = project.state_dir / "outbox.sqlite"
+    if not path.exists():
+        return head + (f"<p class='muted'>No outbox yet (<code>{escape(str(path))}</code> "
+                       "does not exist): nothing was queued by SendAndForget.</p>")
+    outbox = Outbox(path)
+    try:
+        counts, entries = outbox.counts(name), outbox.list(name, limit=LATEST)
+    finally:
+        outbox.close()
+    if not entries:
+        return head + _counts(counts) + "<p class='muted'>No mails for this service.</p>"
+    rows = [(str(e.id), escape(e.state), escape(_when(e.updated_at)), str(e.attempts),
+             escape(e.summary), escape(e.reason or str((e.result or {}).get("server_reply", ""))))
+            for e in entries]
+    return (head + _counts(counts) + f"<h2>Latest {len(entries)} mails</h2>"
+            + _table(("Id", "State", "Updated", "Tries", "Recipients | subject",
+                      "Reason / reply"), rows))
+
+
+def _login_form(error: str = "", next_: str = "/") -> str:
+    msg = f"<p class='err'>{escape(error)}</p>" if error else ""
+    return (f"<h1>Log in</h1>{msg}<form method='post' action='/login'>"
+            f"<input type='hidden' name='next' value='{escape(next_)}'>"
+            "<p><label>API token (POSTLINE_API_TOKEN)<br>"
+            "<input type='password' name='token' autocomplete='current-password' autofocus>"
+            "</label></p><p><button>Log in</button></p></form>")
+
+
+def _safe_next(value: str) -> str:
+    # only a path on this server: never an absolute or protocol-relative URL
+    ok = value.startswith("/") and not value.startswith("//") and "\\" not in value
+    return value if ok else "/"
+
+
+def add_console(app: FastAPI, project: Any, *, token: str) -> None:
+    """Add the console's routes to ``app``, guarded by ``token`` (Bearer or session cookie)."""
+    expected = token.encode()
+    session = hmac.new(secrets.token_bytes(32), expected, hashlib.sha256).hexdigest().encode()
+
+    def authed(request: Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        scheme, _, given = auth.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
+            return True
+        cookie = request.cookies.get(COOKIE, "")
+        return hmac.compare_digest(cookie.encode(), session)
+
+    def guarded(title: str, build):
+        async def handler(request: Request) -> Response:
+            if not authed(request):
+                return RedirectResponse("/login?next=" + quote(request.url.path), 303)
+            try:
+                # sqlite and rendering block: keep them off the event loop the API uses
+                body = await run_in_threadpool(build, **request.path_params)
+                return _page(title, body)
+            except ConfigError as exc:
+                return _page("Not found", f"<h1>Not found</h1><p class='err'>{escape(str(exc))}"
+                             "</p><p><a href='/'>Back to the project</a></p>", status=404)
+        return handler
+
+    app.add_api_route("/", guarded("Project", lambda: index_page(project)),
+                      methods=["GET"], include_in_schema=False)
+    app.add_api_route("/assets/{kind}/{name}", guarded(
+        "Asset", lambda kind, name: asset_page(project, kind, name)),
+        methods=["GET"], include_in_schema=False)
+    app.add_api_route("/sources/{name}", guarded(
+        "Ledger", lambda name: ledger_page(project, name)), methods=["GET"],
+        include_in_schema=False)
+    app.add_api_route("/services/{name}", guarded(
+        "Outbox", lambda name: outbox_page(project, name)), methods=["GET"],
+        include_in_schema=False)
+
+    @app.get("/login", include_in_schema=False)
+    async def login_form(next: str = "/") -> Response:
+        return _page("Log in", _login_form(next_=_safe_next(next)), logged_in=False)
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        # parsed here rather than with Form(): FastAPI's forms need python-multipart
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        given = (form.get("token") or [""])[0].encode()
+        next_ = _safe_next((form.get("next") or ["/"])[0])
+        if not hmac.compare_digest(given, expected):
+            return _page("Log in", _login_form("Wrong token.", next_), status=401,
+                         logged_in=False)
+        resp = RedirectResponse(next_, 303)
+        resp.set_cookie(COOKIE, session.decode(), httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+        return resp
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout() -> Response:
+        resp = RedirectResponse("/login", 303)
+        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return resp
