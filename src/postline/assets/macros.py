@@ -99,11 +99,6 @@ class MacroContext:
         return sorted({*self.handlers, "date", *self.deferred})
 
 
-def environ_context(environ: Mapping[str, str]) -> MacroContext:
-    """A context with only ``env:`` (and bare names from the OS environment)."""
-    return MacroContext(handlers={"env": environ.get})
-
-
 def expand(template: str, context: MacroContext) -> str:
     """``template`` with every macro expanded. Raises :class:`MacroError`."""
     return expand_tracked(template, context).text

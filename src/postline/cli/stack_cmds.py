@@ -207,8 +207,8 @@ def describe(status) -> str:
             lines.append(f"  {name:<10} {info.host}:{port:<6} {DESCRIPTIONS[name]} [{server.name}, "
                          f"{state}]{mark}")
     lines += [
-        f"Users:     any <name>@example.test, password <name>-pass "
-        f"(e.g. alice@example.test / alice-pass)",
+        "Users:     any <name>@example.test, password <name>-pass "
+        "(e.g. alice@example.test / alice-pass)",
         f"CA file:   {info.ca_file}",
         f"OAuth:     authority {info.oidc_authority} (issuer {info.oidc_issuer})",
         f"           client credentials: {info.cc_client_id} / {info.cc_client_secret} "

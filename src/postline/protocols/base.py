@@ -113,7 +113,13 @@ class MailboxReader(abc.ABC):
     capabilities: Capabilities
 
     def __enter__(self) -> "MailboxReader":
-        self.connect()
+        try:
+            self.connect()
+        except BaseException:
+            # __exit__ does not run when __enter__ raises: a login that fails after the
+            # socket opened would otherwise leave the connection to the garbage collector.
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -215,7 +221,11 @@ class MailSender(abc.ABC):
     """
 
     async def __aenter__(self) -> "MailSender":
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()  # __aexit__ does not run when __aenter__ raises
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -338,7 +338,8 @@ class GraphReader(MailboxReader):
             refs, link = self._delta(cursor or start, folder, fid)
         except _SyncReset:
             if not cursor:
-                raise ConnectError(f"Microsoft Graph lost the sync state of folder {folder!r}")
+                raise ConnectError(f"Microsoft Graph lost the sync state of folder {folder!r}"
+                                   ) from None
             log.warning("Graph no longer knows the delta state of %r; listing it again", folder)
             refs, link = self._delta(start, folder, fid)
         # delta order is unspecified: oldest first by received time (stable for equal times)

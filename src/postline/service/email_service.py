@@ -69,7 +69,19 @@ class EmailService:
             await engine.start()
             return engine
 
-        self._engine: Engine = asyncio.run_coroutine_threadsafe(start(), self._loop).result()
+        try:
+            self._engine: Engine = asyncio.run_coroutine_threadsafe(start(), self._loop
+                                                                    ).result()
+        except BaseException:
+            # e.g. the outbox cannot be recovered (disk full): no one will call close(), so
+            # do not leave the loop thread, the outbox database and the lock behind
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            if not self._thread.is_alive():
+                self._loop.close()
+            lock.release()
+            outbox.close()
+            raise
         atexit.register(self.close)
 
     def __repr__(self) -> str:

@@ -257,7 +257,11 @@ class Engine:
         async with self._sender_lock:
             if self._sender is None:
                 sender = self._open_sender()
-                await sender.connect()
+                try:
+                    await sender.connect()
+                except BaseException:
+                    await sender.close()  # e.g. the Graph sender's HTTP pool is already open
+                    raise
                 self.smtputf8 = sender.supports_smtputf8
                 self.max_message_size = sender.max_message_size
                 self._sender = sender

@@ -78,6 +78,8 @@ class OutgoingMessage:
 
 
 def canonical(key: str) -> str:
+    """``key`` as compared when matching message fields: lower case, without ``_``, ``-``
+    and white space (``Reply-To``, ``reply_to`` and ``replyTo`` are one field). Never raises."""
     c = _canonical.get(key)
     if c is None:
         c = _SEPARATORS.sub("", key).lower()

@@ -90,10 +90,11 @@ class Outbox:
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
+        db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                       timeout=30)
+            self._db = db = sqlite3.connect(self.path, isolation_level=None,
+                                            check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -102,7 +103,11 @@ class Outbox:
                                   f"{version}); upgrade postline")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ConfigError) as exc:
+            if db is not None:
+                db.close()  # nobody else holds it: the constructor failed
+            if isinstance(exc, ConfigError):
+                raise
             raise ConfigError(f"cannot open the outbox {self.path}: {exc}") from exc
 
     def close(self) -> None:
@@ -207,6 +212,7 @@ class Outbox:
         return [_entry(r) for r in rows]
 
     def get(self, entry_id: int) -> OutboxEntry | None:
+        """The entry with id ``entry_id`` (any service, any state), or None."""
         with self._lock:
             row = self._db.execute("SELECT * FROM outbox WHERE id=?", (entry_id,)).fetchone()
         return _entry(row) if row else None

@@ -29,7 +29,6 @@ from pathlib import Path
 from postline.errors import ConfigError
 
 STATES = ("acquired", "done", "failed", "ignored")
-FINAL = ("done", "failed", "ignored")
 LEDGER_VERSION = 1
 
 
@@ -175,16 +174,19 @@ class SqliteLedger(Ledger):
             except sqlite3.Error as exc:
                 raise ConfigError(f"ledger {self.path} cannot be read: {exc}") from exc
             return
+        db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                                            check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)",
                              (str(LEDGER_VERSION),))
         except sqlite3.Error as exc:
+            if db is not None:
+                db.close()  # nobody else holds it: the constructor failed
             raise ConfigError(f"ledger {self.path} cannot be opened: {exc}",
                               hint="check the state directory's permissions and free space"
                               ) from exc
@@ -200,7 +202,10 @@ class SqliteLedger(Ledger):
                     self._db.executemany(sql, rows)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may already have rolled back (disk full, I/O error); a ROLLBACK
+                # then fails and would hide the real error
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     def _query(self, sql: str, args: tuple = ()) -> list[Entry]:
@@ -311,7 +316,8 @@ class SqliteLedger(Ledger):
                                               "(key=? OR dup_of=?)", (source, k, k)).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # see _tx_many
+                    self._db.execute("ROLLBACK")
                 raise
         return n
 

@@ -210,7 +210,8 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
                 summary.errors[runner.name] = f"{type(exc).__name__}: {exc}"
                 log.exception("workflow %s crashed", runner.name)
             finally:
-                runner.s.context.services.close() if runner.s.context else None
+                if runner.s.context is not None:
+                    runner.s.context.services.close()
 
         threads = [threading.Thread(target=work, args=(r,), name=f"workflow-{r.name}",
                                     daemon=True) for r in runners]

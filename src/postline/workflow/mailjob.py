@@ -82,6 +82,8 @@ def _utc(text: str | None) -> str | None:
 
 
 def place_of(raw: RawMessage, connection: str) -> MailPlace:
+    """Where ``raw`` was read (connection, folder, UIDVALIDITY, server id, received time),
+    as the ledger records it. Never raises: an unreadable date becomes None."""
     ref = raw.ref
     return MailPlace(connection=connection, folder=ref.folder,
                      folder_version=ref.folder_version, server_id=ref.id,

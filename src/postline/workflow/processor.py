@@ -23,6 +23,8 @@ from typing import Any
 
 from postline.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 class Services:
     """Attribute access to the mapped Email Services, each opened lazily once."""
@@ -51,13 +53,17 @@ class Services:
         return getattr(self, logical)
 
     def close(self) -> None:
-        for svc in self._open.values():
+        """Close every service opened so far; never raises (failures are logged)."""
+        with self._lock:  # a processor thread may still be opening one
+            opened = list(self._open.items())
+        for logical, svc in opened:
             close = getattr(svc, "close", None)
             if callable(close):
                 try:
                     close()
-                except Exception:  # noqa: BLE001 - closing must not hide the run's outcome
-                    pass
+                except Exception as exc:  # noqa: BLE001 - closing must not hide the run's outcome
+                    # ... but the user should learn that a service did not shut down cleanly
+                    log.warning("closing Email Service %s failed: %s", logical, exc)
 
 
 class Context:

@@ -87,12 +87,14 @@ class WorkflowRunner:
         """Poll until ``stop`` is set (or one round with ``once``). Raises fatal errors
         (ConfigError, AuthError, TLSError); ConnectError and StorageError (disk full) are
         retried with backoff unless ``once``."""
-        for sink in self.s.sinks:
-            sink.open()
+        opened = []  # only these are closed: a sink that failed to open holds nothing
         try:
+            for sink in self.s.sinks:
+                sink.open()
+                opened.append(sink)
             self._loop(once)
         finally:
-            for sink in self.s.sinks:
+            for sink in opened:
                 sink.close()
 
     def _loop(self, once: bool) -> None:

@@ -23,10 +23,13 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from postline.errors import DeliveryError
+from postline.logs import redact
 from postline.protocols.base import RawMessage
 from postline.source.record import file_key
+from postline.source.schedule import retry_delay
 
 
 class Sink(abc.ABC):
@@ -173,10 +176,22 @@ class _JsonlFile:
                 with open(self.index_path, "r+b") as f:
                     f.truncate(good)
         self._fh = open(self.path, "a+b")
-        self._idx = open(self.index_path, "ab")
-        size = self._fh.seek(0, os.SEEK_END)
-        if size > indexed_to:
-            self._catch_up(indexed_to, size)
+        try:
+            self._idx = open(self.index_path, "ab")
+            size = self._fh.seek(0, os.SEEK_END)
+            if size > indexed_to:
+                self._catch_up(indexed_to, size)
+        except BaseException:
+            # a half-open file would make the next open() return early and flush() then
+            # skip every batch (it needs both handles): close and let the caller see why
+            for f in (self._fh, self._idx):
+                if f is not None:
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
+            self._fh = self._idx = None
+            raise
 
     def _catch_up(self, start: int, size: int) -> None:
         # Lines written after the index was last appended (a crash between the two writes).
@@ -315,6 +330,9 @@ class HttpSink(Sink):
                                     transport=self._transport)
 
     def write(self, record: dict[str, Any], raw: RawMessage) -> None:
+        """POST ``record`` as JSON (``Idempotency-Key`` = its key), retrying transport errors,
+        5xx, 408 and 429. Raises DeliveryError: not retriable for any other 4xx, retriable
+        when the retries ran out."""
         import httpx
 
         assert self._client is not None
@@ -324,7 +342,8 @@ class HttpSink(Sink):
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                self._sleep(min(self.max_backoff, self.min_backoff * 2 ** (attempt - 1)))
+                self._sleep(retry_delay(attempt, min_backoff=self.min_backoff,
+                                        max_backoff=self.max_backoff))
             try:
                 resp = self._client.post(self.url, content=body, headers=headers)
             except httpx.HTTPError as exc:
@@ -334,17 +353,26 @@ class HttpSink(Sink):
                 return
             last = f"HTTP {resp.status_code}"
             if resp.status_code < 500 and resp.status_code not in (408, 429):
-                raise DeliveryError(f"http sink {self.url} refused the record: {last}",
+                raise DeliveryError(f"http sink {_shown_url(self.url)} refused the record: "
+                                    f"{last}",
                                     code=resp.status_code,
                                     hint="check the webhook's URL and headers")
-        raise DeliveryError(f"http sink {self.url} failed after {self.retries + 1} "
-                            f"attempt(s): {last}", retriable=True,
+        raise DeliveryError(f"http sink {_shown_url(self.url)} failed after "
+                            f"{self.retries + 1} attempt(s): {redact(last)}", retriable=True,
                             hint="is the receiver up? the mail is retried or rolled back")
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _shown_url(url: str) -> str:
+    """``url`` fit for messages: webhook URLs often carry their secret in the user info or
+    the query (and may come from a Secret), and these messages reach the ledger and the
+    console, not only the log (whose filter would mask them)."""
+    parts = urlsplit(url)
+    return redact(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}")
 
 
 def make_sink(config, *, root: Path) -> Sink:

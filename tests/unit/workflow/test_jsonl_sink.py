@@ -54,3 +54,18 @@ def test_a_lost_or_torn_index_tail_is_rebuilt_from_the_file(tmp_path, damage):
     assert keys_in(out) == ["a", "b", "c"]
     offsets = [int(line.split()[0]) for line in idx.read_text().splitlines()]
     assert offsets == sorted(offsets) and offsets[-1] == out.stat().st_size
+
+
+def test_a_failed_open_leaves_nothing_half_open_and_can_be_retried(tmp_path):
+    out = tmp_path / "m.jsonl"
+    sink = JsonlSink(path=out)
+    index_path = sink._file.index_path
+    index_path.mkdir()                  # the index cannot be opened as a file
+    with pytest.raises(IsADirectoryError):
+        sink.open()
+    index_path.rmdir()
+    sink.open()                         # a retry opens both files, so the batch is written
+    sink.write({"key": "a"}, RAW)
+    sink.flush()
+    sink.close()
+    assert keys_in(out) == ["a"]

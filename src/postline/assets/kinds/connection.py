@@ -142,6 +142,7 @@ class Endpoint(BaseModel):
 
     @property
     def port_is_default(self) -> bool:
+        """True when no ``port`` is set, so :attr:`effective_port` is the protocol's default."""
         return self.port is None
 
     @property
