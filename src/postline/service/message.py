@@ -111,6 +111,28 @@ def _fold_keys(data: dict, known: dict[str, str], where: str) -> dict[str, tuple
     return out
 
 
+def refuse_file_paths(data: Any) -> None:
+    """Raise MessageError if an attachment names a file by ``Path``.
+
+    For messages from outside the host (the HTTP API): a Path would let any API caller mail
+    themselves any file the postline process can read (its private key, for one). Such
+    callers send the content as base64 instead. Malformed messages pass here and fail in
+    :func:`normalise` with the usual field-named error.
+    """
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        if not isinstance(key, str) or canonical(key) != "attachments" or not isinstance(
+                value, list):
+            continue
+        for i, item in enumerate(value):
+            if isinstance(item, dict) and any(isinstance(k, str) and canonical(k) == "path"
+                                              for k in item):
+                raise MessageError(f"{key}[{i}].Path: file paths are not accepted over HTTP; "
+                                   "send the file as base64 in Content",
+                                   field=f"{key}[{i}].Path")
+
+
 def normalise(data: Any, *, default_from: str | None = None) -> OutgoingMessage:
     """Validate an EmailMessage (a dict in any supported shape) into an OutgoingMessage.
 

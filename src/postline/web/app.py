@@ -66,6 +66,7 @@ def create_app(project: Any, *, token: str, open_service=None) -> FastAPI:
     Services opened here are closed when the app shuts down.
     """
     from postline.service import error_to_json, result_to_json
+    from postline.service.message import refuse_file_paths
 
     if open_service is None:
         from postline.service import open_service
@@ -131,6 +132,7 @@ def create_app(project: Any, *, token: str, open_service=None) -> FastAPI:
         and the status of every recipient."""
         svc = service(name)
         try:
+            refuse_file_paths(message)
             return result_to_json(await svc.asend(message))
         except PostlineError as exc:
             raise fail(exc) from None
@@ -142,6 +144,7 @@ def create_app(project: Any, *, token: str, open_service=None) -> FastAPI:
         """Validate, queue durably and return at once (202) with the outbox id."""
         svc = service(name)
         try:
+            refuse_file_paths(message)
             return (await svc.asend_and_forget(message)).to_json()
         except PostlineError as exc:
             raise fail(exc) from None

@@ -100,3 +100,18 @@ def test_openapi_is_served(api):
     assert "/api/services/{name}/send" in spec["paths"]
     assert "/api/services/{name}/send-and-forget" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["send", "send-and-forget"])
+def test_attachment_file_paths_are_refused_over_http(api, tmp_path, path):
+    """A Path attachment would let an API caller mail any file the server can read."""
+    client, *_ = api
+    secret_file = tmp_path / "private.key"
+    secret_file.write_text("KEY-MATERIAL-NEVER-SENT")
+    msg = {**MSG, "attachments": [{"fileName": "k.txt", "PATH": str(secret_file)}]}
+    r = client.post(f"/api/services/Notify/{path}", json=msg, headers=AUTH)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["field"] == "attachments[0].Path"
+    assert "not accepted over HTTP" in body["error"]
+    assert "KEY-MATERIAL" not in r.text
