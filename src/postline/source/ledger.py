@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from postline.errors import ConfigError
+from postline.errors import ConfigError, StorageError
 
 STATES = ("acquired", "done", "failed", "ignored")
 LEDGER_VERSION = 1
@@ -196,17 +196,23 @@ class SqliteLedger(Ledger):
 
     def _tx_many(self, steps: list[tuple[str, Iterable[tuple]]]) -> None:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, rows in steps:
-                    self._db.executemany(sql, rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                # SQLite may already have rolled back (disk full, I/O error); a ROLLBACK
-                # then fails and would hide the real error
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, rows in steps:
+                        self._db.executemany(sql, rows)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # SQLite may already have rolled back (disk full, I/O error); a ROLLBACK
+                    # then fails and would hide the real error
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                # disk full, I/O error, read-only: nothing was recorded; the runner stops the
+                # round (nothing settled) and tries again later, like a full sink disk
+                raise StorageError(f"cannot write the ledger {self.path}: {exc} (is the disk "
+                                   "full or read-only?)") from exc
 
     def _query(self, sql: str, args: tuple = ()) -> list[Entry]:
         with self._lock:

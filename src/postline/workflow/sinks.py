@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import os
 import shutil
 import sys
@@ -30,6 +31,8 @@ from postline.logs import redact
 from postline.protocols.base import RawMessage
 from postline.source.record import file_key
 from postline.source.schedule import retry_delay
+
+log = logging.getLogger("postline.sinks")
 
 
 class Sink(abc.ABC):
@@ -287,8 +290,11 @@ class JsonlSink(Sink):
         with _JSONL_LOCK:
             self._file.users -= 1
             if self._file.users <= 0:
-                self._file.close()
                 _JSONL_FILES.pop(self.path, None)
+                try:
+                    self._file.close()
+                except OSError as exc:  # close never raises (Sink contract)
+                    log.warning("closing %s: %s", self.where, exc)
 
 
 _STDOUT_LOCK = threading.Lock()
@@ -326,8 +332,13 @@ class HttpSink(Sink):
     def open(self) -> None:
         import httpx
 
-        self._client = httpx.Client(timeout=self.timeout, verify=self.ca_file or True,
-                                    transport=self._transport)
+        from postline.protocols import tls
+
+        # The same TLS rules as mail connections (TLS 1.2+, system store + ca_file), and no
+        # proxy or CA settings taken from the environment behind the project's back.
+        self._client = httpx.Client(
+            timeout=self.timeout, transport=self._transport, trust_env=False,
+            verify=tls.client_context(verify=True, ca_file=self.ca_file))
 
     def write(self, record: dict[str, Any], raw: RawMessage) -> None:
         """POST ``record`` as JSON (``Idempotency-Key`` = its key), retrying transport errors,
@@ -363,7 +374,10 @@ class HttpSink(Sink):
 
     def close(self) -> None:
         if self._client is not None:
-            self._client.close()
+            try:
+                self._client.close()
+            except Exception as exc:  # noqa: BLE001 - close never raises (Sink contract)
+                log.warning("closing %s: %s", self.where, exc)
             self._client = None
 
 
