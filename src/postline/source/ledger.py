@@ -184,12 +184,19 @@ class SqliteLedger(Ledger):
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)",
                              (str(LEDGER_VERSION),))
+            found = self._db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
         except sqlite3.Error as exc:
             if db is not None:
                 db.close()  # nobody else holds it: the constructor failed
             raise ConfigError(f"ledger {self.path} cannot be opened: {exc}",
                               hint="check the state directory's permissions and free space"
                               ) from exc
+        if found and int(found[0]) > LEDGER_VERSION:
+            db.close()
+            # never write into a ledger whose meaning this version does not know
+            raise ConfigError(f"ledger {self.path} was written by a newer postline (ledger "
+                              f"version {found[0]}, this one knows {LEDGER_VERSION})",
+                              hint="upgrade postline on this host")
 
     def _tx(self, sql: str, rows: Iterable[tuple]) -> None:
         self._tx_many([(sql, rows)])

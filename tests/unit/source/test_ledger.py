@@ -64,3 +64,19 @@ def test_unopenable_ledger_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="ledger .* cannot be opened"):
         SqliteLedger(path=tmp_path / "dir.sqlite3")
     _ = sqlite3
+
+
+def test_a_ledger_from_a_newer_postline_is_refused(tmp_path):
+    import sqlite3
+
+    import pytest
+
+    from postline.errors import ConfigError
+    from postline.source.ledger import LEDGER_VERSION, SqliteLedger
+
+    path = tmp_path / "ledger.sqlite3"
+    SqliteLedger(path=path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value=? WHERE name='version'", (str(LEDGER_VERSION + 1),))
+    with pytest.raises(ConfigError, match="written by a newer postline"):
+        SqliteLedger(path=path)
