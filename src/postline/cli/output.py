@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from postline.errors import ConfigError
+
 # Wide enough that tables piped into files or grep never wrap or truncate a cell.
 PIPE_WIDTH = 1000
 
@@ -22,3 +24,15 @@ def console(stderr: bool = False):
 def print_json(data) -> None:
     """Print ``data`` as indented JSON on stdout (non-ASCII kept readable)."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def project_and_name(values: list[str], *, what: str, example: str) -> tuple[str, str]:
+    """``[PROJECT] NAME`` from a ``nargs="+"`` argument: PROJECT defaults to ``.``.
+
+    Raises ConfigError naming ``what`` (e.g. ``SERVICE``) with ``example`` as the hint.
+    """
+    if len(values) == 1:
+        return ".", values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise ConfigError(f"expected [PROJECT] {what}", hint=f"e.g. {example}")

@@ -87,12 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _target(args: argparse.Namespace) -> tuple[str, str]:
-    if len(args.target) == 1:
-        return ".", args.target[0]
-    if len(args.target) == 2:
-        return args.target[0], args.target[1]
-    raise ConfigError("expected [PROJECT] SERVICE", hint="e.g. postline send examples/local "
-                      "Notify --message mail.json")
+    from postline.cli.output import project_and_name
+
+    return project_and_name(args.target, what="SERVICE",
+                            example="postline send examples/local Notify --message mail.json")
 
 
 def _open(args: argparse.Namespace):

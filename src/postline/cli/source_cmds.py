@@ -65,11 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _target(args) -> tuple[str, str]:
-    if len(args.target) == 1:
-        return ".", args.target[0]
-    if len(args.target) == 2:
-        return args.target[0], args.target[1]
-    raise ConfigError("expected [PROJECT] SOURCE", hint="e.g. postline ledger list . Inbox")
+    from postline.cli.output import project_and_name
+
+    return project_and_name(args.target, what="SOURCE",
+                            example="postline ledger list . Inbox")
 
 
 def _open_ledger(project_path: str, source: str):
