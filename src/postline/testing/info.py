@@ -114,6 +114,23 @@ class StackInfo:
             raise StackError(f"LMTP delivery to {email} on {self.host}:{self.ports['lmtp']} "
                              f"failed: {exc}") from exc
 
+    def subjects(self, email: str, folder: str = "INBOX") -> list[str]:
+        """Sorted subjects of the mails in ``folder`` of ``email`` (empty if the folder does
+        not exist), read over IMAP without changing anything: for tests' assertions."""
+        from imapclient import IMAPClient
+
+        c = IMAPClient(self.host, port=self.ports["imap"], ssl=False, timeout=10)
+        try:
+            c.login(email, self.password(email))
+            if not c.folder_exists(folder):
+                return []
+            c.select_folder(folder, readonly=True)
+            uids = c.search("ALL")
+            data = c.fetch(uids, ["ENVELOPE"]) if uids else {}
+            return sorted((d[b"ENVELOPE"].subject or b"").decode() for d in data.values())
+        finally:
+            c.logout()
+
     def mint_token(self, email: str, *, expired: bool = False, issuer: str | None = None,
                    key: str = "good", lifetime: int = 3600) -> str:
         """An HS256 JWT for ``email`` from the stack's test issuer.

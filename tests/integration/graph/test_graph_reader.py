@@ -6,7 +6,6 @@ import time
 
 import pytest
 from graph_helpers import make_mail
-from imapclient import IMAPClient
 
 from postline.errors import ConfigError, ConnectError, TokenError
 
@@ -14,17 +13,7 @@ pytestmark = pytest.mark.stack
 
 
 def imap_subjects(stack, user, folder: str) -> list[str]:
-    c = IMAPClient(stack.host, port=stack.ports["imap"], ssl=False, timeout=10)
-    try:
-        c.login(user.email, user.password)
-        if not c.folder_exists(folder):
-            return []
-        c.select_folder(folder, readonly=True)
-        uids = c.search("ALL")
-        data = c.fetch(uids, ["ENVELOPE"]) if uids else {}
-        return sorted((d[b"ENVELOPE"].subject or b"").decode() for d in data.values())
-    finally:
-        c.logout()
+    return stack.subjects(user.email, folder)
 
 
 def test_lists_well_known_folders_and_opens_inbox(reader, mail_stack, mailbox_user):

@@ -62,16 +62,7 @@ class Mailbox:
             c.logout()
 
     def subjects(self, folder: str) -> list[str]:
-        c = self.client()
-        try:
-            if not c.folder_exists(folder):
-                return []
-            c.select_folder(folder, readonly=True)
-            uids = c.search("ALL")
-            data = c.fetch(uids, ["ENVELOPE"]) if uids else {}
-            return sorted((d[b"ENVELOPE"].subject or b"").decode() for d in data.values())
-        finally:
-            c.logout()
+        return self.stack.subjects(self.user.email, folder)
 
     def append(self, folder: str, raw: bytes) -> None:
         c = self.client()
