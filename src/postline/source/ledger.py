@@ -105,6 +105,16 @@ class Ledger(abc.ABC):
     def find_done(self, source: str, identity: str) -> Entry | None:
         """A ``done`` entry whose Message-ID (or content hash) equals ``identity``."""
 
+    def find_done_many(self, source: str, identities: Iterable[str]) -> dict[str, Entry]:
+        """:meth:`find_done` for many identities at once: identity -> the oldest done
+        entry, for those that have one."""
+        out: dict[str, Entry] = {}
+        for identity in dict.fromkeys(identities):
+            found = self.find_done(source, identity)
+            if found is not None:
+                out[identity] = found
+        return out
+
     @abc.abstractmethod
     def folder_version(self, source: str, folder: str) -> str | None:
         """The UIDVALIDITY last seen for ``folder``, or None."""
@@ -153,6 +163,15 @@ _COLS = ("source", "key", "state", "connection", "folder", "folder_version", "se
          "created", "updated")
 
 
+def done_by_message_id_sql(n: int) -> str:
+    """The query of :meth:`SqliteLedger.find_done_many` for ``n`` identities: done entries,
+    oldest first (the first per identity is the one ``find_done`` gives). ``+state`` keeps
+    SQLite on the Message-ID index: by the state index it would scan every done entry of
+    the source for each batch, a cost that grows with the ledger."""
+    return (f"SELECT {','.join(_COLS)} FROM mails WHERE source=? AND +state='done' AND "
+            f"message_id IN ({','.join('?' * n)}) ORDER BY created, rowid")
+
+
 def ledger_path(state_dir: Path) -> Path:
     """Where a project's ledger lives."""
     return Path(state_dir) / "ledger.sqlite3"
@@ -167,12 +186,16 @@ class SqliteLedger(Ledger):
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
+        # Reads go through a connection of their own: in WAL mode they see the last
+        # commit without waiting for a writer's transaction (and its fsync) to end.
+        self._rlock = threading.Lock()
         if read_only:
             try:
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30,
                                            isolation_level=None, check_same_thread=False)
             except sqlite3.Error as exc:
                 raise ConfigError(f"ledger {self.path} cannot be read: {exc}") from exc
+            self._rdb = self._db
             return
         db = None
         try:
@@ -185,6 +208,9 @@ class SqliteLedger(Ledger):
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)",
                              (str(LEDGER_VERSION),))
             found = self._db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
+            self._rdb = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
+                                        check_same_thread=False)
+            self._rdb.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             if db is not None:
                 db.close()  # nobody else holds it: the constructor failed
@@ -193,6 +219,7 @@ class SqliteLedger(Ledger):
                               ) from exc
         if found and int(found[0]) > LEDGER_VERSION:
             db.close()
+            self._rdb.close()
             # never write into a ledger whose meaning this version does not know
             raise ConfigError(f"ledger {self.path} was written by a newer postline (ledger "
                               f"version {found[0]}, this one knows {LEDGER_VERSION})",
@@ -222,8 +249,8 @@ class SqliteLedger(Ledger):
                                    "full or read-only?)") from exc
 
     def _query(self, sql: str, args: tuple = ()) -> list[Entry]:
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        with self._rlock:
+            rows = self._rdb.execute(sql, args).fetchall()
         return [Entry(**{**dict(zip(_COLS, r)), "settled": bool(r[12])}) for r in rows]
 
     def get_many(self, source: str, keys: Sequence[str]) -> dict[str, Entry]:
@@ -258,8 +285,15 @@ class SqliteLedger(Ledger):
                  o.dup_of, int(o.settled), now, now) for o in outcomes]
 
     def _attempts(self, source: str, places: Sequence[Place]) -> dict[str, int]:
-        got = self.get_many(source, [p.key for p in places])
-        return {k: e.attempts for k, e in got.items()}
+        out: dict[str, int] = {}
+        keys = [p.key for p in places]
+        with self._rlock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                out.update(self._rdb.execute(
+                    f"SELECT key, attempts FROM mails WHERE source=? AND key IN "
+                    f"({','.join('?' * len(chunk))})", (source, *chunk)).fetchall())
+        return out
 
     def acquire(self, source: str, places: Sequence[Place]) -> dict[str, int]:
         self._tx(self._ACQUIRE, self._acquire_rows(source, places, self._clock()))
@@ -283,13 +317,22 @@ class SqliteLedger(Ledger):
 
     def find_done(self, source: str, identity: str) -> Entry | None:
         found = self._query(f"SELECT {','.join(_COLS)} FROM mails WHERE source=? AND "
-                            "message_id=? AND state='done' ORDER BY created LIMIT 1",
+                            "message_id=? AND +state='done' ORDER BY created, rowid LIMIT 1",
                             (source, identity))
         return found[0] if found else None
 
+    def find_done_many(self, source: str, identities: Iterable[str]) -> dict[str, Entry]:
+        ids = list(dict.fromkeys(identities))
+        out: dict[str, Entry] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for e in self._query(done_by_message_id_sql(len(chunk)), (source, *chunk)):
+                out.setdefault(e.message_id, e)  # type: ignore[arg-type]
+        return out
+
     def folder_version(self, source: str, folder: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT version FROM folders WHERE source=? AND folder=?",
+        with self._rlock:
+            row = self._rdb.execute("SELECT version FROM folders WHERE source=? AND folder=?",
                                    (source, folder)).fetchone()
         return row[0] if row else None
 
@@ -310,8 +353,8 @@ class SqliteLedger(Ledger):
         return self._query(sql, args)
 
     def counts(self, source: str) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM mails WHERE source=? "
+        with self._rlock:
+            rows = self._rdb.execute("SELECT state, COUNT(*) FROM mails WHERE source=? "
                                     "GROUP BY state", (source,)).fetchall()
         return {s: 0 for s in STATES} | dict(rows)
 
@@ -335,8 +378,9 @@ class SqliteLedger(Ledger):
         return n
 
     def close(self) -> None:
-        with self._lock:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
+        with self._lock, self._rlock:
+            for db in {id(self._db): self._db, id(self._rdb): self._rdb}.values():
+                try:
+                    db.close()
+                except sqlite3.Error:
+                    pass
