@@ -68,7 +68,7 @@ class RawMessage:
     """
 
     ref: MessageRef
-    data: bytes | None = None
+    data: bytes | bytearray | None = None
     path: Path | None = None
 
     def open(self) -> BinaryIO:

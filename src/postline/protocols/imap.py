@@ -26,6 +26,7 @@ from postline.errors import (AuthError, ConnectError, PostlineError, ProtocolErr
 from postline.protocols import net, tls
 from postline.protocols.base import Capabilities, MailboxReader
 from postline.protocols.imap_ops import MailboxOperations, _server_text, _text
+from postline.protocols.tls_bio import BioContext
 from postline.protocols.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.imap")
@@ -102,9 +103,11 @@ class ImapReader(MailboxOperations, MailboxReader):
 
     def connect(self) -> None:
         ep = self.endpoint
-        sock = net.open_socket(ep, trace=self._trace)
-        if isinstance(sock, ssl.SSLSocket):
-            self.tls_info = tls.describe_session(sock, verified=ep.verify_identity)
+        # TLS over memory BIOs: a bulk fetch reads the socket in bursts (tls_bio.py)
+        sock = net.open_socket(ep, trace=self._trace, bio=True)
+        if ep.security == "tls":
+            self.tls_info = tls.describe_session(sock, verified=ep.verify_identity,
+                                                 certificate=self._trace.detailed)
         self._client = net.greet(
             ep, sock, host=self.host, port=self.port, trace=self._trace, protocol="IMAP",
             make=lambda: _Client(sock, self.host, self.port, ep.read_timeout),
@@ -135,7 +138,7 @@ class ImapReader(MailboxOperations, MailboxReader):
         client = self._client
 
         def upgrade(ctx: ssl.SSLContext) -> ssl.SSLSocket:
-            client.starttls(ssl_context=ctx)
+            client.starttls(ssl_context=BioContext(ctx))
             return client.socket()
 
         self.tls_info = net.starttls(

@@ -69,18 +69,19 @@ def uid_set(uids: Sequence[int]) -> bytes:
 
 
 def internal_date_iso(raw: bytes) -> str | None:
-    """``b"01-May-2024 12:00:00 +0200"`` -> ``"2024-05-01T10:00:00+00:00"``; None if odd."""
+    """``b"01-May-2024 12:00:00 +0200"`` -> ``"2024-05-01T10:00:00Z"`` (ISO-8601 UTC, the
+    record's form); None if odd."""
     try:
         date, time_, zone = raw.strip().split(b" ")
         d, mon, y = date.split(b"-")
         hh, mm, ss = time_.split(b":")
         sign = -1 if zone[:1] == b"-" else 1
         offset = dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])) * sign
-        value = dt.datetime(int(y), _MONTHS[mon], int(d), int(hh), int(mm), int(ss),
-                            tzinfo=dt.timezone(offset))
-    except (ValueError, KeyError):
+        value = dt.datetime(int(y), _MONTHS[mon], int(d), int(hh), int(mm), int(ss)) - offset
+    except (ValueError, KeyError, OverflowError):
         return None
-    return value.astimezone(dt.UTC).isoformat()
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}Z")
 
 
 @dataclass
@@ -91,7 +92,7 @@ class Fetched:
     size: int | None = None
     internal_date: str | None = None
     flags: tuple[str, ...] = ()
-    data: bytes | None = None
+    data: bytes | bytearray | None = None
     path: Path | None = None
 
 
@@ -99,9 +100,10 @@ class ResponseReader:
     """Reads IMAP responses from the socket in large chunks.
 
     ``file`` is imaplib's ``sock.makefile("rb")``: its first read takes whatever it holds
-    already, after which it is empty and ``sock.recv_into`` is called directly (one Python
-    layer less per TLS record, of which Dovecot sends ~75,000 for 300 MB). ``send`` writes
-    a command line. Raises EOFError when the server closes.
+    already, after which it is empty and ``sock.recv_into`` is called directly (a TLS
+    socket returns at most one record a call: Dovecot sends ~4 KB records, ~75,000 for
+    300 MB, so every layer less counts; see tls_bio.py for the socket itself). ``send``
+    writes a command line. Raises EOFError when the server closes.
     """
 
     def __init__(self, file: Any, sock: Any, send: Callable[[bytes], None]) -> None:
@@ -152,9 +154,9 @@ class ResponseReader:
                 return out
             self._fill()
 
-    def literal(self, n: int) -> bytes:
-        """The next ``n`` octets (one copy out of the read buffer; big ones read straight
-        into their own buffer)."""
+    def literal(self, n: int) -> bytes | bytearray:
+        """The next ``n`` octets: bytes when they are in the read buffer already, else a
+        bytearray read straight into (one copy less than ``bytes`` of it would cost)."""
         have = self._end - self._start
         if have >= n:
             out = bytes(self._mv[self._start:self._start + n])
@@ -165,8 +167,9 @@ class ResponseReader:
         tv[:have] = self._mv[self._start:self._end]
         self._start = self._end = 0
         got = have
+        read = self._read
         while n - got > _DIRECT_MIN:   # straight into the target while much is missing
-            got += self._read(tv[got:])
+            got += read(tv[got:])
         while got < n:
             if self._start == self._end:
                 self._fill()
@@ -175,7 +178,7 @@ class ResponseReader:
             self._start += take
             got += take
         tv.release()
-        return bytes(target)
+        return target
 
     def literal_to(self, n: int, out: BinaryIO) -> None:
         """Stream the next ``n`` octets to ``out`` in chunks of about 1 MB."""
@@ -390,7 +393,7 @@ def parse_fetch(text: bytes, bodies: list[Any]) -> Fetched | None:
     if m is not None:
         item.flags = tuple(f.decode("utf-8", "replace") for f in m.group(1).split())
     for b in bodies:
-        if isinstance(b, bytes):
+        if isinstance(b, (bytes, bytearray)):
             item.data = b
         elif isinstance(b, Path):
             item.path = b

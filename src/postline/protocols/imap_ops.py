@@ -70,20 +70,21 @@ class MailboxOperations:
             self._known_folders.add(_text(name))
         return out
 
-    def _select(self, folder: str, *, force: bool = False) -> dict:
+    def _select(self, folder: str, *, force: bool = False, readonly: bool = False) -> dict:
         client = self._need()
         if self._selected == folder and not force:
             return {}
-        with self._errors(f"SELECT {folder!r}"):
-            resp = client.select_folder(folder)
+        with self._errors(f"{'EXAMINE' if readonly else 'SELECT'} {folder!r}"):
+            resp = client.select_folder(folder, readonly=readonly)
         self._selected = folder
         self._uidvalidity = str(resp.get(b"UIDVALIDITY", ""))
         self._known_folders.add(folder)
         return resp
 
-    def open_folder(self, folder: str) -> FolderState:
-        """Select ``folder``; its UIDVALIDITY, UIDNEXT and message count."""
-        resp = self._select(folder, force=True)
+    def open_folder(self, folder: str, *, readonly: bool = False) -> FolderState:
+        """Select ``folder`` (EXAMINE it with ``readonly``: nothing can change there); its
+        UIDVALIDITY, UIDNEXT and message count."""
+        resp = self._select(folder, force=True, readonly=readonly)
         nxt = resp.get(b"UIDNEXT")
         return FolderState(name=folder, folder_version=self._uidvalidity,
                            next_id=str(nxt) if nxt is not None else None,
@@ -148,8 +149,12 @@ class MailboxOperations:
             self._check_version(folder, group)
             wanted = sorted(((int(r.id), r, r.size or 50_000) for r in group),
                             key=lambda t: t[0])
+            # the listing told size and date already (the usual case): the body alone
+            known = all(r.internal_date is not None and r.size is not None for r in group)
+            items = (b"(UID BODY.PEEK[])" if known
+                     else b"(UID RFC822.SIZE INTERNALDATE BODY.PEEK[])")
             stream = self._bulk_fetch(
-                wanted, b"(UID RFC822.SIZE INTERNALDATE BODY.PEEK[])", body=True,
+                wanted, items, body=True,
                 spool_dir=spool_dir, inline_limit=inline_limit,
                 max_mails=max(1, min(batch_size, COMMAND_MAX_MAILS)))
             try:
@@ -178,6 +183,8 @@ class MailboxOperations:
             return
         imap = client._imap  # the imaplib object: its socket file and send() (see module doc)
         reader = ResponseReader(imap.file, imap.sock, imap.send)
+        if hasattr(imap.sock, "bulk"):
+            imap.sock.bulk = True   # a memory-BIO TLS socket: coalesce reads (tls_bio.py)
         bulk = BulkFetch(reader, chunks=plan(wanted, max_mails=max_mails), items=items,
                          body=body, spool_dir=spool_dir, inline_limit=inline_limit,
                          where=f"IMAP server {self.host}:{self.port}")
@@ -186,6 +193,8 @@ class MailboxOperations:
             yield from bulk
         finally:
             self._bulk = None
+            if hasattr(imap.sock, "bulk"):
+                imap.sock.bulk = False
             try:
                 bulk.close()
             except Exception:  # noqa: BLE001 - a broken session is found by the next command

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from postline.errors import (ConnectError, ConnectTimeout, InsecureAuthRefused,
                              StartTLSUnavailable, TLSError)
 from postline.protocols import tls
+from postline.protocols.tls_bio import BioContext
 from postline.protocols.trace import NULL_TRACE, Trace
 
 
@@ -93,9 +94,11 @@ def no_greeting_error(*, host: str, port: int, timeout: float) -> ConnectError:
                           "STARTTLS port: 143 IMAP, 110 POP3, 587 SMTP)")
 
 
-def open_socket(ep: EndpointLike, *, trace: Trace = NULL_TRACE) -> socket.socket:
+def open_socket(ep: EndpointLike, *, trace: Trace = NULL_TRACE, bio: bool = False
+                ) -> socket.socket:
     """Resolve, connect and (for ``security: tls``) handshake; the socket's timeout is set
-    to ``connect_timeout`` so the caller can read the greeting with it.
+    to ``connect_timeout`` so the caller can read the greeting with it. ``bio``: TLS over
+    memory BIOs (protocols/tls_bio.py) for a bulk-fetch connection.
 
     Raises ConnectError / ConnectTimeout / TLSError with the likely fix.
     """
@@ -126,12 +129,12 @@ def open_socket(ep: EndpointLike, *, trace: Trace = NULL_TRACE) -> socket.socket
                                      timeout=ep.connect_timeout) from last
         st.detail = f"connected to {addr[0]} port {port}"
     if ep.security == "tls":
-        sock = wrap_tls(sock, ep, trace=trace)
+        sock = wrap_tls(sock, ep, trace=trace, bio=bio)
     return sock
 
 
 def wrap_tls(sock: socket.socket, ep: EndpointLike, *, trace: Trace = NULL_TRACE,
-             step: str = "tls") -> ssl.SSLSocket:
+             step: str = "tls", bio: bool = False) -> ssl.SSLSocket:
     """Handshake on ``sock`` (implicit TLS, or after STARTTLS); translate failures."""
     host, port = ep.host or "", ep.effective_port
     with trace.step(step) as st:
@@ -142,7 +145,8 @@ def wrap_tls(sock: socket.socket, ep: EndpointLike, *, trace: Trace = NULL_TRACE
             sock.close()
             raise
         try:
-            ssock = ctx.wrap_socket(sock, server_hostname=host)
+            wrapper = BioContext(ctx) if bio else ctx
+            ssock = wrapper.wrap_socket(sock, server_hostname=host)
         except ssl.SSLCertVerificationError as exc:
             sock.close()
             names = probe_certificate_names(ep) if exc.verify_code in (62, 64) else None
@@ -155,7 +159,8 @@ def wrap_tls(sock: socket.socket, ep: EndpointLike, *, trace: Trace = NULL_TRACE
             raise translate_os_error(exc, host=host, port=port, phase="the TLS handshake",
                                      timeout=ep.connect_timeout,
                                      timeout_setting="connect_timeout") from exc
-        st.data = tls.describe_session(ssock, verified=ep.verify_identity)
+        st.data = tls.describe_session(ssock, verified=ep.verify_identity,
+                                       certificate=trace.detailed)
         st.detail = f"{st.data.get('version')} {st.data.get('cipher', '')}".strip() + (
             ", certificate verified" if ep.verify_identity else ", NOT verified")
     if not ep.verify_identity:
@@ -239,7 +244,8 @@ def starttls(ep: EndpointLike, *, host: str, port: int, trace: Trace, protocol: 
             close()
             raise ConnectError(f"{word} with {host}:{port} failed: {exc}",
                                hint="use security: tls, or check the server") from exc
-        info = tls.describe_session(sock, verified=ep.verify_identity)
+        info = tls.describe_session(sock, verified=ep.verify_identity,
+                                    certificate=trace.detailed)
         st.data = info
         st.detail = f"{info.get('version')} " + (
             "certificate verified" if ep.verify_identity else "NOT verified")

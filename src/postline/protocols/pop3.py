@@ -61,7 +61,8 @@ class Pop3Reader(MaildropOperations, MailboxReader):
         ep = self.endpoint
         sock = net.open_socket(ep, trace=self._trace)
         if isinstance(sock, ssl.SSLSocket):
-            self.tls_info = tls.describe_session(sock, verified=ep.verify_identity)
+            self.tls_info = tls.describe_session(sock, verified=ep.verify_identity,
+                                                 certificate=self._trace.detailed)
         self._pop = net.greet(
             ep, sock, host=self.host, port=self.port, trace=self._trace, protocol="POP3",
             make=lambda: _POP3OnSocket(sock, self.host, self.port),

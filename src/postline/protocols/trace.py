@@ -32,6 +32,8 @@ class Step:
 class Trace:
     """Collects :class:`Step` objects in order."""
 
+    detailed = True   # worth collecting details that cost time (certificate facts)
+
     def __init__(self) -> None:
         self.steps: list[Step] = []
 
@@ -53,6 +55,8 @@ class Trace:
 
 class NullTrace(Trace):
     """A trace that keeps nothing (the default outside diagnosis)."""
+
+    detailed = False
 
     @contextmanager
     def step(self, name: str, detail: str = "") -> Iterator[Step]:

@@ -61,8 +61,8 @@ def test_uid_set_compresses_ranges():
 
 
 def test_internal_date_to_utc_iso():
-    assert internal_date_iso(b"01-May-2024 12:00:00 +0200") == "2024-05-01T10:00:00+00:00"
-    assert internal_date_iso(b" 1-May-2024 12:00:00 -0130") == "2024-05-01T13:30:00+00:00"
+    assert internal_date_iso(b"01-May-2024 12:00:00 +0200") == "2024-05-01T10:00:00Z"
+    assert internal_date_iso(b" 1-May-2024 12:00:00 -0130") == "2024-05-01T13:30:00Z"
     assert internal_date_iso(b"garbage") is None
 
 
@@ -83,9 +83,9 @@ def test_interleaved_responses_come_out_in_request_order_and_vanished_are_skippe
                      spool_dir=tmp_path, inline_limit=1000)
     bulk._send_more = _sender(bulk, iter([b"PLF-A", b"PLF-B"]))  # type: ignore[method-assign]
     got = [(ref, item.data, item.internal_date) for ref, item in bulk]
-    assert got == [("r1", b"one\r\nline two\r\n", "2024-05-01T10:00:00+00:00"),
-                   ("r2", b"two", "2024-05-01T10:00:00+00:00"),
-                   ("r4", b"four", "2024-05-01T10:00:00+00:00")]
+    assert got == [("r1", b"one\r\nline two\r\n", "2024-05-01T10:00:00Z"),
+                   ("r2", b"two", "2024-05-01T10:00:00Z"),
+                   ("r4", b"four", "2024-05-01T10:00:00Z")]
     assert len(sent) == 2 and sent[0].endswith(b" UID FETCH 1:2 (UID BODY.PEEK[])\r\n")
 
 
