@@ -16,12 +16,11 @@ raises :class:`FastPathError` and is re-read by the lenient stdlib parser (see p
 from __future__ import annotations
 
 import binascii
-import hashlib
 import mmap
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Protocol, Union
+from typing import Union
 
+from postline.source.attachments import Attachment, AttachmentPolicy, Scratch, add_attachment
 from postline.source.headers import (
     ContentInfo,
     decode_text,
@@ -29,7 +28,7 @@ from postline.source.headers import (
     raw_header_text,
 )
 
-Buffer = Union[bytes, mmap.mmap]
+Buffer = Union[bytes, bytearray, mmap.mmap]
 
 try:  # SIMD base64 (2-3x binascii's speed on attachments); optional
     from pybase64 import b64decode as _pybase64_decode
@@ -50,33 +49,6 @@ class FastPathError(Exception):
     """The fast parser gives up on this mail; the caller falls back to the stdlib parser."""
 
 
-class AttachmentPolicy(Protocol):
-    load: bool
-
-    def type_reason(self, content_type: str) -> str | None: ...
-
-    def size_reason(self, content_type: str, size: int, stored_total: int) -> str | None: ...
-
-
-class Attachment:
-    """One attachment as parsed: decoded size and hash; ``temp_path`` where it was stored."""
-
-    __slots__ = ("filename", "content_type", "disposition", "content_id", "size", "sha256",
-                 "temp_path", "skipped_reason")
-
-    def __init__(self, *, filename: str | None, content_type: str, disposition: str | None,
-                 content_id: str | None, size: int, sha256: str, temp_path: Path | None,
-                 skipped_reason: str | None) -> None:
-        self.filename = filename
-        self.content_type = content_type
-        self.disposition = disposition
-        self.content_id = content_id
-        self.size = size
-        self.sha256 = sha256
-        self.temp_path = temp_path
-        self.skipped_reason = skipped_reason
-
-
 class ParsedMail:
     """Everything the record needs from the MIME structure (headers still raw text)."""
 
@@ -88,17 +60,26 @@ class ParsedMail:
         self.defects: list[str] = []
         self.stored_total = 0
         self.parser = "fast"
+        self.scratch: Scratch | None = None       # set by parse_mail: stored part files
+        self._by_name: dict[str, list[str]] | None = None
+
+    def _index(self) -> dict[str, list[str]]:
+        # built on first use, after the parser has set ``headers``
+        if self._by_name is None:
+            by_name: dict[str, list[str]] = {}
+            for n, v in self.headers:
+                by_name.setdefault(n.lower(), []).append(v)
+            self._by_name = by_name
+        return self._by_name
 
     def header(self, name: str) -> str | None:
-        low = name.lower()
-        for n, v in self.headers:
-            if n.lower() == low:
-                return v
-        return None
+        """The first value of header ``name`` (any case), or None."""
+        values = self._index().get(name.lower())
+        return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
-        low = name.lower()
-        return [v for n, v in self.headers if n.lower() == low]
+        """Every value of header ``name`` (any case), in order."""
+        return self._index().get(name.lower(), [])
 
 
 def read_headers(buf: Buffer, start: int, end: int, defects: list[str]
@@ -125,7 +106,43 @@ def read_headers(buf: Buffer, start: int, end: int, defects: list[str]
     else:
         hdr_end = body = end
     block = bytes(buf[start:hdr_end])
-    headers: list[tuple[str, bytes]] = []
+    fast = _header_lines_ascii(block)
+    if fast is not None:
+        return fast, body
+    return _header_lines(block, defects), body
+
+
+def _header_lines_ascii(block: bytes) -> list[tuple[str, str]] | None:
+    """The common case in a few C-level string operations: an ASCII block with no
+    malformed line. None means: read it line by line (:func:`_header_lines`), which gives
+    the same result for such a block and also handles everything else."""
+    try:
+        text = block.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if text[:1] in (" ", "\t"):
+        return None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            return None
+    if "\n " in text or "\n\t" in text:
+        # unfold: a continuation line is appended to its header as it is (RFC 5322 2.2.3)
+        text = text.replace("\n ", " ").replace("\n\t", "\t")
+    out = []
+    for line in text.split("\n"):
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        name = name.rstrip()
+        if not sep or not name or " " in name or "\t" in name:
+            return None
+        out.append((name, value.strip()))
+    return out
+
+
+def _header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]]:
+    headers: list[tuple[bytes, bytes]] = []
     first = True
     for line in block.split(b"\n"):
         if line.endswith(b"\r"):
@@ -153,7 +170,7 @@ def read_headers(buf: Buffer, start: int, end: int, defects: list[str]
     for name, value in headers:
         n = name.decode("ascii", errors="replace")
         out.append((n, raw_header_text(value, defects, n).strip()))
-    return out, body
+    return out
 
 
 def _get(headers: list[tuple[str, str]], name: str) -> str | None:
@@ -273,18 +290,19 @@ def _release(buf: Buffer, start: int, stop: int) -> None:
             pass
 
 
-def parse_fast(buf: Buffer, *, policy: AttachmentPolicy, work_dir: Path) -> ParsedMail:
+def parse_fast(buf: Buffer, *, policy: AttachmentPolicy, scratch: Scratch) -> ParsedMail:
     """Parse a whole mail. Raises FastPathError (or any error) to ask for the fallback."""
     mail = ParsedMail()
+    mail.scratch = scratch
     mail.headers, body = read_headers(buf, 0, len(buf), mail.defects)
     if not mail.headers:
         raise FastPathError("no header block")
-    _walk(buf, mail, mail.headers, body, len(buf), 0, "text/plain", policy, work_dir)
+    _walk(buf, mail, mail.headers, body, len(buf), 0, "text/plain", policy, scratch)
     return mail
 
 
 def _walk(buf: Buffer, mail: ParsedMail, headers: list[tuple[str, str]], start: int, end: int,
-          depth: int, default_type: str, policy: AttachmentPolicy, work_dir: Path) -> None:
+          depth: int, default_type: str, policy: AttachmentPolicy, scratch: Scratch) -> None:
     if depth > MAX_DEPTH:
         raise FastPathError("MIME nesting too deep")
     d = mail.defects
@@ -303,7 +321,7 @@ def _walk(buf: Buffer, mail: ParsedMail, headers: list[tuple[str, str]], start: 
             child = "message/rfc822" if info.type == "multipart/digest" else "text/plain"
             for s, e in spans:
                 hdrs, body = read_headers(buf, s, e, d)
-                _walk(buf, mail, hdrs, body, e, depth + 1, child, policy, work_dir)
+                _walk(buf, mail, hdrs, body, e, depth + 1, child, policy, scratch)
             return
         info.type = "text/plain"
     cte = (_get(headers, "content-transfer-encoding") or "7bit").strip().lower()
@@ -320,40 +338,4 @@ def _walk(buf: Buffer, mail: ParsedMail, headers: list[tuple[str, str]], start: 
         filename = (decode_words(subject) if subject else "message") + ".eml"
     add_attachment(mail, chunks=decode_chunks(buf, start, end, cte, d), filename=filename,
                    content_type=info.type, disposition=info.disposition,
-                   content_id=_get(headers, "content-id"), policy=policy, work_dir=work_dir)
-
-
-def add_attachment(mail: ParsedMail, *, chunks: Iterator[bytes] | list[bytes],
-                   filename: str | None, content_type: str, disposition: str | None,
-                   content_id: str | None, policy: AttachmentPolicy, work_dir: Path) -> None:
-    """Hash (and, when the policy admits it, store) one attachment; appended to ``mail``."""
-    reason = policy.type_reason(content_type) if policy.load else \
-        "not loaded (attachments.load is false)"
-    temp: Path | None = None
-    out = None
-    if reason is None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        temp = work_dir / f"{len(mail.attachments):03d}.part"
-        out = open(temp, "wb")
-    sha = hashlib.sha256()
-    size = 0
-    try:
-        for chunk in chunks:
-            sha.update(chunk)
-            size += len(chunk)
-            if out is not None:
-                out.write(chunk)
-    finally:
-        if out is not None:
-            out.close()
-    if temp is not None:
-        reason = policy.size_reason(content_type, size, mail.stored_total)
-        if reason is not None:
-            temp.unlink(missing_ok=True)
-            temp = None
-        else:
-            mail.stored_total += size
-    mail.attachments.append(Attachment(
-        filename=filename, content_type=content_type, disposition=disposition,
-        content_id=content_id.strip() if content_id else None, size=size,
-        sha256=sha.hexdigest(), temp_path=temp, skipped_reason=reason))
+                   content_id=_get(headers, "content-id"), policy=policy, scratch=scratch)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import mmap
-import shutil
 from contextlib import contextmanager
 from email import policy as email_policy
 from email.message import Message
@@ -20,7 +19,8 @@ from typing import BinaryIO, Iterator
 
 from postline.errors import ParseError, storage_error
 from postline.source.headers import ContentInfo, decode_text, decode_words, raw_header_text
-from postline.source.mime import AttachmentPolicy, Buffer, ParsedMail, add_attachment, parse_fast
+from postline.source.attachments import AttachmentPolicy, Scratch, add_attachment
+from postline.source.mime import Buffer, ParsedMail, parse_fast
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +43,24 @@ def open_buffer(*, data: bytes | None = None, path: Path | None = None) -> Itera
             mm.close()
 
 
-def parse_mail(*, data: bytes | None = None, path: Path | None = None,
-               policy: AttachmentPolicy, work_dir: Path) -> ParsedMail:
-    """Parse one mail given as ``data`` or a spooled ``path``; attachments go to ``work_dir``.
+def parse_mail(*, data: bytes | bytearray | None = None, path: Path | None = None,
+               policy: AttachmentPolicy, work_dir: Path, prefix: str = "") -> ParsedMail:
+    """Parse one mail given as ``data`` or a spooled ``path``; stored attachments go to
+    ``work_dir`` as ``<prefix>NNN.part`` (``parsed.scratch`` lists them).
 
     Returns the parsed mail (``parser`` says which parser read it). Raises ParseError only
     when neither parser can read the mail at all, StorageError when the disk fails us.
     """
+    scratch = Scratch(work_dir, prefix)
     try:
         with open_buffer(data=data, path=path) as buf:
-            return parse_fast(buf, policy=policy, work_dir=work_dir)
+            return parse_fast(buf, policy=policy, scratch=scratch)
     except Exception as exc:  # noqa: BLE001 - any failure of the fast path means: fall back
         if (err := storage_error(exc, what="storing attachments")) is not None:
             raise err from exc  # a full disk is not the mail's fault: do not fall back
         reason = f"{type(exc).__name__}: {exc}"[:200]
         log.debug("fast parser gave up (%s); using the stdlib parser", reason)
-        shutil.rmtree(work_dir, ignore_errors=True)
+        scratch.clear()
     try:
         if data is not None:
             import io
@@ -68,13 +70,14 @@ def parse_mail(*, data: bytes | None = None, path: Path | None = None,
             assert path is not None
             fh = open(path, "rb")
         with fh:
-            mail = parse_stdlib(fh, policy=policy, work_dir=work_dir)
+            mail = parse_stdlib(fh, policy=policy, scratch=scratch)
     except Exception as exc:  # noqa: BLE001
-        shutil.rmtree(work_dir, ignore_errors=True)
+        scratch.clear()
         if (err := storage_error(exc, what="storing attachments")) is not None:
             raise err from exc
         raise ParseError(f"mail cannot be parsed: {type(exc).__name__}: {exc}"[:300]) from exc
     mail.defects.insert(0, f"fast parser gave up ({reason}); parsed with the stdlib parser")
+    mail.scratch = scratch
     return mail
 
 
@@ -87,18 +90,19 @@ def _raw(value: object) -> str:
         return text
 
 
-def parse_stdlib(fh: BinaryIO, *, policy: AttachmentPolicy, work_dir: Path) -> ParsedMail:
+def parse_stdlib(fh: BinaryIO, *, policy: AttachmentPolicy, scratch: Scratch) -> ParsedMail:
     """The lenient fallback: stdlib ``compat32`` parser, defects listed by class name."""
     msg = BytesParser(policy=email_policy.compat32).parse(fh)
     mail = ParsedMail()
     mail.parser = "stdlib"
+    mail.scratch = scratch
     mail.headers = [(str(k), _raw(v).replace("\r\n", "").replace("\n", "").strip())
                     for k, v in msg.items()]
-    _walk_stdlib(msg, mail, policy, work_dir, top=True)
+    _walk_stdlib(msg, mail, policy, scratch, top=True)
     return mail
 
 
-def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, work_dir: Path,
+def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, scratch: Scratch,
                  top: bool = False) -> None:
     d = mail.defects
     d.extend(type(x).__name__ for x in getattr(part, "defects", []))
@@ -111,7 +115,7 @@ def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, work
         if isinstance(payload, list):
             for sub in payload:
                 if isinstance(sub, Message):
-                    _walk_stdlib(sub, mail, policy, work_dir)
+                    _walk_stdlib(sub, mail, policy, scratch)
             return
     if info.type.startswith("multipart/"):
         info.type = "text/plain"
@@ -124,7 +128,7 @@ def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, work
                                      + ".eml")
         add_attachment(mail, chunks=[data], filename=filename, content_type=info.type,
                        disposition=info.disposition, content_id=part.get("Content-ID"),
-                       policy=policy, work_dir=work_dir)
+                       policy=policy, scratch=scratch)
         return
     data = part.get_payload(decode=True)
     if not isinstance(data, bytes):
@@ -136,4 +140,4 @@ def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, work
         return
     add_attachment(mail, chunks=[data], filename=info.filename, content_type=info.type,
                    disposition=info.disposition, content_id=part.get("Content-ID"),
-                   policy=policy, work_dir=work_dir)
+                   policy=policy, scratch=scratch)

@@ -94,7 +94,7 @@ def build_record(mail: ParsedMail, *, place: MailPlace, source: str, stream_name
         **{f: s[f] for f in _ADDRESS_HEADERS},
         "date": date,
         "received": received,
-        "headers": [{"name": n, "value": decode_words(v, d)} for n, v in mail.headers],
+        "headers": _decoded_headers(mail, s, d),
         "text": "\n".join(mail.texts) if mail.texts else None,
         "html": "\n".join(mail.htmls) if mail.htmls else None,
         "attachments": [
@@ -109,6 +109,26 @@ def build_record(mail: ParsedMail, *, place: MailPlace, source: str, stream_name
         "defects": list(dict.fromkeys(d)),
     }
     return record
+
+
+def _decoded_headers(mail: ParsedMail, summary: dict[str, Any], defects: list[str]
+                     ) -> list[dict[str, str]]:
+    # Values are unfolded and stripped by the parsers already: only encoded words need
+    # work, and the subject's was decoded for the summary.
+    done: dict[str, str] = {}
+    subject_raw = mail.header("subject")
+    if subject_raw is not None:
+        done[subject_raw] = summary["subject"]
+    out = []
+    for n, v in mail.headers:
+        if "=?" in v:
+            value = done.get(v)
+            if value is None:
+                value = done[v] = decode_words(v, defects)
+            out.append({"name": n, "value": value})
+        else:
+            out.append({"name": n, "value": v})
+    return out
 
 
 @functools.lru_cache(maxsize=1)

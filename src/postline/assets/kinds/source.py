@@ -22,6 +22,7 @@
     reprocess: manual                  # manual | reset_on_reappear | reprocess_on_change
     uidvalidity_change: reread         # reread | stop
     failure: {on_failure: rollback, max_retries: 3, min_backoff: 1, max_backoff: 60}
+    batch_size: 50                     # mails fetched and committed together
 """
 
 from __future__ import annotations
