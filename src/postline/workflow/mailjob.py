@@ -1,5 +1,9 @@
 """Processing one fetched mail: parse -> filter -> duplicate check -> record -> processor ->
 every sink. Returns what the ledger should say; it never moves anything on the server.
+
+Two steps, so that the runner can look up the duplicates of a whole batch in one ledger
+query: :func:`prepare` (parse, filters) and :func:`deliver` (duplicate check, record,
+processor, sinks). :func:`process` does both for one mail.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ import copy
 import hashlib
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -22,6 +27,7 @@ from postline.protocols.base import RawMessage
 from postline.source.filters import AttachmentRules, MailFilter
 from postline.source.headers import iso_utc
 from postline.source.ledger import Ledger, Outcome
+from postline.source.mime import ParsedMail
 from postline.source.parse import parse_mail
 from postline.source.record import MailPlace, build_record, file_key, header_summary, safe_name
 from postline.source.schedule import Clock, retry_delay
@@ -72,9 +78,14 @@ def content_hash(raw: RawMessage) -> str:
     return h.hexdigest()
 
 
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
 def _utc(text: str | None) -> str | None:
     if not text:
         return None
+    if _ISO_UTC.fullmatch(text):  # already the record's form (IMAP INTERNALDATE)
+        return text
     try:
         return iso_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError:
@@ -90,64 +101,95 @@ def place_of(raw: RawMessage, connection: str) -> MailPlace:
                      received=_utc(ref.internal_date))
 
 
-def _duplicate(s: MailSettings, ledger: Ledger, key: str, identity: str, digest: str | None,
-               folder_version: str) -> str | None:
-    """The key of a done entry this mail repeats, when the reprocess mode says skip it."""
-    dup = ledger.find_done(s.source, identity)
-    if dup is None or dup.key == key:
+@dataclass
+class Prepared:
+    """A mail parsed and past the filters, waiting for the duplicate check and delivery."""
+
+    raw: RawMessage
+    place: MailPlace
+    key: str
+    parsed: ParsedMail
+    summary: dict[str, Any]
+    subject: str
+    identity: str
+    digest: str | None
+    ms: float             # time spent so far (parsing)
+
+
+@dataclass(frozen=True)
+class DoneMail:
+    """What the duplicate check needs of a mail already done (a ledger entry, or a mail
+    done earlier in the same batch)."""
+
+    key: str
+    folder_version: str
+    content_hash: str | None
+
+
+def _duplicate(s: MailSettings, prep: Prepared, done: DoneMail | None) -> str | None:
+    """The key of a done mail ``prep`` repeats, when the reprocess mode says skip it."""
+    if done is None or done.key == prep.key:
         return None
-    if dup.folder_version != folder_version:
-        return dup.key  # re-read after a UIDVALIDITY change: already done, skip
+    if done.folder_version != prep.place.folder_version:
+        return done.key  # re-read after a UIDVALIDITY change: already done, skip
     if s.reprocess == "manual":
-        return dup.key
-    if s.reprocess == "reprocess_on_change" and dup.content_hash == digest:
-        return dup.key
+        return done.key
+    if s.reprocess == "reprocess_on_change" and done.content_hash == prep.digest:
+        return done.key
     return None
 
 
-def _store_attachments(record: dict[str, Any], parsed, home: Path) -> None:
+def _store_attachments(record: dict[str, Any], parsed: ParsedMail,
+                       home_of: Callable[[], Path]) -> None:
+    home: Path | None = None
     for i, (att, rec) in enumerate(zip(parsed.attachments, record["attachments"])):
         if att.temp_path is None:
             continue
-        home.mkdir(parents=True, exist_ok=True)
+        if home is None:
+            home = home_of()
+            home.mkdir(parents=True, exist_ok=True)
         target = home / f"{i:02d}-{safe_name(att.filename or 'attachment')}"
         try:
             os.replace(att.temp_path, target)
         except OSError:  # another file system
             shutil.move(str(att.temp_path), target)
+        if parsed.scratch is not None:
+            parsed.scratch.forget(att.temp_path)
         rec["path"] = str(target)
 
 
-def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading.Event,
-            clock: Clock) -> JobResult:
-    """Turn ``raw`` into a record and hand it to every sink. Never raises for a mail's own
-    problems (they become a ``failed`` outcome); lets ConnectError, StorageError (disk full,
-    permissions: not the mail's fault) and stop requests out."""
+def _result(prep_key: str, t0: float, state: str, label: str, subject: str,
+            reason: str | None = None, identity: str | None = None,
+            digest: str | None = None, dup_of: str | None = None,
+            parsed: ParsedMail | None = None) -> JobResult:
+    if parsed is not None:
+        _release(parsed)
+    out = Outcome(key=prep_key, state=state, reason=reason, message_id=identity,
+                  content_hash=digest, subject=subject[:300], dup_of=dup_of,
+                  settled=label == "duplicate")
+    return JobResult(outcome=out, label=label, subject=subject,
+                     ms=(time.perf_counter() - t0) * 1000)
+
+
+def prepare(raw: RawMessage, *, s: MailSettings) -> Prepared | JobResult:
+    """Parse ``raw`` and apply the filters. Returns what is to be delivered, or the final
+    result of a mail that ends here (unparseable: failed; filtered out: ignored). Never
+    raises for a mail's own problems; lets StorageError (disk full) out."""
     t0 = time.perf_counter()
     place = place_of(raw, s.connection)
     key = place.key
     # The content hash costs a pass over the raw mail: taken only where it is used (the
     # identity of a mail without Message-ID, and reprocess_on_change).
     digest = content_hash(raw) if s.reprocess == "reprocess_on_change" else None
-    # Scratch files of the parser; only made for stored attachments, and the whole work
-    # dir is emptied when the runner starts, so there is nothing to clean before.
-    work = s.work_dir / file_key(key)
-
-    def result(state: str, label: str, subject: str, reason: str | None = None,
-               identity: str | None = None, dup_of: str | None = None) -> JobResult:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-        out = Outcome(key=key, state=state, reason=reason, message_id=identity,
-                      content_hash=digest, subject=subject[:300], dup_of=dup_of,
-                      settled=label == "duplicate")
-        return JobResult(outcome=out, label=label, subject=subject,
-                         ms=(time.perf_counter() - t0) * 1000)
-
+    # Scratch files of the parser (only made for stored attachments) are named after the
+    # key; the whole work dir is emptied when the runner starts.
     try:
-        parsed = parse_mail(data=raw.data, path=raw.path, policy=s.attachments, work_dir=work)
+        parsed = parse_mail(data=raw.data, path=raw.path, policy=s.attachments,
+                            work_dir=s.work_dir, prefix=file_key(key) + "-")
     except ParseError as exc:
         digest = digest or content_hash(raw)
-        return result("failed", "failed", "", f"parse: {exc}", f"sha256:{digest}")
+        return _result(key, t0, "failed", "failed", "", f"parse: {exc}", f"sha256:{digest}",
+                       digest)
     summary = header_summary(parsed)
     subject = summary["subject"]
     if not summary["message_id"] and digest is None:
@@ -155,23 +197,57 @@ def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading
     identity = summary["message_id"] or f"sha256:{digest}"
     reason = s.mail_filter.reason_to_ignore(senders=summary["from"], subject=subject)
     if reason:
-        return result("ignored", "ignored", subject, reason, identity)
-    dup = _duplicate(s, ledger, key, identity, digest, place.folder_version)
+        return _result(key, t0, "ignored", "ignored", subject, reason, identity, digest,
+                       parsed=parsed)
+    return Prepared(raw=raw, place=place, key=key, parsed=parsed, summary=summary,
+                    subject=subject, identity=identity, digest=digest,
+                    ms=(time.perf_counter() - t0) * 1000)
+
+
+def discard(prep: Prepared) -> None:
+    """Drop the scratch files of a prepared mail that will not be delivered now."""
+    _release(prep.parsed)
+
+
+def _release(parsed: ParsedMail) -> None:
+    # part files not moved to their home (a failure, a filter, a duplicate)
+    if parsed.scratch is not None and parsed.scratch.files:
+        parsed.scratch.clear()
+
+
+def deliver(prep: Prepared, *, s: MailSettings, done: DoneMail | None,
+            stop: threading.Event, clock: Clock) -> JobResult:
+    """Skip ``prep`` as a duplicate of ``done`` where the reprocess mode says so, else build
+    its record and hand it to the processor and every sink. Never raises for a mail's own
+    problems (they become a ``failed`` outcome); lets ConnectError, StorageError (disk
+    full, permissions: not the mail's fault) and stop requests out."""
+    key, subject, identity, digest = prep.key, prep.subject, prep.identity, prep.digest
+    # the mail's own time: its parse plus this step (not the batch's other mails)
+    t0 = time.perf_counter() - prep.ms / 1000
+    parsed, place = prep.parsed, prep.place
+
+    def result(state: str, label: str, reason: str | None = None,
+               dup_of: str | None = None) -> JobResult:
+        return _result(key, t0, state, label, subject, reason, identity, digest, dup_of,
+                       parsed)
+
+    dup = _duplicate(s, prep, done)
     if dup:
-        return result("ignored", "duplicate", subject,
+        return result("ignored", "duplicate",
                       f"duplicate of {dup} (same Message-ID, already done); "
-                      f"'postline ledger reset' that key to process it again", identity, dup)
+                      f"'postline ledger reset' that key to process it again", dup)
+    summary = prep.summary
     macros = {"folder": place.folder, "subject": subject, "key": key,
               "from": summary["from"][0]["address"] if summary["from"] else "",
               "received": place.received or "", "message_id": identity,
               "id": place.server_id}
     try:
         record = build_record(parsed, place=place, source=s.source,
-                              stream_name="", size=raw.size, summary=summary)
+                              stream_name="", size=prep.raw.size, summary=summary)
         macros["date"] = record["date"] or ""
         macros["received"] = record["received"] or ""
         record["stream_name"] = s.stream_name(macros)
-        _store_attachments(record, parsed, s.attachments_home(key))
+        _store_attachments(record, parsed, lambda: s.attachments_home(key))
         for sink in s.sinks:
             if isinstance(sink, DirectorySink) and sink.keep_eml:
                 record["eml_path"] = str(sink.eml_path(key))
@@ -179,12 +255,11 @@ def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading
     except StorageError:
         raise
     except PostlineError as exc:
-        return result("failed", "failed", subject, f"record: {exc}", identity)
+        return result("failed", "failed", f"record: {exc}")
     except Exception as exc:  # noqa: BLE001 - a bad mail must not stop the source
         if (err := storage_error(exc, what="storing attachments")) is not None:
             raise err from exc
-        return result("failed", "failed", subject, f"record: {type(exc).__name__}: {exc}",
-                      identity)
+        return result("failed", "failed", f"record: {type(exc).__name__}: {exc}")
     attempt = 0
     while True:
         where = "processor"
@@ -198,12 +273,12 @@ def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading
             for sink in s.sinks:
                 where = f"{sink.label} sink"
                 try:
-                    sink.write(rec, raw)
+                    sink.write(rec, prep.raw)
                 except OSError as exc:
                     if (err := storage_error(exc, what=f"writing {sink.where}")) is not None:
                         raise err from exc
                     raise
-            return result("done", "done", subject, None, identity)
+            return result("done", "done")
         except Exception as exc:  # noqa: BLE001 - the processor is user code
             if isinstance(exc, StorageError):
                 # the disk, not the mail: stop the round; the mail stays acquired and in
@@ -211,11 +286,24 @@ def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading
                 raise
             why = f"{where}: {type(exc).__name__}: {exc}"[:500]
             if s.on_failure != "retry" or attempt >= s.max_retries:
-                return result("failed", "failed", subject, why, identity)
+                return result("failed", "failed", why)
             attempt += 1
             delay = retry_delay(attempt, min_backoff=s.min_backoff, max_backoff=s.max_backoff)
             log.warning("key=%s retry %d/%d in %.1fs after %s", key, attempt, s.max_retries,
                         delay, why)
             if clock.wait(delay, stop):
                 # stays acquired: the next run takes it up again
-                return result("acquired", "interrupted", subject, why, identity)
+                return result("acquired", "interrupted", why)
+
+
+def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading.Event,
+            clock: Clock) -> JobResult:
+    """:func:`prepare` then :func:`deliver` one mail, with its own duplicate lookup (the
+    runner batches that lookup instead)."""
+    prep = prepare(raw, s=s)
+    if isinstance(prep, JobResult):
+        return prep
+    found = ledger.find_done(s.source, prep.identity)
+    done = (DoneMail(key=found.key, folder_version=found.folder_version,
+                     content_hash=found.content_hash) if found is not None else None)
+    return deliver(prep, s=s, done=done, stop=stop, clock=clock)

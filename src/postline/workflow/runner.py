@@ -24,10 +24,11 @@ from pathlib import Path
 
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
-from postline.source.ledger import Ledger, Place
+from postline.source.ledger import Ledger, Outcome, Place
 from postline.source.record import ledger_key
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule, Throttle
-from postline.workflow.mailjob import JobResult, MailSettings, process
+from postline.workflow.mailjob import (DoneMail, JobResult, MailSettings, Prepared,
+                                       deliver, discard, prepare)
 
 log = logging.getLogger("postline.workflow")
 mail_log = logging.getLogger("postline.mail")
@@ -165,35 +166,57 @@ class WorkflowRunner:
                 settle.append((ref, key, entry.state))
         if settle:
             self._settle(reader, settle)
-        if todo:
-            self.events.backlog(self.name, len(todo))
+        if not todo:
+            return False
+        self.events.backlog(self.name, len(todo))
         deadline = self.clock.monotonic() + src.polling.timeout
-        # Without a throttle, one pipelined fetch streams the whole backlog: the reader
-        # keeps requests in flight while each batch is processed, so server, network and
-        # parsing overlap in this one thread (see protocols/imap_bulk.py for why no thread).
-        stream = None if self.throttle.max else _Stream(self._fetch(reader, todo))
+        if self.throttle.max:
+            return self._work_throttled(reader, todo, deadline)
+        return self._work_streamed(reader, todo, deadline)
+
+    def _work_streamed(self, reader: MailboxReader, todo: list[MessageRef],
+                       deadline: float) -> bool:
+        """The whole backlog in one pipelined fetch, batch by batch: the reader keeps
+        requests in flight while each batch is processed, so server, network and parsing
+        overlap in this one thread (see protocols/imap_bulk.py for why no thread). The
+        next batch is acquired in the commit that finishes this one (one durable ledger
+        commit per batch)."""
+        size = self.source.batch_size
+        batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+        stream = _Stream(self._fetch(reader, todo))
         try:
-            i = 0
-            attempts: dict[str, int] | None = None   # of a batch acquired in advance
-            while i < len(todo):
+            attempts = self.ledger.acquire(self.s.source, self._places(batches[0]))
+            for k, batch in enumerate(batches):
                 if self.stop.is_set() or self.clock.monotonic() > deadline:
                     return True
-                n = len(attempts) if attempts is not None else self._throttled(src.batch_size)
-                if n == 0:
-                    return True
-                batch = todo[i:i + n]
-                i += n
-                if attempts is None:
-                    attempts = self.ledger.acquire(self.s.source, self._places(batch))
-                # Without a throttle the next batch is acquired in the commit that finishes
-                # this one (one durable ledger commit per batch).
-                nxt = (todo[i:i + src.batch_size] if not self.throttle.max
+                fetched = stream.take({self._key(r) for r in batch}, self._key)
+                results = self._process_batch(batch, fetched, attempts)
+                nxt = (batches[k + 1] if k + 1 < len(batches) and not self.stop.is_set()
                        and self.clock.monotonic() < deadline else [])
-                attempts = self._batch(reader, batch, stream, attempts, nxt)
+                attempts = self._commit(results, nxt)
+                self._after_commit(reader, results)
             return False
         finally:
-            if stream is not None:
-                stream.close()
+            stream.close()
+
+    def _work_throttled(self, reader: MailboxReader, todo: list[MessageRef],
+                        deadline: float) -> bool:
+        """Batches as the throttle allows, each fetched, acquired and committed on its
+        own."""
+        i = 0
+        while i < len(todo):
+            if self.stop.is_set() or self.clock.monotonic() > deadline:
+                return True
+            n = self._throttled(self.source.batch_size)
+            if n == 0:
+                return True
+            batch = todo[i:i + n]
+            i += n
+            attempts = self.ledger.acquire(self.s.source, self._places(batch))
+            results = self._process_batch(batch, list(self._fetch(reader, batch)), attempts)
+            self._commit(results, [])
+            self._after_commit(reader, results)
+        return False
 
     def _fetch(self, reader: MailboxReader, refs: list[MessageRef]) -> Iterator[RawMessage]:
         return reader.fetch(refs, spool_dir=self.spool_dir, inline_limit=INLINE_LIMIT,
@@ -219,65 +242,105 @@ class WorkflowRunner:
         return [Place(key=self._key(r), connection=self.s.connection, folder=r.folder,
                       folder_version=r.folder_version, server_id=r.id) for r in refs]
 
-    def _batch(self, reader: MailboxReader, batch: list[MessageRef], stream: _Stream | None,
-               attempts: dict[str, int], nxt: list[MessageRef]) -> dict[str, int] | None:
-        """Process ``batch`` (already acquired, with ``attempts``); returns the attempts of
-        ``nxt`` when it was acquired in the same commit, else None."""
+    def _process_batch(self, batch: list[MessageRef], fetched: list[RawMessage],
+                       attempts: dict[str, int]) -> list[tuple[MessageRef, JobResult]]:
+        """Process ``fetched``, the mails of ``batch`` (already acquired, with ``attempts``)
+        still on the server: every sink written, nothing committed yet."""
         places = self._places(batch)
-        nxt_attempts: dict[str, int] | None = None
-        fetched: list[RawMessage] = []
         try:
-            if stream is None:
-                fetched = list(self._fetch(reader, batch))
-            else:
-                fetched = stream.take({p.key for p in places}, self._key)
             got = {self._key(raw.ref) for raw in fetched}
             vanished = [p.key for p in places if p.key not in got]
             if vanished:  # moved or deleted by someone else meanwhile: forget them
                 self.ledger.reset(self.s.source, vanished)
-            results: list[tuple[RawMessage, JobResult]] = []
+            return [(raw.ref, res) for raw, res in self._process_all(fetched, attempts)]
+        finally:
+            # the sinks have what they need of the raw mails (a directory sink's .eml is
+            # written, and flushed with the batch)
             for raw in fetched:
-                if self.stop.is_set():
-                    break   # the rest stays acquired and is taken up by the next run
-                key = self._key(raw.ref)
-                if attempts.get(key, 1) > MAX_ATTEMPTS:
-                    res = _poison(key, attempts[key])
+                raw.discard()
+
+    def _commit(self, results: list[tuple[MessageRef, JobResult]],
+                nxt: list[MessageRef]) -> dict[str, int]:
+        """Every sink flushed (durable), then the outcomes and the acquisition of ``nxt``
+        in one durable ledger transaction. Returns the attempts of ``nxt``; raises
+        StorageError (a full or read-only disk: nothing of the batch counts)."""
+        for sink in self.s.sinks:
+            try:
+                sink.flush()
+            except OSError as exc:
+                what = f"writing {sink.where}"
+                raise (storage_error(exc, what=what)
+                       or StorageError.from_os_error(exc, what=what)) from exc
+        # Outcomes that need no server action are written settled right away: one durable
+        # ledger commit per batch instead of two.
+        outcomes = [r.outcome if r.outcome.settled or self._action(r.outcome.state)[0]
+                    else replace(r.outcome, settled=True)
+                    for _, r in results if r.label != "interrupted"]
+        if nxt:
+            return self.ledger.finish_and_acquire(self.s.source, outcomes, self._places(nxt))
+        self.ledger.finish(self.s.source, outcomes)
+        return {}
+
+    def _after_commit(self, reader: MailboxReader,
+                      results: list[tuple[MessageRef, JobResult]]) -> None:
+        """Report the committed ``results`` and move their mails."""
+        for _, res in results:
+            self._report(res)
+        self._settle(reader, [(ref, res.outcome.key, res.outcome.state)
+                              for ref, res in results
+                              if res.label not in ("interrupted", "duplicate")
+                              and self._action(res.outcome.state)[0]])
+
+    def _process_all(self, fetched: list[RawMessage], attempts: dict[str, int]
+                     ) -> list[tuple[RawMessage, JobResult]]:
+        """Prepare every mail of the batch, look up their duplicates in one ledger query,
+        then deliver them one by one (stops early on a stop request: the rest stays
+        acquired and is taken up by the next run)."""
+        s = self.s
+        preps: list[tuple[RawMessage, Prepared | JobResult]] = []
+        for raw in fetched:
+            if self.stop.is_set():
+                break
+            key = self._key(raw.ref)
+            if attempts.get(key, 1) > MAX_ATTEMPTS:
+                preps.append((raw, _poison(key, attempts[key])))
+            else:
+                preps.append((raw, prepare(raw, s=s)))
+        found = self.ledger.find_done_many(
+            s.source, [p.identity for _, p in preps if isinstance(p, Prepared)])
+        done: dict[str, DoneMail] = {
+            identity: DoneMail(key=e.key, folder_version=e.folder_version,
+                               content_hash=e.content_hash) for identity, e in found.items()}
+        results: list[tuple[RawMessage, JobResult]] = []
+        n = 0
+        try:
+            for n, (raw, prep) in enumerate(preps):
+                if isinstance(prep, JobResult):
+                    res = prep
+                elif self.stop.is_set():
+                    break
                 else:
-                    res = process(raw, s=self.s, ledger=self.ledger, stop=self.stop,
+                    res = deliver(prep, s=s, done=done.get(prep.identity), stop=self.stop,
                                   clock=self.clock)
+                    if res.label == "done":
+                        # a second copy later in this batch is a duplicate of this one
+                        done.setdefault(prep.identity, DoneMail(
+                            key=prep.key, folder_version=prep.place.folder_version,
+                            content_hash=prep.digest))
                 results.append((raw, res))
                 if res.label == "failed":
                     # pause after a failure: min, doubling per failure in a row, up to max
                     self.clock.wait(self.backoff.failure(), self.stop)
                 elif res.label == "done":
                     self.backoff.success()
-            for sink in self.s.sinks:
-                try:
-                    sink.flush()
-                except OSError as exc:
-                    what = f"writing {sink.where}"
-                    raise (storage_error(exc, what=what)
-                           or StorageError.from_os_error(exc, what=what)) from exc
-            # Outcomes that need no server action are written settled right away: one
-            # durable ledger commit per batch instead of two.
-            outcomes = [r.outcome if r.outcome.settled or self._action(r.outcome.state)[0]
-                        else replace(r.outcome, settled=True)
-                        for _, r in results if r.label != "interrupted"]
-            if nxt and not self.stop.is_set():
-                nxt_attempts = self.ledger.finish_and_acquire(self.s.source, outcomes,
-                                                              self._places(nxt))
             else:
-                self.ledger.finish(self.s.source, outcomes)
-            for raw, res in results:
-                self._report(res)
-            self._settle(reader, [(raw.ref, res.outcome.key, res.outcome.state)
-                                  for raw, res in results
-                                  if res.label not in ("interrupted", "duplicate")
-                                  and self._action(res.outcome.state)[0]])
+                n = len(preps)
         finally:
-            for raw in fetched:
-                raw.discard()
-        return nxt_attempts
+            # mails not delivered (a stop request, a full disk): their part files go
+            for _, rest in preps[n:]:
+                if isinstance(rest, Prepared):
+                    discard(rest)
+        return results
 
     def _report(self, res: JobResult) -> None:
         o = res.outcome
@@ -371,7 +434,6 @@ class _Stream:
 
 
 def _poison(key: str, attempts: int) -> JobResult:
-    from postline.source.ledger import Outcome
 
     reason = (f"gave up after {attempts} attempts: the run stopped while handling this "
               "mail each time")

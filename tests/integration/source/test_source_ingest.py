@@ -158,15 +158,15 @@ def test_server_drop_mid_run_reconnects_and_loses_nothing(source_project, mail_s
     source_project.port = proxy.port
     p = source_project.write(source={"folders": {"input": "INBOX", "done": "Done"},
                                      "batch_size": 5})
-    real = mailjob.process
+    real = mailjob.prepare
     seen = {"n": 0}
 
-    def process_and_cut(*a, **kw):
+    def prepare_and_cut(*a, **kw):
         seen["n"] += 1
         if seen["n"] == 12:
             proxy.cut()      # the server goes away in the middle of the run
         return real(*a, **kw)
-    monkeypatch.setattr("postline.workflow.runner.process", process_and_cut)
+    monkeypatch.setattr("postline.workflow.runner.prepare", prepare_and_cut)
     stop = threading.Event()
     t = threading.Thread(target=run_workflows, args=(p.open(),), kwargs={"stop": stop},
                          daemon=True)

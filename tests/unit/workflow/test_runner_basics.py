@@ -261,3 +261,50 @@ def test_duplicate_by_message_id_is_not_processed_again(project_at, box):
     assert dup.dup_of and "duplicate of" in dup.reason
     ledger_of(project).reset("Src", [dup.dup_of])      # the operator resets the original
     assert run(project, box).counts["done"] == 1
+
+
+def test_two_copies_in_one_batch_are_delivered_once(project_at, box):
+    # the same mail twice in the input folder (copied, or delivered twice): the second copy
+    # is a duplicate of the first even though the first is not committed yet
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done"}})
+    raw = mail("twice", message_id="<twice@example.test>")
+    box.add(raw)
+    box.add(mail("other"))
+    box.add(raw)
+    summary = run(project, box)
+    assert (summary.counts["done"], summary.counts["duplicate"]) == (2, 1)
+    assert [r["subject"] for r in read_jsonl(project.root / "out/mails.jsonl")] == \
+        ["twice", "other"]
+    [dup] = ledger_of(project).entries("Src", state="ignored")
+    assert dup.dup_of.endswith("/1") and "duplicate of" in dup.reason
+
+
+def test_duplicates_are_found_in_a_ledger_of_many_done_mails(project_at, box):
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done"},
+                                 "batch_size": 7})
+    for i in range(40):
+        box.add(mail(f"m{i}", message_id=f"<m{i}@example.test>"))
+    assert run(project, box).counts["done"] == 40
+    for i in (3, 17, 39):   # moved back: new UIDs, the same Message-IDs
+        box.add(mail(f"m{i}", message_id=f"<m{i}@example.test>"))
+    box.add(mail("new one"))
+    summary = run(project, box)
+    assert (summary.counts["done"], summary.counts["duplicate"]) == (1, 3)
+
+
+def test_no_scratch_files_are_left_behind(project_at, box):
+    project = project_at(source={"attachments": {"load": True,
+                                                 "whitelist": [{"type": "text/csv"}]},
+                                 "filters": {"subject": {"blacklist": ["^skip"]}}},
+                         workflow={"attachments_dir": "out/files"})
+    csv = [("a.csv", "text/csv", b"a,b\n1,2\n")]
+    box.add(mail("keep", attachments=csv + [("x.bin", "application/octet-stream", b"x")]))
+    box.add(mail("skip me", attachments=csv))
+    summary = run(project, box)
+    assert (summary.counts["done"], summary.counts["ignored"]) == (1, 1)
+    [rec] = read_jsonl(project.root / "out/mails.jsonl")
+    stored = [a for a in rec["attachments"] if a["stored"]]
+    assert [a["filename"] for a in stored] == ["a.csv"]
+    assert open(stored[0]["path"], "rb").read() == b"a,b\n1,2\n"
+    work = project.state_dir / "work"
+    assert [p for p in work.rglob("*") if p.is_file()] == []
