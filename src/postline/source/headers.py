@@ -7,12 +7,12 @@ they are correct and, applied to header blocks of a few hundred bytes, fast enou
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import email.utils
 import functools
 import re
-from datetime import datetime, timezone
-from email.header import decode_header
+from datetime import datetime, timedelta, timezone
 from email.message import Message
 
 ASCII_ALIASES = {"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "646", "us"}
@@ -71,23 +71,75 @@ def decode_text(data: bytes, charset: str | None, defects: list[str], where: str
     return data.decode(cs, errors="replace")
 
 
+def body_text(data: bytes, charset: str | None, defects: list[str], where: str = "body"
+              ) -> str:
+    """A text part as Unicode with LF line ends (:func:`decode_text`). CRLF is turned into
+    LF on the bytes where the charset allows it (every ASCII-compatible one; UTF-16/32 do
+    not): there it is a quarter of the work of doing it on the decoded text."""
+    cs = (charset or "").lower()
+    if "16" in cs or "32" in cs:
+        return decode_text(data, charset, defects, where).replace("\r\n", "\n")
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    return decode_text(data, charset, defects, where)
+
+
+# An encoded word as the stdlib's email.header finds one (also inside a word of text).
+_ENCODED_WORD = re.compile(r"=\?([^?]*?)\?([qQbB])\?(.*?)\?=")
+_Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _q_decode(data: bytes) -> bytes:
+    data = data.replace(b"_", b" ")
+    if b"=" not in data:
+        return data
+    return _Q_HEX.sub(lambda m: bytes.fromhex(m.group(1).decode()), data)
+
+
 def decode_words(value: str, defects: list[str] | None = None) -> str:
-    """Decode RFC 2047 encoded words in an unstructured header value; never raises."""
+    """Decode RFC 2047 encoded words in an unstructured header value; never raises.
+
+    The same words and rules as ``email.header.decode_header``: white space between two
+    encoded words is dropped, neighbouring words of one charset are joined before they
+    are decoded (a character may be split between them), base64 padding is forgiven.
+    Decoded straight to text: the stdlib's round trip through bytes cost ~20 us a
+    subject, and turned non-Latin-1 letters of the plain text around encoded words into
+    ``\\uXXXX`` escapes. A charset's RFC 2231 language (``utf-8*de``) is ignored."""
     if "=?" not in value:
         return _unfold(value)
+    found = defects if defects is not None else []
+    out: list[str] = []
+    pending: list[bytes] = []
+    charset = ""
+
+    def flush() -> None:
+        if pending:
+            out.append(decode_text(b"".join(pending), charset, found, "header"))
+            pending.clear()
+
+    pos = 0
     try:
-        parts = decode_header(value)
-    except Exception:  # noqa: BLE001 - malformed encoded words: keep the raw text
-        if defects is not None:
-            defects.append("malformed encoded word in header; kept as is")
+        for m in _ENCODED_WORD.finditer(value):
+            text = value[pos:m.start()]
+            if text and not (pending and text.isspace()):
+                flush()
+                out.append(text)
+            cs, encoding, payload = m.groups()
+            cs = cs.partition("*")[0].lower() or "utf-8"
+            if cs != charset:
+                flush()
+                charset = cs
+            data = payload.encode("utf-8", "surrogateescape")
+            if encoding in "qQ":
+                pending.append(_q_decode(data))
+            else:
+                pending.append(binascii.a2b_base64(data + b"=" * (-len(data) % 4)))
+            pos = m.end()
+    except (binascii.Error, ValueError):   # malformed encoded words: keep the raw text
+        found.append("malformed encoded word in header; kept as is")
         return _unfold(value)
-    out = []
-    for chunk, charset in parts:
-        if isinstance(chunk, str):
-            out.append(chunk)
-        else:
-            out.append(decode_text(chunk, charset or "utf-8", defects if defects is not None
-                                   else [], "header"))
+    flush()
+    out.append(value[pos:])
     return _unfold("".join(out))
 
 
@@ -129,11 +181,41 @@ def iso_utc(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_MONTH = {m: i + 1 for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
+_DATE = re.compile(r"\s*(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+"
+                   r"(\d\d):(\d\d)(?::(\d\d))?\s+([+-])(\d\d)(\d\d)\s*")
+
+
+def _fast_date(value: str) -> str | None:
+    # The form nearly every mail has ("Wed, 01 May 2024 12:00:00 +0200"), read directly:
+    # parsedate_to_datetime + strftime cost ~25 us a mail. Anything else (or anything
+    # odd in it): None, and the stdlib decides.
+    m = _DATE.fullmatch(value)
+    if m is None:
+        return None
+    day, mon, year, hh, mi, ss, sign, zh, zm = m.groups()
+    month = _MONTH.get(mon.lower())
+    if month is None:
+        return None
+    try:
+        local = datetime(int(year), month, int(day), int(hh), int(mi), int(ss or 0))
+        offset = (int(zh) * 60 + int(zm)) * (-1 if sign == "-" else 1)
+        t = local - timedelta(minutes=offset)
+    except (ValueError, OverflowError):
+        return None
+    return (f"{t.year:04d}-{t.month:02d}-{t.day:02d}T"
+            f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}Z")
+
+
 def parse_date(value: str | None, defects: list[str], what: str = "Date") -> str | None:
     """An RFC 5322 date as ISO-8601 UTC, or None (with a defect) when missing or invalid."""
     if value is None or not value.strip():
         defects.append(f"missing {what} header")
         return None
+    fast = _fast_date(value)
+    if fast is not None:
+        return fast
     try:
         return iso_utc(email.utils.parsedate_to_datetime(_unfold(value)))
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -198,6 +280,32 @@ class ContentInfo:
             elif self.name:
                 self.filename = decode_words(self.name, defects)
         self.type = ctype
+
+
+_INFO_CACHE: dict[tuple, tuple] = {}
+_INFO_CACHE_MAX = 4096
+
+
+def content_info(content_type: str | None, disposition: str | None, defects: list[str],
+                 default_type: str = "text/plain") -> ContentInfo:
+    """:class:`ContentInfo` of these header values, cached by them (with the defects they
+    give): parts' headers repeat a lot ("text/plain; charset=utf-8"), and parsing one
+    costs ~15 us. Returns a new object each time (callers may change it)."""
+    key = (content_type, disposition, default_type)
+    hit = _INFO_CACHE.get(key)
+    if hit is None:
+        found: list[str] = []
+        info = ContentInfo(content_type, disposition, found, default_type)
+        hit = (tuple(getattr(info, a) for a in ContentInfo.__slots__), tuple(found))
+        if len(_INFO_CACHE) >= _INFO_CACHE_MAX:
+            _INFO_CACHE.clear()
+        _INFO_CACHE[key] = hit
+    values, found_defects = hit
+    defects.extend(found_defects)
+    info = ContentInfo.__new__(ContentInfo)
+    for name, value in zip(ContentInfo.__slots__, values):
+        setattr(info, name, value)
+    return info
 
 
 def _param(value: object) -> str | None:

@@ -22,8 +22,8 @@ from typing import Union
 
 from postline.source.attachments import Attachment, AttachmentPolicy, Scratch, add_attachment
 from postline.source.headers import (
-    ContentInfo,
-    decode_text,
+    content_info,
+    body_text,
     decode_words,
     raw_header_text,
 )
@@ -306,7 +306,7 @@ def _walk(buf: Buffer, mail: ParsedMail, headers: list[tuple[str, str]], start: 
     if depth > MAX_DEPTH:
         raise FastPathError("MIME nesting too deep")
     d = mail.defects
-    info = ContentInfo(_get(headers, "content-type"), _get(headers, "content-disposition"),
+    info = content_info(_get(headers, "content-type"), _get(headers, "content-disposition"),
                        d, default_type)
     if info.type.startswith("multipart/"):
         spans = None
@@ -328,7 +328,7 @@ def _walk(buf: Buffer, mail: ParsedMail, headers: list[tuple[str, str]], start: 
     if (info.type in ("text/plain", "text/html") and info.disposition != "attachment"
             and not info.filename):
         data = b"".join(decode_chunks(buf, start, end, cte, d))
-        text = decode_text(data, info.charset, d, info.type).replace("\r\n", "\n")
+        text = body_text(data, info.charset, d, info.type)
         (mail.texts if info.type == "text/plain" else mail.htmls).append(text)
         return
     filename = info.filename

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+from collections.abc import Callable
 from contextlib import contextmanager
 from email import policy as email_policy
 from email.message import Message
@@ -18,7 +19,12 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from postline.errors import ParseError, storage_error
-from postline.source.headers import ContentInfo, decode_text, decode_words, raw_header_text
+from postline.source.headers import (
+    body_text,
+    content_info,
+    decode_words,
+    raw_header_text,
+)
 from postline.source.attachments import AttachmentPolicy, Scratch, add_attachment
 from postline.source.mime import Buffer, ParsedMail, parse_fast
 
@@ -44,7 +50,8 @@ def open_buffer(*, data: bytes | None = None, path: Path | None = None) -> Itera
 
 
 def parse_mail(*, data: bytes | bytearray | None = None, path: Path | None = None,
-               policy: AttachmentPolicy, work_dir: Path, prefix: str = "") -> ParsedMail:
+               policy: AttachmentPolicy, work_dir: Path,
+               prefix: str | Callable[[], str] = "") -> ParsedMail:
     """Parse one mail given as ``data`` or a spooled ``path``; stored attachments go to
     ``work_dir`` as ``<prefix>NNN.part`` (``parsed.scratch`` lists them).
 
@@ -108,7 +115,7 @@ def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, scra
     d.extend(type(x).__name__ for x in getattr(part, "defects", []))
     ct = part.get("Content-Type")
     cd = part.get("Content-Disposition")
-    info = ContentInfo(_raw(ct) if ct else None, _raw(cd) if cd else None, d,
+    info = content_info(_raw(ct) if ct else None, _raw(cd) if cd else None, d,
                        part.get_default_type())
     if part.is_multipart():
         payload = part.get_payload()
@@ -135,7 +142,7 @@ def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, scra
         data = b""
     if (info.type in ("text/plain", "text/html") and info.disposition != "attachment"
             and not info.filename):
-        text = decode_text(data, info.charset, d, info.type).replace("\r\n", "\n")
+        text = body_text(data, info.charset, d, info.type)
         (mail.texts if info.type == "text/plain" else mail.htmls).append(text)
         return
     add_attachment(mail, chunks=[data], filename=info.filename, content_type=info.type,

@@ -49,3 +49,48 @@ def test_fast_header_lines_agree_with_the_line_by_line_reader():
         assert defects == []
         checked += 1
     assert checked > 100
+
+
+def test_fast_date_path_agrees_with_the_stdlib():
+    import email.utils
+    import random
+
+    from postline.source.headers import _fast_date, iso_utc
+
+    rng = random.Random(11)
+    days = ["Mon, ", "tue,", "", "Sun,  "]
+    months = ["Jan", "feb", "MAR", "Dec", "Foo"]
+    checked = 0
+    for _ in range(3000):
+        text = (f"{rng.choice(days)}{rng.randint(0, 32)} {rng.choice(months)} "
+                f"{rng.choice([1969, 1999, 2024, 9999, 2000])} {rng.randint(0, 24):02d}:"
+                f"{rng.randint(0, 60):02d}{rng.choice(['', ':' + str(rng.randint(0, 61)).zfill(2)])}"
+                f" {rng.choice('+-')}{rng.randint(0, 14):02d}{rng.choice([0, 30, 45, 99]):02d}")
+        fast = _fast_date(text)
+        try:
+            slow = iso_utc(email.utils.parsedate_to_datetime(text))
+        except (TypeError, ValueError, IndexError, OverflowError):
+            slow = None
+        if fast is not None:
+            assert fast == slow, text
+            checked += 1
+    assert checked > 1000
+
+
+@pytest.mark.parametrize("raw, text", [
+    ("=?utf-8?b?R3LDvMOfZQ==?= =?utf-8?q?_und_mehr?=", "Grüße und mehr"),
+    ("Re: =?ISO-8859-1?Q?caf=E9?= ok", "Re: café ok"),
+    # one character split over two words: joined before decoding
+    ("=?utf-8?b?4pw=?= =?utf-8?b?kw==?=", "✓"),
+    # plain text next to encoded words stays as it is, whatever its letters
+    ("日本 =?utf-8?q?x?=", "日本 x"),
+    ("=?utf-8*de?q?Gr=C3=BC=C3=9Fe?=", "Grüße"),             # RFC 2231 language
+    ("=?utf-8?q?a=?=", "a="),                                 # as email.header reads it
+    ("no words =? here", "no words =? here"),
+])
+def test_encoded_words(raw, text):
+    from postline.source.headers import decode_words
+
+    defects: list[str] = []
+    assert decode_words(raw, defects) == text
+    assert defects == []
