@@ -5,7 +5,7 @@ runner moves them to their home. Shared by the fast and the stdlib parser.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,18 +26,23 @@ class Scratch:
     removed again. One flat directory for every mail of a runner (a directory per mail
     cost a mkdir and an rmdir each, ~0.4 ms on the bench machine's disk)."""
 
-    __slots__ = ("directory", "prefix", "files")
+    __slots__ = ("directory", "prefix", "files", "_made")
 
-    def __init__(self, directory: Path, prefix: str = "") -> None:
-        self.directory = Path(directory)
+    def __init__(self, directory: Path, prefix: str | Callable[[], str] = "") -> None:
+        """``prefix`` may be a function: most mails store no part, and need no name."""
+        self.directory = directory
         self.prefix = prefix
         self.files: list[Path] = []
+        self._made = 0
 
     def new_file(self) -> Path:
-        """A new part file's path (the directory is created when missing)."""
-        if not self.files:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{self.prefix}{len(self.files):03d}.part"
+        """A new part file's path (its directory is made when a first write misses it)."""
+        if not self._made:
+            self.directory = Path(self.directory)
+            if callable(self.prefix):
+                self.prefix = self.prefix()
+        path = self.directory / f"{self.prefix}{self._made:03d}.part"
+        self._made += 1
         self.files.append(path)
         return path
 
@@ -78,7 +83,13 @@ class Attachment:
 def _hash_and_store(chunks: Iterable[bytes], temp: Path | None) -> tuple[int, str]:
     sha = hashlib.sha256()
     size = 0
-    out = open(temp, "wb") if temp is not None else None
+    out = None
+    if temp is not None:
+        try:
+            out = open(temp, "wb")
+        except FileNotFoundError:   # the first part ever: the runner's work dir is new
+            temp.parent.mkdir(parents=True, exist_ok=True)
+            out = open(temp, "wb")
     try:
         for chunk in chunks:
             sha.update(chunk)

@@ -185,7 +185,7 @@ def prepare(raw: RawMessage, *, s: MailSettings) -> Prepared | JobResult:
     # key; the whole work dir is emptied when the runner starts.
     try:
         parsed = parse_mail(data=raw.data, path=raw.path, policy=s.attachments,
-                            work_dir=s.work_dir, prefix=file_key(key) + "-")
+                            work_dir=s.work_dir, prefix=lambda: file_key(key) + "-")
     except ParseError as exc:
         digest = digest or content_hash(raw)
         return _result(key, t0, "failed", "failed", "", f"parse: {exc}", f"sha256:{digest}",
