@@ -35,6 +35,28 @@ mail_log = logging.getLogger("postline.mail")
 
 MAX_ATTEMPTS = 10          # a mail taken this often without an outcome is a poison mail
 INLINE_LIMIT = 2 * 1024 * 1024
+# A batch's mails are held (or spooled) until it is committed: this bounds the memory of
+# a batch of big mails whatever batch_size says.
+BATCH_MAX_BYTES = 32 * 1024 * 1024
+
+
+def split_batches(refs: list[MessageRef], size: int, *, max_bytes: int = BATCH_MAX_BYTES
+                  ) -> list[list[MessageRef]]:
+    """``refs`` in batches of ``size`` mails, each ending early at ``max_bytes`` of mail
+    (by the sizes the listing gave; a mail of unknown size counts as 64 KB)."""
+    batches: list[list[MessageRef]] = []
+    cur: list[MessageRef] = []
+    octets = 0
+    for ref in refs:
+        weight = min(ref.size if ref.size is not None else 65536, INLINE_LIMIT)
+        if cur and (len(cur) >= size or octets + weight > max_bytes):
+            batches.append(cur)
+            cur, octets = [], 0
+        cur.append(ref)
+        octets += weight
+    if cur:
+        batches.append(cur)
+    return batches
 
 
 @dataclass(frozen=True)
@@ -181,8 +203,7 @@ class WorkflowRunner:
         overlap in this one thread (see protocols/imap_bulk.py for why no thread). The
         next batch is acquired in the commit that finishes this one (one durable ledger
         commit per batch)."""
-        size = self.source.batch_size
-        batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+        batches = split_batches(todo, self.source.batch_size)
         stream = _Stream(self._fetch(reader, todo))
         try:
             attempts = self.ledger.acquire(self.s.source, self._places(batches[0]))

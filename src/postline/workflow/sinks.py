@@ -236,7 +236,9 @@ class _JsonlFile:
             end = self._fh.seek(0, os.SEEK_END)
             self._fh.write(b"".join(self._lines))
             self._fh.flush()
-            os.fsync(self._fh.fileno())
+            # the appended lines and the size that reaches them; not the mtime (fsync's
+            # extra journal commit took a batch's flush from ~1.7 ms to ~4.8 ms here)
+            os.fdatasync(self._fh.fileno())
             index = []
             for line, key in zip(self._lines, self._line_keys):
                 end += len(line)

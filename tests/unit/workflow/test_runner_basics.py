@@ -308,3 +308,14 @@ def test_no_scratch_files_are_left_behind(project_at, box):
     assert open(stored[0]["path"], "rb").read() == b"a,b\n1,2\n"
     work = project.state_dir / "work"
     assert [p for p in work.rglob("*") if p.is_file()] == []
+
+
+def test_batches_end_at_their_size_or_their_bytes():
+    from postline.protocols.base import MessageRef
+    from postline.workflow.runner import split_batches
+
+    refs = [MessageRef(folder="INBOX", folder_version="1", id=str(i), size=s)
+            for i, s in enumerate([10, 10, 10, 10, 10, 50, 10, None])]
+    assert [len(b) for b in split_batches(refs, 3, max_bytes=100_000)] == [3, 3, 2]
+    assert [len(b) for b in split_batches(refs, 100, max_bytes=60)] == [5, 2, 1]
+    assert split_batches([], 5) == []
