@@ -5,6 +5,7 @@ runner moves them to their home. Shared by the fast and the stdlib parser.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -96,10 +97,36 @@ def _hash_and_store(chunks: Iterable[bytes], temp: Path | None) -> tuple[int, st
             size += len(chunk)
             if out is not None:
                 out.write(chunk)
+        if out is not None:
+            out.flush()
+            # start writing it to disk now, in the background: the batch's commit makes it
+            # durable (make_durable) and then finds little left to wait for; and the
+            # pages leave the cache, which a stored attachment does not need
+            os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         if out is not None:
             out.close()
     return size, sha.hexdigest()
+
+
+def make_durable(paths: Iterable[Path]) -> None:
+    """fdatasync each file of ``paths`` and fsync the directories holding them and their
+    parents (where new directories appeared). Raises OSError."""
+    dirs: dict[Path, None] = {}
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        dirs[path.parent] = None
+        dirs[path.parent.parent] = None
+    for d in dirs:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def add_attachment(mail: ParsedMail, *, chunks: Iterable[bytes], filename: str | None,

@@ -64,6 +64,7 @@ class JobResult:
     label: str            # done | failed | ignored | duplicate | interrupted
     subject: str
     ms: float
+    files: tuple[Path, ...] = ()   # attachments stored (made durable with the batch)
 
 
 def content_hash(raw: RawMessage) -> str:
@@ -140,8 +141,9 @@ def _duplicate(s: MailSettings, prep: Prepared, done: DoneMail | None) -> str | 
 
 
 def _store_attachments(record: dict[str, Any], parsed: ParsedMail,
-                       home_of: Callable[[], Path]) -> None:
+                       home_of: Callable[[], Path]) -> list[Path]:
     home: Path | None = None
+    stored: list[Path] = []
     for i, (att, rec) in enumerate(zip(parsed.attachments, record["attachments"])):
         if att.temp_path is None:
             continue
@@ -156,6 +158,8 @@ def _store_attachments(record: dict[str, Any], parsed: ParsedMail,
         if parsed.scratch is not None:
             parsed.scratch.forget(att.temp_path)
         rec["path"] = str(target)
+        stored.append(target)
+    return stored
 
 
 def _result(prep_key: str, t0: float, state: str, label: str, subject: str,
@@ -247,7 +251,7 @@ def deliver(prep: Prepared, *, s: MailSettings, done: DoneMail | None,
         macros["date"] = record["date"] or ""
         macros["received"] = record["received"] or ""
         record["stream_name"] = s.stream_name(macros)
-        _store_attachments(record, parsed, lambda: s.attachments_home(key))
+        stored = _store_attachments(record, parsed, lambda: s.attachments_home(key))
         for sink in s.sinks:
             if isinstance(sink, DirectorySink) and sink.keep_eml:
                 record["eml_path"] = str(sink.eml_path(key))
@@ -278,7 +282,9 @@ def deliver(prep: Prepared, *, s: MailSettings, done: DoneMail | None,
                     if (err := storage_error(exc, what=f"writing {sink.where}")) is not None:
                         raise err from exc
                     raise
-            return result("done", "done")
+            done_result = result("done", "done")
+            done_result.files = tuple(stored)
+            return done_result
         except Exception as exc:  # noqa: BLE001 - the processor is user code
             if isinstance(exc, StorageError):
                 # the disk, not the mail: stop the round; the mail stays acquired and in

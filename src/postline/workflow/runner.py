@@ -24,6 +24,7 @@ from pathlib import Path
 
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
+from postline.source.attachments import make_durable
 from postline.source.ledger import Ledger, Outcome, Place
 from postline.source.record import ledger_key
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule, Throttle
@@ -285,6 +286,14 @@ class WorkflowRunner:
         """Every sink flushed (durable), then the outcomes and the acquisition of ``nxt``
         in one durable ledger transaction. Returns the attempts of ``nxt``; raises
         StorageError (a full or read-only disk: nothing of the batch counts)."""
+        files = [f for _, r in results if r.label == "done" for f in r.files]
+        if files:
+            try:
+                make_durable(files)   # a record never names an attachment a power cut lost
+            except OSError as exc:
+                what = f"storing attachments in {files[0].parent.parent}"
+                raise (storage_error(exc, what=what)
+                       or StorageError.from_os_error(exc, what=what)) from exc
         for sink in self.s.sinks:
             try:
                 sink.flush()

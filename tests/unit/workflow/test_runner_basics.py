@@ -319,3 +319,24 @@ def test_batches_end_at_their_size_or_their_bytes():
     assert [len(b) for b in split_batches(refs, 3, max_bytes=100_000)] == [3, 3, 2]
     assert [len(b) for b in split_batches(refs, 100, max_bytes=60)] == [5, 2, 1]
     assert split_batches([], 5) == []
+
+
+def test_stored_attachments_are_made_durable_before_the_ledger_says_done(
+        project_at, box, monkeypatch):
+    from postline.workflow import runner as runner_mod
+
+    project = project_at(source={"attachments": {"load": True}},
+                         workflow={"attachments_dir": "out/files"})
+    box.add(mail("with file", attachments=[("a.pdf", "application/pdf", b"%PDF-1.4 x")]))
+    box.add(mail("without"))
+    seen = []
+    real = runner_mod.make_durable
+
+    def spy(paths):
+        paths = list(paths)
+        states = {e.state for e in ledger_of(project).entries("Src")}
+        seen.append(([p.name for p in paths], states))
+        real(paths)
+    monkeypatch.setattr(runner_mod, "make_durable", spy)
+    assert run(project, box).counts["done"] == 2
+    assert seen == [(["00-a.pdf"], {"acquired"})]
