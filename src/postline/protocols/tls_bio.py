@@ -99,17 +99,26 @@ class BioSocket:
     # -- what imaplib and the bulk reader use ---------------------------------------------
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """Decrypted octets into ``buffer``; 0 at the end of the stream."""
+        """Decrypted octets into ``buffer``: as many records as are in memory already (an
+        SSLSocket gives one 4 KB record a call); 0 at the end of the stream."""
         n = nbytes or len(buffer)
+        read = self._obj.read
+        view = memoryview(buffer)
+        got = 0
         while True:
             try:
-                return self._obj.read(n, buffer)
+                got += read(n - got, view[got:] if got else view)
             except ssl.SSLWantReadError:
+                if got:
+                    return got
                 self._flush()
                 if not self._fill():
                     return 0
+                continue
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return 0
+                return got
+            if got >= n or not self._in.pending:
+                return got
 
     def recv(self, n: int = 1024, flags: int = 0) -> bytes:
         """Up to ``n`` decrypted octets; b"" at the end of the stream."""
