@@ -97,8 +97,10 @@ def _resolve(root: Path, p: str) -> Path:
 
 def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: Ledger,
                  reader_factory: ReaderFactory | None = None, clock: Clock | None = None,
-                 events: Events | None = None, service_opener=None) -> WorkflowRunner:
-    """A runner for the Workflow model ``workflow``. Raises ConfigError."""
+                 events: Events | None = None, service_opener=None,
+                 committer_factory=None) -> WorkflowRunner:
+    """A runner for the Workflow model ``workflow`` (``committer_factory``: see
+    WorkflowRunner). Raises ConfigError."""
     source = project.get("EmailSource", workflow.source)
     conn = project.get("EmailConnection", source.connection)
     if conn.type == "standard" and (conn.incoming is None or not conn.incoming.enabled):
@@ -149,7 +151,7 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
     return WorkflowRunner(name=workflow.name, source=source, settings=settings, ledger=ledger,
                           reader_factory=lambda: reader_factory(conn),
                           protocol=protocol, stop=stop, clock=clock,
-                          events=events)
+                          events=events, committer_factory=committer_factory)
 
 
 def select_workflows(project: Any, names: list[str] | None) -> list[Any]:

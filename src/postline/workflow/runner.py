@@ -4,9 +4,12 @@ Order of commit for each batch of mails (this order is the crash-safety argument
 
     ledger: acquired (attempts + 1)      durable   (fetching may run ahead: it is read-only)
     parse -> processor -> every sink.write
-    every sink.flush                      durable (fsync)
+    stored attachments and every sink's writes synced       durable (fdatasync, fsync)
     ledger: done / failed / ignored       durable
     server: move / delete                 then ledger: settled
+
+The two durable steps of a batch run in the commit helper (workflow/commit.py) while the
+next batch is processed; the runner waits for them before it reports and moves the batch.
 
 A crash before the ledger's final state repeats the mail on restart; the directory and
 JSONL sinks skip keys they already hold, so the mail reaches them once. A crash after it
@@ -24,12 +27,13 @@ from pathlib import Path
 
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
-from postline.source.attachments import make_durable
-from postline.source.ledger import Ledger, Outcome, Place
+from postline.source.ledger import Ledger, Outcome, Place, SqliteLedger
 from postline.source.record import ledger_key
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule, Throttle
+from postline.workflow.commit import Committer, InlineCommitter, Job, Pending, open_committer
 from postline.workflow.mailjob import (DoneMail, JobResult, MailSettings, Prepared,
                                        deliver, discard, prepare)
+from postline.workflow.sinks import Sink, Staged
 
 log = logging.getLogger("postline.workflow")
 mail_log = logging.getLogger("postline.mail")
@@ -84,8 +88,12 @@ class WorkflowRunner:
     def __init__(self, *, name: str, source, settings: MailSettings, ledger: Ledger,
                  reader_factory: Callable[[], MailboxReader], protocol: str,
                  stop: threading.Event, clock: Clock | None = None,
-                 events: Events | None = None) -> None:
+                 events: Events | None = None,
+                 committer_factory: Callable[[Ledger], Committer] | None = None) -> None:
+        """``committer_factory`` makes the batch committer (default: the commit helper
+        process for a SQLite ledger, see workflow/commit.py)."""
         self.name = name
+        self.committer_factory = committer_factory or _default_committer
         self.source = source
         self.s = settings
         self.ledger = ledger
@@ -104,6 +112,7 @@ class WorkflowRunner:
                                       reset_after_seconds=b.reset_after_seconds,
                                       clock=self.clock)
         self.spool_dir = settings.work_dir / "spool"
+        self._committer: Committer = InlineCommitter(ledger)   # replaced by run()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -112,12 +121,14 @@ class WorkflowRunner:
         (ConfigError, AuthError, TLSError); ConnectError and StorageError (disk full) are
         retried with backoff unless ``once``."""
         opened = []  # only these are closed: a sink that failed to open holds nothing
+        self._committer = self.committer_factory(self.ledger)
         try:
             for sink in self.s.sinks:
                 sink.open()
                 opened.append(sink)
             self._loop(once)
         finally:
+            self._committer.close()
             for sink in opened:
                 sink.close()
 
@@ -201,23 +212,39 @@ class WorkflowRunner:
                        deadline: float) -> bool:
         """The whole backlog in one pipelined fetch, batch by batch: the reader keeps
         requests in flight while each batch is processed, so server, network and parsing
-        overlap in this one thread (see protocols/imap_bulk.py for why no thread). The
-        next batch is acquired in the commit that finishes this one (one durable ledger
-        commit per batch)."""
+        overlap in this one thread (see protocols/imap_bulk.py for why no thread), and
+        each batch is committed by the commit helper while the next one is processed
+        (workflow/commit.py). Batch k+2 is acquired in the commit of batch k."""
         batches = split_batches(todo, self.source.batch_size)
         stream = _Stream(self._fetch(reader, todo))
+        committer = self._committer
+        in_flight: list[tuple] = []   # batches whose commit runs: (pending, results, staged)
         try:
-            attempts = self.ledger.acquire(self.s.source, self._places(batches[0]))
+            attempts = self.ledger.acquire(self.s.source, self._places(
+                [r for b in batches[:2] for r in b]))
+            more = False
             for k, batch in enumerate(batches):
                 if self.stop.is_set() or self.clock.monotonic() > deadline:
-                    return True
+                    more = True
+                    break
                 fetched = stream.take({self._key(r) for r in batch}, self._key)
                 results = self._process_batch(batch, fetched, attempts)
-                nxt = (batches[k + 1] if k + 1 < len(batches) and not self.stop.is_set()
-                       and self.clock.monotonic() < deadline else [])
-                attempts = self._commit(results, nxt)
-                self._after_commit(reader, results)
-            return False
+                later = (batches[k + 2] if k + 2 < len(batches) and not self.stop.is_set()
+                         and self.clock.monotonic() < deadline else [])
+                job, staged = self._stage(results, later)
+                in_flight.append((committer.submit(job), results, staged))
+                if len(in_flight) == 2:
+                    attempts.update(self._after_commit(reader, *in_flight.pop(0)))
+            while in_flight:
+                attempts.update(self._after_commit(reader, *in_flight.pop(0)))
+            return more
+        except BaseException:
+            # (a failed _after_commit gave its own batch back already)
+            for _, _, staged in in_flight:
+                for sink, st in staged:
+                    sink.unstage(st)
+            committer.drain()
+            raise
         finally:
             stream.close()
 
@@ -236,8 +263,8 @@ class WorkflowRunner:
             i += n
             attempts = self.ledger.acquire(self.s.source, self._places(batch))
             results = self._process_batch(batch, list(self._fetch(reader, batch)), attempts)
-            self._commit(results, [])
-            self._after_commit(reader, results)
+            job, staged = self._stage(results, [])
+            self._after_commit(reader, self._committer.submit(job), results, staged)
         return False
 
     def _fetch(self, reader: MailboxReader, refs: list[MessageRef]) -> Iterator[RawMessage]:
@@ -281,45 +308,60 @@ class WorkflowRunner:
             for raw in fetched:
                 raw.discard()
 
-    def _commit(self, results: list[tuple[MessageRef, JobResult]],
-                nxt: list[MessageRef]) -> dict[str, int]:
-        """Every sink flushed (durable), then the outcomes and the acquisition of ``nxt``
-        in one durable ledger transaction. Returns the attempts of ``nxt``; raises
-        StorageError (a full or read-only disk: nothing of the batch counts)."""
-        files = [f for _, r in results if r.label == "done" for f in r.files]
-        if files:
-            try:
-                make_durable(files)   # a record never names an attachment a power cut lost
-            except OSError as exc:
-                what = f"storing attachments in {files[0].parent.parent}"
-                raise (storage_error(exc, what=what)
-                       or StorageError.from_os_error(exc, what=what)) from exc
-        for sink in self.s.sinks:
-            try:
-                sink.flush()
-            except OSError as exc:
-                what = f"writing {sink.where}"
-                raise (storage_error(exc, what=what)
-                       or StorageError.from_os_error(exc, what=what)) from exc
+    def _stage(self, results: list[tuple[MessageRef, JobResult]], nxt: list[MessageRef]
+               ) -> tuple[Job, list[tuple[Sink, Staged]]]:
+        """The commit of a processed batch: its stored attachments and every sink's writes
+        handed to the OS, and what makes them durable; then its outcomes and the
+        acquisition of ``nxt``. Raises StorageError (a full or read-only disk)."""
+        job = Job(source=self.s.source)
+        for _, r in results:
+            if r.label == "done" and r.files:
+                job.files += [str(f) for f in r.files]
+                # the new file entries, and the mail's new attachments directory
+                job.dirs += [str(r.files[0].parent), str(r.files[0].parent.parent)]
+        staged: list[tuple[Sink, Staged]] = []
+        try:
+            for sink in self.s.sinks:
+                st = sink.stage()
+                staged.append((sink, st))
+                job.files += [str(f) for f in st.files]
+                job.dirs += [str(d) for d in st.dirs]
+        except OSError as exc:
+            for sink, st in staged:
+                sink.unstage(st)
+            what = f"writing {sink.where}"
+            raise (storage_error(exc, what=what)
+                   or StorageError.from_os_error(exc, what=what)) from exc
         # Outcomes that need no server action are written settled right away: one durable
         # ledger commit per batch instead of two.
-        outcomes = [r.outcome if r.outcome.settled or self._action(r.outcome.state)[0]
-                    else replace(r.outcome, settled=True)
-                    for _, r in results if r.label != "interrupted"]
-        if nxt:
-            return self.ledger.finish_and_acquire(self.s.source, outcomes, self._places(nxt))
-        self.ledger.finish(self.s.source, outcomes)
-        return {}
+        job.outcomes = [r.outcome if r.outcome.settled or self._action(r.outcome.state)[0]
+                        else replace(r.outcome, settled=True)
+                        for _, r in results if r.label != "interrupted"]
+        job.acquire = self._places(nxt)
+        return job, staged
 
-    def _after_commit(self, reader: MailboxReader,
-                      results: list[tuple[MessageRef, JobResult]]) -> None:
-        """Report the committed ``results`` and move their mails."""
+    def _after_commit(self, reader: MailboxReader, pending: Pending,
+                      results: list[tuple[MessageRef, JobResult]],
+                      staged: list[tuple[Sink, Staged]]) -> dict[str, int]:
+        """Wait for the commit of ``results``; then tell the sinks, report the mails and
+        move them. Returns the attempts of what the commit acquired; raises StorageError
+        (nothing of the batch counts: its mails stay acquired and come again)."""
+        try:
+            acquired = self._committer.result(pending)
+        except StorageError:
+            for sink, st in staged:
+                sink.unstage(st)
+            raise
+        for sink, st in staged:
+            sink.committed(st)
         for _, res in results:
             self._report(res)
         self._settle(reader, [(ref, res.outcome.key, res.outcome.state)
                               for ref, res in results
                               if res.label not in ("interrupted", "duplicate")
-                              and self._action(res.outcome.state)[0]])
+                              and self._action(res.outcome.state)[0]],
+                     later=True)
+        return acquired
 
     def _process_all(self, fetched: list[RawMessage], attempts: dict[str, int]
                      ) -> list[tuple[RawMessage, JobResult]]:
@@ -382,8 +424,12 @@ class WorkflowRunner:
 
     # -- server-side actions ----------------------------------------------------------------
 
-    def _settle(self, reader: MailboxReader, items: list[tuple[MessageRef, str, str]]) -> None:
-        """Move (IMAP) or delete/keep (POP3) mails whose ledger state is final."""
+    def _settle(self, reader: MailboxReader, items: list[tuple[MessageRef, str, str]], *,
+                later: bool = False) -> None:
+        """Move (IMAP) or delete/keep (POP3) mails whose ledger state is final; with
+        ``later`` the ledger learns it through the commit helper, after the commits
+        before (a lost mark only means the move is tried again next round, where the mail
+        is no longer listed)."""
         groups: dict[tuple[str, str], list[tuple[MessageRef, str]]] = {}
         for ref, key, state in items:
             if state == "acquired":
@@ -395,7 +441,11 @@ class WorkflowRunner:
                 reader.move(refs, target)
             elif action == "delete":
                 reader.delete(refs)
-            self.ledger.mark_settled(self.s.source, [k for _, k in group])
+            keys = [k for _, k in group]
+            if later:
+                self._committer.submit(Job(source=self.s.source, settled=keys))
+            else:
+                self.ledger.mark_settled(self.s.source, keys)
 
     def _action(self, state: str) -> tuple[str, str]:
         """What the server does with a mail in final ``state``: ("move", folder),
@@ -425,6 +475,11 @@ class WorkflowRunner:
 
     def _key(self, ref: MessageRef) -> str:
         return ledger_key(self.s.connection, ref.folder, ref.folder_version, ref.id)
+
+
+def _default_committer(ledger: Ledger) -> Committer:
+    return open_committer(ledger, ledger_path=ledger.path
+                          if isinstance(ledger, SqliteLedger) else None)
 
 
 class _Stream:

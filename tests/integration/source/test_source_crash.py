@@ -74,3 +74,35 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(
     assert len(list((p.root / "out/dir").glob("*.json"))) == N
     assert len(list((p.root / "out/dir").glob("*.eml"))) == N
     assert mailbox.count("Done") == N and mailbox.count("INBOX") == 0
+
+
+def test_ctrl_c_to_the_process_group_finishes_the_mails_in_flight(
+        source_project, mailbox, mail_stack, mailbox_user):
+    # Ctrl-C reaches every process of the terminal's group, the commit helper too: it
+    # must outlive the signal so that the runner can commit what it has in flight.
+    deliver_many(mail_stack, mailbox_user.email, [make_mail(i, f"stop test {i:03d}")
+                                                  for i in range(N)])
+    p = source_project.write(source={"folders": {"input": "INBOX", "done": "Done"},
+                                     "batch_size": 10})
+    env = {**os.environ, **source_project.environ}
+    out = p.root / "out" / "mails.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "postline", "run", str(p.root)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or
+                                           out.read_bytes().count(b"\n") < 20):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-1000:]
+    assert "stopping after the mails in flight" in err and "error" not in err.lower()
+    done = mailbox.count("Done")
+    assert done >= 20 and done == out.read_bytes().count(b"\n")
+    # and the rest comes with the next run, each mail once
+    res = subprocess.run([sys.executable, "-m", "postline", "run", str(p.root), "--once"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-1000:]
+    subjects = Counter(json.loads(line)["subject"] for line in out.read_text().splitlines())
+    assert len(subjects) == N and set(subjects.values()) == {1}
+    assert mailbox.count("Done") == N

@@ -11,6 +11,7 @@ from postline.errors import ConnectError
 from postline.source.ledger import SqliteLedger, ledger_path
 from postline.source.record import validate_record
 from postline.source.schedule import FakeClock
+from postline.workflow.commit import InlineCommitter
 from postline.workflow.engine import build_runner, run_workflows
 
 
@@ -24,8 +25,10 @@ def run_in_this_thread(project, box):
     ledger = ledger_of(project)
     try:
         [wf] = project.assets("Workflow")
+        # commits inline, in this process, so that a patched ledger method is the one used
         runner = build_runner(project, wf, stop=threading.Event(), ledger=ledger,
-                              reader_factory=lambda c: box.reader(), clock=FakeClock())
+                              reader_factory=lambda c: box.reader(), clock=FakeClock(),
+                              committer_factory=InlineCommitter)
         runner.run(once=True)
     finally:
         ledger.close()
@@ -323,20 +326,49 @@ def test_batches_end_at_their_size_or_their_bytes():
 
 def test_stored_attachments_are_made_durable_before_the_ledger_says_done(
         project_at, box, monkeypatch):
-    from postline.workflow import runner as runner_mod
+    from postline.workflow import commit
 
     project = project_at(source={"attachments": {"load": True}},
                          workflow={"attachments_dir": "out/files"})
     box.add(mail("with file", attachments=[("a.pdf", "application/pdf", b"%PDF-1.4 x")]))
     box.add(mail("without"))
     seen = []
-    real = runner_mod.make_durable
+    real = commit.run_job
 
-    def spy(paths):
-        paths = list(paths)
-        states = {e.state for e in ledger_of(project).entries("Src")}
-        seen.append(([p.name for p in paths], states))
-        real(paths)
-    monkeypatch.setattr(runner_mod, "make_durable", spy)
-    assert run(project, box).counts["done"] == 2
-    assert seen == [(["00-a.pdf"], {"acquired"})]
+    def spy(job, ledger):
+        synced = [p.rsplit("/", 1)[-1] for p in job.files]
+        if job.outcomes:
+            seen.append((synced, {e.state for e in ledger_of(project).entries("Src")}))
+        return real(job, ledger)
+    monkeypatch.setattr(commit, "run_job", spy)
+    run_in_this_thread(project, box)
+    assert seen == [(["00-a.pdf", "mails.jsonl"], {"acquired"})]
+    assert ledger_of(project).counts("Src")["done"] == 2
+
+
+def test_commit_helper_that_dies_loses_nothing_and_repeats_nothing(project_at, box,
+                                                                    monkeypatch):
+    from postline.workflow import commit
+
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done"},
+                                 "batch_size": 3})
+    for i in range(10):
+        box.add(mail(f"m{i}"))
+    real_submit = commit.ProcessCommitter.submit
+    count = {"n": 0}
+
+    def submit_then_die(self, job):
+        pending = real_submit(self, job)
+        count["n"] += 1
+        if count["n"] == 2:
+            self._proc.kill()     # the helper is killed while commits are in flight
+        return pending
+    monkeypatch.setattr(commit.ProcessCommitter, "submit", submit_then_die)
+    summary = run(project, box)
+    assert "commit helper ended unexpectedly" in summary.errors["Flow"]
+    monkeypatch.setattr(commit.ProcessCommitter, "submit", real_submit)
+    summary = run(project, box)
+    assert not summary.errors
+    records = read_jsonl(project.root / "out/mails.jsonl")
+    assert sorted(r["subject"] for r in records) == sorted(f"m{i}" for i in range(10))
+    assert box.folders["INBOX"] == {} and len(box.folders["Done"]) == 10
