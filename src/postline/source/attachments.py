@@ -100,33 +100,14 @@ def _hash_and_store(chunks: Iterable[bytes], temp: Path | None) -> tuple[int, st
         if out is not None:
             out.flush()
             # start writing it to disk now, in the background: the batch's commit makes it
-            # durable (make_durable) and then finds little left to wait for; and the
+            # durable (workflow/commit.py) and then finds little left to wait for; and the
             # pages leave the cache, which a stored attachment does not need
-            os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            if hasattr(os, "posix_fadvise"):   # not on macOS
+                os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         if out is not None:
             out.close()
     return size, sha.hexdigest()
-
-
-def make_durable(paths: Iterable[Path]) -> None:
-    """fdatasync each file of ``paths`` and fsync the directories holding them and their
-    parents (where new directories appeared). Raises OSError."""
-    dirs: dict[Path, None] = {}
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        dirs[path.parent] = None
-        dirs[path.parent.parent] = None
-    for d in dirs:
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def add_attachment(mail: ParsedMail, *, chunks: Iterable[bytes], filename: str | None,

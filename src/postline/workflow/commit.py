@@ -59,9 +59,9 @@ def run_job(job: Job, ledger: Ledger) -> dict[str, int]:
     """Carry out ``job``; returns the attempts of what it acquired. Raises OSError (a
     sync) or StorageError (the ledger)."""
     for f in dict.fromkeys(job.files):
-        _sync(f, data_only=True)
+        sync_path(f, data_only=True)
     for d in dict.fromkeys(job.dirs):
-        _sync(d, data_only=False)
+        sync_path(d, data_only=False)
     attempts: dict[str, int] = {}
     if job.outcomes or job.acquire:
         if job.acquire:
@@ -73,13 +73,15 @@ def run_job(job: Job, ledger: Ledger) -> dict[str, int]:
     return attempts
 
 
-def _sync(path: str, *, data_only: bool) -> None:
+def sync_path(path: str | Path, *, data_only: bool) -> None:
+    """fdatasync (``data_only``) or fsync the file or directory ``path``. Raises OSError
+    naming it."""
     fd = os.open(path, os.O_RDONLY)
     try:
         (os.fdatasync if data_only else os.fsync)(fd)
     except OSError as exc:
         if exc.filename is None:
-            exc.filename = path
+            exc.filename = str(path)
         raise
     finally:
         os.close(fd)

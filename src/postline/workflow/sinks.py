@@ -33,6 +33,7 @@ from postline.logs import redact
 from postline.protocols.base import RawMessage
 from postline.source.record import file_key
 from postline.source.schedule import retry_delay
+from postline.workflow.commit import sync_path
 
 log = logging.getLogger("postline.sinks")
 
@@ -70,9 +71,9 @@ class Sink(abc.ABC):
         """Make every write so far durable; called before the ledger commits them."""
         staged = self.stage()
         for f in staged.files:
-            _fsync_path(f, data_only=True)
+            sync_path(f, data_only=True)
         for d in staged.dirs:
-            _fsync_path(d)
+            sync_path(d, data_only=False)
         self.committed(staged)
 
     def stage(self) -> Staged:
@@ -105,14 +106,6 @@ try:  # ~10x faster than json for records of text; optional. Same output: compac
 except ImportError:  # pragma: no cover - depends on the installation
     def _line(record: dict[str, Any]) -> bytes:
         return (_dumps(record) + "\n").encode("utf-8")
-
-
-def _fsync_path(path: Path, *, data_only: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        (os.fdatasync if data_only else os.fsync)(fd)
-    finally:
-        os.close(fd)
 
 
 def write_raw(raw: RawMessage, target: Path) -> None:
