@@ -78,7 +78,8 @@ def sync_path(path: str | Path, *, data_only: bool) -> None:
     naming it."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        (os.fdatasync if data_only else os.fsync)(fd)
+        # (macOS has no fdatasync)
+        (getattr(os, "fdatasync", os.fsync) if data_only else os.fsync)(fd)
     except OSError as exc:
         if exc.filename is None:
             exc.filename = str(path)
