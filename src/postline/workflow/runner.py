@@ -27,42 +27,16 @@ from pathlib import Path
 
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
-from postline.source.ledger import Ledger, Outcome, Place, SqliteLedger
+from postline.source.ledger import Ledger, Place, SqliteLedger
 from postline.source.record import ledger_key
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule, Throttle
 from postline.workflow.commit import Committer, InlineCommitter, Job, Pending, open_committer
-from postline.workflow.mailjob import (DoneMail, JobResult, MailSettings, Prepared,
-                                       deliver, discard, prepare)
+from postline.workflow.batch import INLINE_LIMIT, FetchStream, process_mails, split_batches
+from postline.workflow.mailjob import JobResult, MailSettings
 from postline.workflow.sinks import Sink, Staged
 
 log = logging.getLogger("postline.workflow")
 mail_log = logging.getLogger("postline.mail")
-
-MAX_ATTEMPTS = 10          # a mail taken this often without an outcome is a poison mail
-INLINE_LIMIT = 2 * 1024 * 1024
-# A batch's mails are held (or spooled) until it is committed: this bounds the memory of
-# a batch of big mails whatever batch_size says.
-BATCH_MAX_BYTES = 32 * 1024 * 1024
-
-
-def split_batches(refs: list[MessageRef], size: int, *, max_bytes: int = BATCH_MAX_BYTES
-                  ) -> list[list[MessageRef]]:
-    """``refs`` in batches of ``size`` mails, each ending early at ``max_bytes`` of mail
-    (by the sizes the listing gave; a mail of unknown size counts as 64 KB)."""
-    batches: list[list[MessageRef]] = []
-    cur: list[MessageRef] = []
-    octets = 0
-    for ref in refs:
-        weight = min(ref.size if ref.size is not None else 65536, INLINE_LIMIT)
-        if cur and (len(cur) >= size or octets + weight > max_bytes):
-            batches.append(cur)
-            cur, octets = [], 0
-        cur.append(ref)
-        octets += weight
-    if cur:
-        batches.append(cur)
-    return batches
-
 
 @dataclass(frozen=True)
 class MailEvent:
@@ -216,7 +190,7 @@ class WorkflowRunner:
         each batch is committed by the commit helper while the next one is processed
         (workflow/commit.py). Batch k+2 is acquired in the commit of batch k."""
         batches = split_batches(todo, self.source.batch_size)
-        stream = _Stream(self._fetch(reader, todo))
+        stream = FetchStream(self._fetch(reader, todo))
         committer = self._committer
         in_flight: list[tuple] = []   # batches whose commit runs: (pending, results, staged)
         try:
@@ -301,7 +275,9 @@ class WorkflowRunner:
             vanished = [p.key for p in places if p.key not in got]
             if vanished:  # moved or deleted by someone else meanwhile: forget them
                 self.ledger.reset(self.s.source, vanished)
-            return [(raw.ref, res) for raw, res in self._process_all(fetched, attempts)]
+            return [(raw.ref, res) for raw, res in process_mails(
+                fetched, attempts, s=self.s, ledger=self.ledger, stop=self.stop,
+                clock=self.clock, backoff=self.backoff, key_of=self._key)]
         finally:
             # the sinks have what they need of the raw mails (a directory sink's .eml is
             # written, and flushed with the batch)
@@ -362,57 +338,6 @@ class WorkflowRunner:
                               and self._action(res.outcome.state)[0]],
                      later=True)
         return acquired
-
-    def _process_all(self, fetched: list[RawMessage], attempts: dict[str, int]
-                     ) -> list[tuple[RawMessage, JobResult]]:
-        """Prepare every mail of the batch, look up their duplicates in one ledger query,
-        then deliver them one by one (stops early on a stop request: the rest stays
-        acquired and is taken up by the next run)."""
-        s = self.s
-        preps: list[tuple[RawMessage, Prepared | JobResult]] = []
-        for raw in fetched:
-            if self.stop.is_set():
-                break
-            key = self._key(raw.ref)
-            if attempts.get(key, 1) > MAX_ATTEMPTS:
-                preps.append((raw, _poison(key, attempts[key])))
-            else:
-                preps.append((raw, prepare(raw, s=s)))
-        found = self.ledger.find_done_many(
-            s.source, [p.identity for _, p in preps if isinstance(p, Prepared)])
-        done: dict[str, DoneMail] = {
-            identity: DoneMail(key=e.key, folder_version=e.folder_version,
-                               content_hash=e.content_hash) for identity, e in found.items()}
-        results: list[tuple[RawMessage, JobResult]] = []
-        n = 0
-        try:
-            for n, (raw, prep) in enumerate(preps):
-                if isinstance(prep, JobResult):
-                    res = prep
-                elif self.stop.is_set():
-                    break
-                else:
-                    res = deliver(prep, s=s, done=done.get(prep.identity), stop=self.stop,
-                                  clock=self.clock)
-                    if res.label == "done":
-                        # a second copy later in this batch is a duplicate of this one
-                        done.setdefault(prep.identity, DoneMail(
-                            key=prep.key, folder_version=prep.place.folder_version,
-                            content_hash=prep.digest))
-                results.append((raw, res))
-                if res.label == "failed":
-                    # pause after a failure: min, doubling per failure in a row, up to max
-                    self.clock.wait(self.backoff.failure(), self.stop)
-                elif res.label == "done":
-                    self.backoff.success()
-            else:
-                n = len(preps)
-        finally:
-            # mails not delivered (a stop request, a full disk): their part files go
-            for _, rest in preps[n:]:
-                if isinstance(rest, Prepared):
-                    discard(rest)
-        return results
 
     def _report(self, res: JobResult) -> None:
         o = res.outcome
@@ -480,50 +405,6 @@ class WorkflowRunner:
 def _default_committer(ledger: Ledger) -> Committer:
     return open_committer(ledger, ledger_path=ledger.path
                           if isinstance(ledger, SqliteLedger) else None)
-
-
-class _Stream:
-    """The messages of one fetch iterator, taken batch by batch (it yields in the order it
-    was asked for, skipping vanished messages)."""
-
-    def __init__(self, it: Iterator[RawMessage]) -> None:
-        self._it = it
-        self._next: RawMessage | None = None
-        self._done = False
-
-    def take(self, keys: set[str], key_of: Callable[[MessageRef], str]) -> list[RawMessage]:
-        """The next messages whose keys are in ``keys``; stops at the first that is not."""
-        out: list[RawMessage] = []
-        while True:
-            if self._next is None:
-                if self._done:
-                    return out
-                self._next = next(self._it, None)
-                if self._next is None:
-                    self._done = True
-                    return out
-            if key_of(self._next.ref) not in keys:
-                return out
-            out.append(self._next)
-            self._next = None
-
-    def close(self) -> None:
-        """Drop what was fetched but not taken; stops the fetch (it drains the server's
-        answers in flight)."""
-        if self._next is not None:
-            self._next.discard()
-            self._next = None
-        close = getattr(self._it, "close", None)
-        if close is not None:
-            close()
-
-
-def _poison(key: str, attempts: int) -> JobResult:
-
-    reason = (f"gave up after {attempts} attempts: the run stopped while handling this "
-              "mail each time")
-    return JobResult(outcome=Outcome(key=key, state="failed", reason=reason), label="failed",
-                     subject="", ms=0.0)
 
 
 def clean_work_dir(path: Path) -> None:

@@ -2,12 +2,7 @@
 
 * ``directory``: ``<key>.eml`` then ``<key>.json``, each written to a temporary name and
   renamed; a mail whose ``.json`` exists is skipped (the JSON is the commit marker).
-* ``jsonl``: one line per record; the batch's lines are appended with one write and made
-  durable with one fdatasync by the batch's commit. A sidecar ``<file>.keys`` lists
-  ``offset key`` of every line, written after that sync (so it never names a line that is
-  not on disk) and not fsynced itself: on open the
-  lines after the last good indexed offset are indexed again, a torn last line is cut off,
-  and keys already present are never appended again.
+* ``jsonl``: one line per record, appended per batch (``jsonl_sink.py``).
 * ``stdout`` and ``http``: at least once (a crash between the write and the ledger commit
   repeats the mail); ``http`` sends ``Idempotency-Key: <ledger key>`` so receivers can
   deduplicate.
@@ -160,194 +155,6 @@ class DirectorySink(Sink):
         self._dirty[:0] = staged.files
 
 
-class _JsonlFile:
-    """One JSONL file shared by every sink instance in this process that names it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.index_path = path.with_name(path.name + ".keys")
-        self.lock = threading.Lock()
-        self.keys: set[str] = set()
-        self._fh = None
-        self._idx = None
-        self._lines: list[bytes] = []          # appended, not yet written
-        self._line_keys: list[str] = []
-        self._carry: list[tuple[int, list[bytes], list[str]]] = []  # written, not synced
-        self.users = 0
-
-    def open(self) -> None:
-        if self._fh is not None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        indexed_to = 0
-        size = self.path.stat().st_size if self.path.exists() else 0
-        if self.index_path.exists():
-            with open(self.index_path, "rb") as f:
-                data = f.read()
-            # The index is not fsynced (it can always be rebuilt from the JSONL file):
-            # after a power loss its tail may be missing or torn. Keep the entries up to
-            # the first bad one; the lines after it are indexed again by _catch_up.
-            good = 0
-            for line in data.splitlines(keepends=True):
-                off_text, _, key = line.rstrip(b"\n").partition(b" ")
-                try:
-                    off = int(off_text)
-                    key_text = key.decode("utf-8")
-                except ValueError:
-                    break
-                if not line.endswith(b"\n") or not key_text or off > size or off < indexed_to:
-                    break
-                self.keys.add(key_text)
-                indexed_to = off
-                good += len(line)
-            if good != len(data):
-                with open(self.index_path, "r+b") as f:
-                    f.truncate(good)
-        self._fh = open(self.path, "a+b")
-        try:
-            self._idx = open(self.index_path, "ab")
-            size = self._fh.seek(0, os.SEEK_END)
-            if size > indexed_to:
-                self._catch_up(indexed_to, size)
-        except BaseException:
-            # a half-open file would make the next open() return early and flush() then
-            # skip every batch (it needs both handles): close and let the caller see why
-            for f in (self._fh, self._idx):
-                if f is not None:
-                    try:
-                        f.close()
-                    except OSError:
-                        pass
-            self._fh = self._idx = None
-            raise
-
-    def _catch_up(self, start: int, size: int) -> None:
-        # Lines written after the index was last appended (a crash between the two writes).
-        assert self._fh is not None and self._idx is not None
-        self._fh.seek(start)
-        tail = self._fh.read(size - start)
-        complete = tail[:tail.rfind(b"\n") + 1]
-        if len(complete) != len(tail):  # torn last line: cut it off
-            self._fh.truncate(start + len(complete))
-        off = start
-        for line in complete.splitlines(keepends=True):
-            off += len(line)
-            try:
-                key = json.loads(line)["key"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            self.keys.add(key)
-            self._idx.write(f"{off} {key}\n".encode())
-        self._idx.flush()
-        os.fsync(self._idx.fileno())
-        self._fh.seek(0, os.SEEK_END)
-
-    def append(self, record: dict[str, Any]) -> None:
-        key = record["key"]
-        line = _line(record)
-        with self.lock:
-            if key in self.keys:
-                return
-            self._lines.append(line)
-            self._line_keys.append(key)
-            self.keys.add(key)
-
-    def stage(self) -> Staged:
-        """Write the batch's lines with one write (not yet durable: the commit fdatasyncs
-        the file); :meth:`committed` then indexes them, so the index only ever names
-        lines that are on disk. Raises OSError (the lines are kept for the next try)."""
-        with self.lock:
-            if self._fh is None or self._idx is None:
-                return Staged()
-            carried, self._carry = self._carry, []   # written before, commit failed
-            if not self._lines:
-                return Staged(files=[self.path], token=carried) if carried else Staged()
-            lines, keys = self._lines, self._line_keys
-            self._lines, self._line_keys = [], []
-        try:
-            end = self._fh.seek(0, os.SEEK_END)
-            self._fh.write(b"".join(lines))
-            self._fh.flush()
-        except BaseException:
-            with self.lock:
-                self._lines[:0] = lines
-                self._line_keys[:0] = keys
-                self._carry[:0] = carried
-            raise
-        return Staged(files=[self.path], token=carried + [(end, lines, keys)])
-
-    def committed(self, staged: Staged) -> None:
-        if not staged.token or self._idx is None:
-            return
-        index = []
-        for end, lines, keys in staged.token:
-            for line, key in zip(lines, keys):
-                end += len(line)
-                index.append(f"{end} {key}\n")
-        # written only now that the lines are on disk, so it never names a lost line
-        self._idx.write("".join(index).encode())
-        self._idx.flush()
-
-    def unstage(self, staged: Staged) -> None:
-        with self.lock:
-            self._carry[:0] = staged.token or []
-
-    def close(self) -> None:
-        with self.lock:
-            # lines never flushed were never committed in the ledger: they come again
-            for key in self._line_keys:
-                self.keys.discard(key)
-            self._lines.clear()
-            self._line_keys.clear()
-            for f in (self._fh, self._idx):
-                if f is not None:
-                    try:
-                        f.close()
-                    except OSError:
-                        pass
-            self._fh = self._idx = None
-
-
-_JSONL_FILES: dict[Path, _JsonlFile] = {}
-_JSONL_LOCK = threading.Lock()
-
-
-class JsonlSink(Sink):
-    label = "jsonl"
-
-    def __init__(self, *, path: Path) -> None:
-        self.path = Path(path).resolve()
-        with _JSONL_LOCK:
-            self._file = _JSONL_FILES.setdefault(self.path, _JsonlFile(self.path))
-
-    def open(self) -> None:
-        with _JSONL_LOCK:
-            self._file.open()
-            self._file.users += 1
-
-    def write(self, record: dict[str, Any], raw: RawMessage) -> None:
-        self._file.append(record)
-
-    def stage(self) -> Staged:
-        return self._file.stage()
-
-    def committed(self, staged: Staged) -> None:
-        self._file.committed(staged)
-
-    def unstage(self, staged: Staged) -> None:
-        self._file.unstage(staged)
-
-    def close(self) -> None:
-        with _JSONL_LOCK:
-            self._file.users -= 1
-            if self._file.users <= 0:
-                _JSONL_FILES.pop(self.path, None)
-                try:
-                    self._file.close()
-                except OSError as exc:  # close never raises (Sink contract)
-                    log.warning("closing %s: %s", self.where, exc)
-
-
 _STDOUT_LOCK = threading.Lock()
 
 
@@ -449,6 +256,8 @@ def make_sink(config, *, root: Path) -> Sink:
     if config.type == "directory":
         return DirectorySink(path=resolve(config.path), keep_eml=config.keep_eml)
     if config.type == "jsonl":
+        from postline.workflow.jsonl_sink import JsonlSink
+
         return JsonlSink(path=resolve(config.path))
     if config.type == "stdout":
         return StdoutSink()

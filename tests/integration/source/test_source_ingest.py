@@ -166,7 +166,7 @@ def test_server_drop_mid_run_reconnects_and_loses_nothing(source_project, mail_s
         if seen["n"] == 12:
             proxy.cut()      # the server goes away in the middle of the run
         return real(*a, **kw)
-    monkeypatch.setattr("postline.workflow.runner.prepare", prepare_and_cut)
+    monkeypatch.setattr("postline.workflow.batch.prepare", prepare_and_cut)
     stop = threading.Event()
     t = threading.Thread(target=run_workflows, args=(p.open(),), kwargs={"stop": stop},
                          daemon=True)

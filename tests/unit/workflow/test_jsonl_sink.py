@@ -7,7 +7,7 @@ import json
 import pytest
 
 from postline.protocols.base import MessageRef, RawMessage
-from postline.workflow.sinks import JsonlSink
+from postline.workflow.jsonl_sink import JsonlSink
 
 RAW = RawMessage(ref=MessageRef(folder="INBOX", folder_version="1", id="1"), data=b"x")
 

@@ -315,7 +315,7 @@ def test_no_scratch_files_are_left_behind(project_at, box):
 
 def test_batches_end_at_their_size_or_their_bytes():
     from postline.protocols.base import MessageRef
-    from postline.workflow.runner import split_batches
+    from postline.workflow.batch import split_batches
 
     refs = [MessageRef(folder="INBOX", folder_version="1", id=str(i), size=s)
             for i, s in enumerate([10, 10, 10, 10, 10, 50, 10, None])]
