@@ -19,7 +19,8 @@ over a pipe and answers with the attempts of what it acquired.
 Between runner and helper (our own child, hence pickle): stdin gets one pickled
 ``(path of the ledger,)`` and then one pickled :class:`Job` after another; stdout answers
 each with a pickled ``(job id, attempts or None, error or None)``. EOF on stdin ends it.
-When the helper cannot start, the same jobs run inline (:class:`InlineCommitter`).
+When the helper cannot start or ends early, the jobs it has not answered, and all later
+ones, run inline (:class:`InlineCommitter`).
 """
 
 from __future__ import annotations
@@ -148,10 +149,13 @@ class InlineCommitter(Committer):
 
 
 class ProcessCommitter(Committer):
-    """Jobs run in a helper process (see the module docstring). Raises StorageError from
-    :meth:`result` when the helper fails or ends."""
+    """Jobs run in a helper process (see the module docstring). Should the helper fail to
+    start or end early (killed, no memory), the jobs it did not answer run again inline
+    on ``ledger``, in order, and every later one too; the log says so once. (Running one
+    again is harmless: syncs and final states are idempotent; an acquisition counts one
+    attempt more.)"""
 
-    def __init__(self, ledger_path: Path) -> None:
+    def __init__(self, ledger_path: Path, ledger: Ledger) -> None:
         env = dict(os.environ)
         import postline
 
@@ -162,9 +166,10 @@ class ProcessCommitter(Committer):
             stdout=subprocess.PIPE, env=env, close_fds=True)
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._in, self._out = self._proc.stdin, self._proc.stdout
-        self._open: dict[int, Pending] = {}
+        self._open: dict[int, tuple[Pending, Job]] = {}
         self._next = 0
-        self._broken: StorageError | None = None
+        self._inline: InlineCommitter | None = None
+        self._ledger = ledger
         self._send((str(ledger_path),))
 
     def _send(self, obj: Any) -> None:
@@ -172,28 +177,40 @@ class ProcessCommitter(Committer):
             pickle.dump(obj, self._in, protocol=pickle.HIGHEST_PROTOCOL)
             self._in.flush()
         except OSError as exc:
-            self._broken = StorageError(f"the commit helper is gone ({exc})")
+            self._give_up(exc)
+
+    def _give_up(self, why: BaseException) -> None:
+        if self._inline is not None:
+            return
+        log.warning("the commit helper stopped (%s); committing in the runner from now on",
+                    type(why).__name__)
+        self._inline = InlineCommitter(self._ledger)
+        for p, job in self._open.values():   # in the order submitted
+            done = self._inline.submit(job)
+            p.done, p.attempts, p.error = True, done.attempts, done.error
+        self._open.clear()
+        try:
+            self._proc.kill()
+        except OSError:
+            pass
 
     def submit(self, job: Job) -> Pending:
         self._next += 1
         job.id = self._next
+        if self._inline is not None:
+            return self._inline.submit(job)
         p = Pending(job.id)
-        self._open[job.id] = p
-        if self._broken is None:
-            self._send(job)
+        self._open[job.id] = (p, job)
+        self._send(job)
         return p
 
     def _receive(self) -> None:
-        if self._broken is not None:
-            raise self._broken
         try:
             job_id, attempts, error = pickle.load(self._out)
         except (EOFError, OSError, pickle.UnpicklingError) as exc:
-            self._broken = StorageError(
-                f"the commit helper ended unexpectedly ({type(exc).__name__}); the batch "
-                "is committed again", hint="see the system log for a killed process")
-            raise self._broken from exc
-        p = self._open.pop(job_id)
+            self._give_up(exc)
+            return
+        p, _ = self._open.pop(job_id)
         p.done, p.attempts = True, attempts or {}
         if error is not None:
             p.error = StorageError(error[0])
@@ -207,11 +224,8 @@ class ProcessCommitter(Committer):
         return pending.attempts
 
     def drain(self) -> None:
-        try:
-            while self._open:
-                self._receive()
-        except StorageError:
-            self._open.clear()
+        while self._open:
+            self._receive()
 
     def close(self) -> None:
         self.drain()
@@ -232,7 +246,7 @@ def open_committer(ledger: Ledger, *, ledger_path: Path | None) -> Committer:
     the helper cannot start) an :class:`InlineCommitter` on ``ledger``."""
     if ledger_path is not None:
         try:
-            return ProcessCommitter(ledger_path)
+            return ProcessCommitter(ledger_path, ledger)
         except OSError as exc:
             log.warning("cannot start the commit helper (%s); committing inline", exc)
     return InlineCommitter(ledger)

@@ -346,8 +346,8 @@ def test_stored_attachments_are_made_durable_before_the_ledger_says_done(
     assert ledger_of(project).counts("Src")["done"] == 2
 
 
-def test_commit_helper_that_dies_loses_nothing_and_repeats_nothing(project_at, box,
-                                                                    monkeypatch):
+def test_commit_helper_that_dies_is_replaced_and_nothing_is_lost_or_repeated(
+        project_at, box, monkeypatch, caplog):
     from postline.workflow import commit
 
     project = project_at(source={"folders": {"input": "INBOX", "done": "Done"},
@@ -365,10 +365,23 @@ def test_commit_helper_that_dies_loses_nothing_and_repeats_nothing(project_at, b
         return pending
     monkeypatch.setattr(commit.ProcessCommitter, "submit", submit_then_die)
     summary = run(project, box)
-    assert "commit helper ended unexpectedly" in summary.errors["Flow"]
-    monkeypatch.setattr(commit.ProcessCommitter, "submit", real_submit)
-    summary = run(project, box)
-    assert not summary.errors
+    assert not summary.errors and summary.counts["done"] == 10
+    assert "the commit helper stopped" in caplog.text
     records = read_jsonl(project.root / "out/mails.jsonl")
     assert sorted(r["subject"] for r in records) == sorted(f"m{i}" for i in range(10))
     assert box.folders["INBOX"] == {} and len(box.folders["Done"]) == 10
+    assert {e.state for e in ledger_of(project).entries("Src")} == {"done"}
+
+
+def test_a_commit_helper_that_cannot_start_leaves_the_commits_to_the_runner(
+        project_at, box, monkeypatch, caplog):
+    from postline.workflow import commit
+
+    monkeypatch.setattr(commit.sys, "executable", "/bin/false")   # starts, ends at once
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done"}})
+    for i in range(4):
+        box.add(mail(f"m{i}"))
+    summary = run(project, box)
+    assert not summary.errors and summary.counts["done"] == 4
+    assert "the commit helper stopped" in caplog.text
+    assert len(read_jsonl(project.root / "out/mails.jsonl")) == 4
