@@ -22,8 +22,10 @@ adapter that called the library, with ``raise ... from exc`` so the cause is kep
     ├── MessageError                    an EmailMessage is invalid (names the field); skippable
     ├── QueueFull                       SendAndForget: the bounded queue has no room; retriable
     ├── ParseError                      a mail could not be turned into a record; skippable
-    └── StorageError                    a local write/read failed (disk full, permissions):
-                                        not the mail's fault, so stop and retry later
+    ├── StorageError                    a local write/read failed (disk full, permissions):
+    │                                   not the mail's fault, so stop and retry later
+    └── Busy                            another process already does this (reads this source,
+                                        uses this state): do not start a second one (fatal)
 
 :func:`os_error_message` words an ``OSError`` (ENOSPC, EACCES, ENOENT, ...) as one line
 with its path and the likely fix; ``StorageError.from_os_error`` wraps it.
@@ -156,6 +158,11 @@ class ParseError(PostlineError):
     """A mail could not be turned into a record at all."""
 
     disposition: Disposition = "skippable"
+
+
+class Busy(PostlineError):
+    """Another process holds the lock for this work (e.g. already reads this Email Source
+    with the same state directory); starting a second one would deliver mails twice."""
 
 
 class StorageError(PostlineError):

@@ -65,7 +65,8 @@ def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interv
     import time
 
     from postline.service.engine import EngineSettings
-    from postline.service.outbox import DeliveryLock, Outbox
+    from postline.locks import ProcessLock
+    from postline.service.outbox import Outbox
     from postline.service.throttle import NoThrottle, Throttle
 
     asset = project.get("EmailService", name)
@@ -92,6 +93,6 @@ def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interv
     return EmailService(
         settings=settings, open_sender=sender_factory,
         outbox=Outbox(state_dir / "outbox.sqlite", clock=clock),
-        lock=DeliveryLock(state_dir / f"outbox-{name}.lock"), throttle=throttle,
+        lock=ProcessLock(state_dir / f"outbox-{name}.lock"), throttle=throttle,
         send_queue_size=asset.send_queue_size, default_from=asset.default_from, clock=clock,
         sleep=sleep or asyncio.sleep)

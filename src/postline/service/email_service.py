@@ -27,7 +27,8 @@ from postline.service.mime import (
     message_to_json,
     new_identity,
 )
-from postline.service.outbox import DeliveryLock, Outbox, OutboxEntry
+from postline.locks import ProcessLock
+from postline.service.outbox import Outbox, OutboxEntry
 from postline.service.results import QueuedMail
 
 
@@ -42,7 +43,7 @@ class EmailService:
     """
 
     def __init__(self, *, settings: EngineSettings, open_sender: Callable[[], MailSender],
-                 outbox: Outbox, lock: DeliveryLock, throttle, send_queue_size: int = 100,
+                 outbox: Outbox, lock: ProcessLock, throttle, send_queue_size: int = 100,
                  default_from: str | None = None, clock: Callable[[], float] = time.time,
                  sleep=asyncio.sleep) -> None:
         self.name = settings.service

@@ -36,7 +36,8 @@ from postline.errors import (
 from postline.protocols.base import MailSender, SendResult
 from postline.service.message import OutgoingMessage
 from postline.service.mime import Identity, build, check_size, message_from_json
-from postline.service.outbox import DeliveryLock, Outbox
+from postline.locks import ProcessLock
+from postline.service.outbox import Outbox
 from postline.service.results import result_to_json
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class Engine:
     """Runs on one event loop; every public coroutine must be awaited on that loop."""
 
     def __init__(self, *, settings: EngineSettings, open_sender: Callable[[], MailSender],
-                 outbox: Outbox, lock: DeliveryLock, throttle,
+                 outbox: Outbox, lock: ProcessLock, throttle,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.time) -> None:
         self.s = settings

@@ -16,15 +16,13 @@ on disk when it returns). Each row is one mail of one service::
 puts failed (or, explicitly by id, unknown) mails back to ``queued``.
 
 Only one process at a time delivers a service's queued mails: the holder of the
-:class:`DeliveryLock` (an ``flock`` that the kernel releases when the process dies). Other
-processes may enqueue; the holder picks their rows up.
+:class:`postline.locks.ProcessLock` (an ``flock`` that the kernel releases when the
+process dies). Other processes may enqueue; the holder picks their rows up.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -251,40 +249,3 @@ def _entry(row: tuple) -> OutboxEntry:
                        message=json.loads(message), summary=summary, attempts=attempts,
                        next_attempt_at=next_at, created_at=created, updated_at=updated,
                        reason=reason, result=json.loads(result) if result else None)
-
-
-class DeliveryLock:
-    """An exclusive, non-blocking ``flock`` on ``path``; released when the process dies."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._fd: int | None = None
-
-    def try_acquire(self) -> bool:
-        """True when this process now holds (or already held) the lock."""
-        if self._fd is not None:
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return True
-
-    def holder_pid(self) -> int | None:
-        """The pid written by the current holder, where readable."""
-        try:
-            return int(self.path.read_text().strip() or 0) or None
-        except (OSError, ValueError):
-            return None
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from postline.errors import ConfigError, PostlineError, os_error_message
+from postline.errors import Busy, ConfigError, PostlineError, os_error_message
+from postline.locks import ProcessLock
 from postline.protocols.base import MailboxReader
 from postline.source.filters import AttachmentRules, MailFilter
 from postline.source.ledger import Ledger, SqliteLedger, ledger_path
@@ -179,6 +180,31 @@ def select_workflows(project: Any, names: list[str] | None) -> list[Any]:
     return chosen
 
 
+def source_lock(state_dir: Path, source: str) -> ProcessLock:
+    """The lock that makes one process the only reader of ``source`` in ``state_dir``."""
+    return ProcessLock(Path(state_dir) / "locks" / f"source-{file_key(source)}.lock")
+
+
+def lock_sources(project: Any, workflows: list[Any]) -> list[ProcessLock]:
+    """Hold the source lock of every workflow, or raise Busy naming the holder (and hold
+    none): two processes reading one source with one ledger would each deliver every mail,
+    and each would empty the other's scratch directory at start."""
+    held: list[ProcessLock] = []
+    for wf in workflows:
+        lock = source_lock(project.state_dir, wf.source)
+        if not lock.try_acquire():
+            for other in held:
+                other.release()
+            holder = lock.holder()
+            who = holder.describe() if holder else "another process"
+            raise Busy(f"source {wf.source} (workflow {wf.name}) is already being read by "
+                       f"another postline run: {who}; state {project.state_dir}",
+                       hint="one process per source: stop that one first, or pick other "
+                            "workflows with --workflow")
+        held.append(lock)
+    return held
+
+
 def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = False,
                   stop: threading.Event | None = None, events: Events | None = None,
                   reader_factory: ReaderFactory | None = None, clock: Clock | None = None,
@@ -186,18 +212,22 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
     """Run the workflows until ``stop`` (or one round each with ``once``).
 
     Returns the summary; fatal errors of a workflow are in ``summary.errors`` (the others
-    go on). Raises ConfigError when the workflows cannot be built at all.
+    go on). Raises ConfigError when the workflows cannot be built at all, Busy when
+    another process already reads one of their sources with this state directory.
     """
     stop = stop or threading.Event()
     summary = Summary()
     counting = _Counting(events or Events(), summary)
-    ledger = SqliteLedger(path=ledger_path(project.state_dir))
+    chosen = select_workflows(project, names)
+    locks = lock_sources(project, chosen)
+    ledger: Ledger | None = None
     t0 = time.perf_counter()
     try:
+        ledger = SqliteLedger(path=ledger_path(project.state_dir))
         runners = [build_runner(project, wf, stop=stop, ledger=ledger,
                                 reader_factory=reader_factory, clock=clock, events=counting,
                                 service_opener=service_opener)
-                   for wf in select_workflows(project, names)]
+                   for wf in chosen]
 
         def work(runner: WorkflowRunner) -> None:
             try:
@@ -224,5 +254,8 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
                 t.join(0.2)
     finally:
         summary.seconds = time.perf_counter() - t0
-        ledger.close()
+        if ledger is not None:
+            ledger.close()
+        for lock in locks:
+            lock.release()
     return summary

@@ -106,3 +106,37 @@ def test_ctrl_c_to_the_process_group_finishes_the_mails_in_flight(
     subjects = Counter(json.loads(line)["subject"] for line in out.read_text().splitlines())
     assert len(subjects) == N and set(subjects.values()) == {1}
     assert mailbox.count("Done") == N
+
+
+def test_a_second_run_of_the_same_source_is_refused_while_the_first_runs(
+        source_project, mailbox, mail_stack, mailbox_user):
+    deliver_many(mail_stack, mailbox_user.email, [make_mail(i, f"lock test {i}")
+                                                  for i in range(5)])
+    p = source_project.write(source={"folders": {"input": "INBOX", "done": "Done"}})
+    env = {**os.environ, **source_project.environ}
+    out = p.root / "out" / "mails.jsonl"
+    first = subprocess.Popen([sys.executable, "-m", "postline", "run", str(p.root)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not out.exists() or
+                                               out.read_bytes().count(b"\n") < 5):
+            time.sleep(0.02)
+        second = subprocess.run([sys.executable, "-m", "postline", "run", str(p.root),
+                                 "--once"], env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1, second.stderr
+        assert "source Src (workflow Flow) is already being read by another postline run: " \
+               f"pid {first.pid} on host " in lines[0]
+        assert first.poll() is None, "the first run must not be disturbed"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err[-1000:]
+    # once the first has stopped, the source is free again; nothing came twice
+    again = subprocess.run([sys.executable, "-m", "postline", "run", str(p.root), "--once"],
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr[-1000:]
+    assert out.read_bytes().count(b"\n") == 5 and mailbox.count("Done") == 5

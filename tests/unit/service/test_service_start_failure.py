@@ -10,7 +10,8 @@ from service_fakes import FakeSender
 from postline.errors import StorageError
 from postline.service.email_service import EmailService
 from postline.service.engine import EngineSettings
-from postline.service.outbox import DeliveryLock, Outbox
+from postline.locks import ProcessLock
+from postline.service.outbox import Outbox
 from postline.service.throttle import NoThrottle
 
 
@@ -21,12 +22,12 @@ class _FullDiskOutbox(Outbox):
 
 def test_a_failed_start_raises_and_releases_everything(tmp_path):
     outbox = _FullDiskOutbox(tmp_path / "outbox.sqlite")
-    lock = DeliveryLock(tmp_path / "outbox-Notify.lock")
+    lock = ProcessLock(tmp_path / "outbox-Notify.lock")
     with pytest.raises(StorageError, match="no space left"):
         EmailService(settings=EngineSettings(service="Notify"), open_sender=FakeSender,
                      outbox=outbox, lock=lock, throttle=NoThrottle())
     assert not any(t.name == "postline-service-Notify" for t in threading.enumerate())
-    other = DeliveryLock(tmp_path / "outbox-Notify.lock")
+    other = ProcessLock(tmp_path / "outbox-Notify.lock")
     assert other.try_acquire()          # the next process can deliver the outbox
     other.release()
     with pytest.raises(Exception, match="closed"):
