@@ -17,6 +17,8 @@ RUN_EPILOG = """Examples:
   postline run examples/local --once          one polling round of every workflow, then exit
   postline run examples/local                 run until Ctrl-C / SIGTERM (finishes mails in flight)
   postline run . --workflow Invoices --once   just one workflow
+  postline run . --status 9464                also serve /metrics, /healthz, /readyz, /status
+                                              on http://127.0.0.1:9464/
 
 One log line per mail (key, subject, outcome, ms) goes to stderr when stderr is not a
 terminal, or with -v; on a terminal a progress bar shows while a backlog is read. A summary
@@ -42,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one polling round of every source, exit when all is committed")
     p.add_argument("--workflow", action="append", metavar="NAME",
                    help="run only this workflow (repeatable)")
+    p.add_argument("--status", metavar="[HOST:]PORT",
+                   help="serve Prometheus /metrics, /healthz, /readyz and /status JSON there "
+                        "(host default 127.0.0.1; port 0 picks a free one)")
+    p.add_argument("--stall-after", type=float, default=600.0, metavar="SECONDS",
+                   help="/healthz fails when a workflow shows no sign of life this long "
+                        "(default 600)")
     p.set_defaults(handler=cmd_run)
 
     lp = sub.add_parser("ledger", help="list or reset what a source has seen",
@@ -167,10 +175,30 @@ class _Progress:
             self.progress.stop()
 
 
+def _start_status(project, args):
+    """The --status endpoint, listening before the first round starts."""
+    from postline.source.ledger import ledger_path
+    from postline.workflow.engine import select_workflows
+    from postline.workflow.status import LedgerCounts, RunStatus, StatusServer, parse_address
+
+    host, port = parse_address(args.status)
+    if args.stall_after <= 0:
+        raise ConfigError(f"--stall-after {args.stall_after:g}: expected a number of "
+                          "seconds above 0")
+    flows = select_workflows(project, args.workflow)
+    counts = LedgerCounts(ledger_path(project.state_dir))
+    status = RunStatus({w.name: w.source for w in flows}, stall_after=args.stall_after,
+                       ledger_counts=counts)
+    server = StatusServer(status, host, port).start()
+    print(f"postline: status at {server.url} (metrics, healthz, readyz, status)",
+          file=sys.stderr, flush=True)
+    return server, counts
+
+
 def cmd_run(args) -> int:
     import postline
     from postline.workflow.engine import run_workflows
-    from postline.workflow.runner import Events
+    from postline.workflow.events import Broadcast, Events
 
     project = postline.open_project(args.project)
     tty = sys.stderr.isatty()
@@ -197,15 +225,23 @@ def cmd_run(args) -> int:
         print("postline: stopping after the mails in flight (press Ctrl-C again to abort)",
               file=sys.stderr)
 
+    events: Events = _Events()
+    server = counts = None
+    if args.status:
+        server, counts = _start_status(project, args)
+        events = Broadcast([events, server.status])
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = run_workflows(project, names=args.workflow, once=args.once, stop=stop,
-                                events=_Events())
+                                events=events)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
         if progress:
             progress.close()
+        if server:
+            server.close()
+            counts.close()
     if summary.mails or not summary.errors:  # no "0 mails" line in front of a start-up error
         print(f"postline: {summary.line()}", file=sys.stderr)
     for name, err in summary.errors.items():

@@ -25,7 +25,8 @@ from postline.source.record import file_key
 from postline.source.schedule import Clock
 from postline.workflow.mailjob import MailSettings
 from postline.workflow.processor import Context, Services, load_processor
-from postline.workflow.runner import Events, MailEvent, WorkflowRunner, clean_work_dir
+from postline.workflow.events import Broadcast, Events, MailEvent
+from postline.workflow.runner import WorkflowRunner, clean_work_dir
 from postline.workflow.sinks import DirectorySink, make_sink
 
 log = logging.getLogger("postline.workflow")
@@ -56,18 +57,15 @@ class Summary:
 
 
 class _Counting(Events):
-    def __init__(self, inner: Events, summary: Summary) -> None:
-        self.inner = inner
+    """Counts outcomes into the summary."""
+
+    def __init__(self, summary: Summary) -> None:
         self.summary = summary
         self.lock = threading.Lock()
-
-    def backlog(self, workflow: str, count: int) -> None:
-        self.inner.backlog(workflow, count)
 
     def mail(self, event: MailEvent) -> None:
         with self.lock:
             self.summary.counts[event.label] += 1
-        self.inner.mail(event)
 
 
 def _stream_namer(project: Any, template: str) -> Callable[[dict[str, str]], str]:
@@ -217,7 +215,7 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
     """
     stop = stop or threading.Event()
     summary = Summary()
-    counting = _Counting(events or Events(), summary)
+    counting = Broadcast([_Counting(summary), *([events] if events else [])])
     chosen = select_workflows(project, names)
     locks = lock_sources(project, chosen)
     ledger: Ledger | None = None
@@ -244,6 +242,7 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
             finally:
                 if runner.s.context is not None:
                     runner.s.context.services.close()
+                counting.stopped(runner.name, summary.errors.get(runner.name))
 
         threads = [threading.Thread(target=work, args=(r,), name=f"workflow-{r.name}",
                                     daemon=True) for r in runners]

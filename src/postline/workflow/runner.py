@@ -22,7 +22,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
@@ -30,6 +30,7 @@ from postline.protocols.base import MailboxReader, MessageRef, RawMessage
 from postline.source.ledger import Ledger, Place, SqliteLedger
 from postline.source.record import ledger_key
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule, Throttle
+from postline.workflow.events import Events, MailEvent
 from postline.workflow.commit import Committer, InlineCommitter, Job, Pending, open_committer
 from postline.workflow.batch import INLINE_LIMIT, FetchStream, process_mails, split_batches
 from postline.workflow.mailjob import JobResult, MailSettings
@@ -37,24 +38,6 @@ from postline.workflow.sinks import Sink, Staged
 
 log = logging.getLogger("postline.workflow")
 mail_log = logging.getLogger("postline.mail")
-
-@dataclass(frozen=True)
-class MailEvent:
-    workflow: str
-    key: str
-    subject: str
-    label: str             # done | failed | ignored | duplicate | moved
-    reason: str | None
-    ms: float
-
-
-class Events:
-    """Callbacks the CLI uses for progress bars and summaries (defaults: do nothing)."""
-
-    def backlog(self, workflow: str, count: int) -> None: ...
-
-    def mail(self, event: MailEvent) -> None: ...
-
 
 class WorkflowRunner:
     """Runs one workflow. ``reader_factory`` gives a new, unconnected MailboxReader."""
@@ -114,9 +97,11 @@ class WorkflowRunner:
             try:
                 with self.reader_factory() as reader:
                     reconnect.reset()
+                    self.events.connected(self.name)
                     while not self.stop.is_set():
                         started = self.clock.now()
                         more = self.round(reader)
+                        self.events.round_done(self.name)
                         if once:
                             return
                         if more:
@@ -128,6 +113,7 @@ class WorkflowRunner:
                 delay = reconnect.failure()
                 log.warning("workflow %s: connection lost (%s); reconnecting in %.0fs",
                             self.name, exc, delay)
+                self.events.disconnected(self.name, f"connection lost: {exc}", delay)
                 self.clock.wait(delay, self.stop)
             except StorageError as exc:
                 # disk full or not writable: nothing was settled; wait for the operator
@@ -135,6 +121,7 @@ class WorkflowRunner:
                     raise
                 delay = reconnect.failure()
                 log.warning("workflow %s: %s; trying again in %.0fs", self.name, exc, delay)
+                self.events.disconnected(self.name, str(exc), delay)
                 self.clock.wait(delay, self.stop)
 
     def _wait_for_next_round(self, reader: MailboxReader, folder: str, started: float) -> None:
@@ -142,6 +129,7 @@ class WorkflowRunner:
         use_idle = (self.source.polling.idle and self.protocol == "imap"
                     and reader.capabilities.idle)
         while not self.stop.is_set():
+            self.events.alive(self.name)
             left = due - self.clock.now()
             if left <= 0:
                 return

@@ -13,6 +13,7 @@ from postline.source.record import validate_record
 from postline.source.schedule import FakeClock
 from postline.workflow.commit import InlineCommitter
 from postline.workflow.engine import build_runner, run_workflows
+from postline.workflow.events import Events
 
 
 def run(project, box, **kw):
@@ -191,8 +192,7 @@ def test_reconnects_after_drop_and_stops_on_request(project_at, box):
     stop = threading.Event()
     done = threading.Event()
 
-    class Ev:
-        def backlog(self, w, n): pass
+    class Ev(Events):
 
         def mail(self, event):
             stop.set()
@@ -236,8 +236,7 @@ def test_interval_polling_rounds_with_fake_clock(project_at, box):
     stop = threading.Event()
     seen = []
 
-    class Ev:
-        def backlog(self, w, n): pass
+    class Ev(Events):
 
         def mail(self, event):
             seen.append((event.subject, clock.now()))
