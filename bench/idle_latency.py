@@ -156,10 +156,15 @@ def report(label: str, latencies: list[float], server_delay: float = 0.0) -> boo
     p90 = sorted(latencies)[max(0, int(len(latencies) * 0.9) - 1)]
     own = med - server_delay
     ok = own < 250
-    extra = f"; postline's own share {own:.0f} ms" if server_delay else ""
     print(f"{label:8s} APPEND -> record: median {med:.0f} ms, p90 {p90:.0f} ms, "
-          f"max {max(latencies):.0f} ms over {len(latencies)} mails{extra}  "
-          f"{'PASS' if ok else 'FAIL'} (target < 250 ms)")
+          f"max {max(latencies):.0f} ms over {len(latencies)} mails")
+    if server_delay:
+        # the end-to-end median cannot go below the server's own delay: judge postline's part
+        print(f"{'':8s} of which the server's notification delay {server_delay:.0f} ms, "
+              f"postline's own share {own:.0f} ms: {'PASS' if ok else 'FAIL'} for postline's "
+              f"share (target < 250 ms; end to end {'under' if med < 250 else 'over'} it)")
+    else:
+        print(f"{'':8s} {'PASS' if ok else 'FAIL'} (target < 250 ms end to end)")
     return ok
 
 
