@@ -9,12 +9,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
-from srchelpers import deliver_many, make_mail
+from srchelpers import deliver_many, make_mail, wait_until
 
 pytestmark = [pytest.mark.stack]
 
@@ -25,16 +24,6 @@ def _get(url: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-
-
-def _wait(cond, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_metrics_health_and_status_of_a_running_workflow(source_project, mailbox, mail_stack,
@@ -52,19 +41,19 @@ def test_metrics_health_and_status_of_a_running_workflow(source_project, mailbox
                      r"readyz, status\)$", first.strip())
         assert m, first
         base = m.group(1)
-        _wait(lambda: _get(base + "readyz")[0] == 200, "the workflow to connect")
+        wait_until(lambda: _get(base + "readyz")[0] == 200, 30, "the workflow to connect")
         assert _get(base + "healthz") == (200, "ok\n")
 
         def three_done():
             text = _get(base + "metrics")[1]
             return 'postline_mails_total{outcome="done",workflow="Flow"} 3.0' in text and text
-        metrics = _wait(three_done, "three mails in /metrics")
+        metrics = wait_until(three_done, 30, "three mails in /metrics")
         assert 'postline_ledger_entries{state="done",workflow="Flow"} 3.0' in metrics
         assert 'postline_workflow_up{workflow="Flow"} 1.0' in metrics
         # a mail that arrives later (IDLE) is counted too
         mailbox.append("INBOX", make_mail(9, "status late"))
-        _wait(lambda: 'outcome="done",workflow="Flow"} 4.0' in _get(base + "metrics")[1],
-              "the late mail in /metrics")
+        wait_until(lambda: 'outcome="done",workflow="Flow"} 4.0' in _get(base + "metrics")[1],
+                   30, "the late mail in /metrics")
         status = json.loads(_get(base + "status")[1])
         flow = status["workflows"]["Flow"]
         assert flow["state"] == "connected" and flow["counts"] == {"done": 4}
