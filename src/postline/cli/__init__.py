@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"postline {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (-vv for debug)")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="log lines as text (default) or one JSON object per line "
+                             "(default from POSTLINE_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -69,6 +72,9 @@ def _accept_verbose_everywhere(parser: argparse.ArgumentParser) -> None:
                     child.add_argument("-v", "--verbose", action="count",
                                        default=argparse.SUPPRESS,
                                        help="more log output (-vv for debug)")
+                if not any("--log-format" in a.option_strings for a in child._actions):
+                    child.add_argument("--log-format", choices=("text", "json"),
+                                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
                 _accept_verbose_everywhere(child)
 
 
@@ -79,9 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
-    from postline.logs import setup_logging
+    import os
 
-    setup_logging(args.verbose)
+    from postline.logs import say, setup_logging
+
+    fmt = args.log_format or os.environ.get("POSTLINE_LOG_FORMAT", "text").strip().lower()
+    if fmt not in ("text", "json"):
+        setup_logging(args.verbose)
+        say(f"postline: error: POSTLINE_LOG_FORMAT={fmt!r}: expected text or json",
+            level="ERROR")
+        return 2
+    setup_logging(args.verbose, fmt)
     try:
         return int(args.handler(args) or 0)
     except ValidationFailed as exc:
@@ -94,12 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         # output piped into e.g. `head`, which stopped reading: not an error of ours
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print("postline: interrupted", file=sys.stderr)
+        _say("postline: interrupted")
         return 130
     except OSError as exc:
         # disk full, permissions, a missing file: the environment, not a bug; one line
@@ -118,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _say(line: str) -> None:
     """Print one line on stderr, with every registered secret masked (a safety net)."""
-    from postline.logs import redact
+    from postline.logs import say
 
     # one line even when a server's multi-line answer ended up in the message
-    print(redact(" ".join(line.splitlines())), file=sys.stderr)
+    say(line, level="ERROR")
 
 
 def _debug(args: argparse.Namespace) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 
 from postline.errors import ConfigError
+from postline.logs import say
 
 RUN_EPILOG = """Examples:
   postline run examples/local --once          one polling round of every workflow, then exit
@@ -190,8 +191,8 @@ def _start_status(project, args):
     status = RunStatus({w.name: w.source for w in flows}, stall_after=args.stall_after,
                        ledger_counts=counts)
     server = StatusServer(status, host, port).start()
-    print(f"postline: status at {server.url} (metrics, healthz, readyz, status)",
-          file=sys.stderr, flush=True)
+    say(f"postline: status at {server.url} (metrics, healthz, readyz, status)",
+        status_url=server.url)
     return server, counts
 
 
@@ -222,8 +223,7 @@ def cmd_run(args) -> int:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("postline: stopping after the mails in flight (press Ctrl-C again to abort)",
-              file=sys.stderr)
+        say("postline: stopping after the mails in flight (press Ctrl-C again to abort)")
 
     events: Events = _Events()
     server = counts = None
@@ -243,7 +243,8 @@ def cmd_run(args) -> int:
             server.close()
             counts.close()
     if summary.mails or not summary.errors:  # no "0 mails" line in front of a start-up error
-        print(f"postline: {summary.line()}", file=sys.stderr)
+        say(f"postline: {summary.line()}", summary=dict(summary.counts),
+            seconds=round(summary.seconds, 3))
     for name, err in summary.errors.items():
-        print(f"postline: error: workflow {name}: {err}", file=sys.stderr)
+        say(f"postline: error: workflow {name}: {err}", level="ERROR", workflow=name)
     return 1 if summary.errors else 0

@@ -329,9 +329,14 @@ class WorkflowRunner:
 
     def _report(self, res: JobResult) -> None:
         o = res.outcome
-        mail_log.info("workflow=%s key=%s subject=%r outcome=%s ms=%.0f%s", self.name, o.key,
-                      res.subject[:120], res.label, res.ms,
-                      f" reason={o.reason!r}" if o.reason and res.label != "done" else "")
+        if mail_log.isEnabledFor(logging.INFO):
+            reason = o.reason if o.reason and res.label != "done" else None
+            mail_log.info("workflow=%s key=%s subject=%r outcome=%s ms=%.0f%s", self.name,
+                          o.key, res.subject[:120], res.label, res.ms,
+                          f" reason={reason!r}" if reason else "",
+                          extra={"fields": {"workflow": self.name, "key": o.key,
+                                            "subject": res.subject, "outcome": res.label,
+                                            "ms": round(res.ms, 1), "reason": reason}})
         self.events.mail(MailEvent(workflow=self.name, key=o.key, subject=res.subject,
                                    label=res.label, reason=o.reason, ms=res.ms))
 
