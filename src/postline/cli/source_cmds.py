@@ -32,7 +32,10 @@ LEDGER_EPILOG = """Examples:
   postline ledger list Inbox --json                         (project = current directory)
   postline ledger reset examples/local Inbox --id 'Mailbox/INBOX/1700000000/42'
   postline ledger reset examples/local Inbox --all          forget everything: mails still in
-                                                            the input folder are read again"""
+                                                            the input folder are read again
+  postline ledger retry examples/local Inbox --all          after fixing the cause: failed mails
+                                                            back from the error folder into the
+                                                            input folder, read on the next round"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--id", action="append", metavar="KEY", help="a ledger key (repeatable)")
     g.add_argument("--all", action="store_true", help="every entry of the source")
     rs.set_defaults(handler=cmd_ledger_reset)
+    rt = lsub.add_parser("retry", help="move failed mails back into the input folder and "
+                                       "forget their failure, so that the next round "
+                                       "processes them again",
+                         formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
+    rt.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
+    g = rt.add_mutually_exclusive_group(required=True)
+    g.add_argument("--id", action="append", metavar="KEY", help="a failed entry's key "
+                                                                "(repeatable)")
+    g.add_argument("--all", action="store_true", help="every failed entry of the source")
+    rt.set_defaults(handler=cmd_ledger_retry)
     lp.set_defaults(handler=lambda a: (lp.print_help(sys.stderr), 2)[1])
 
 
@@ -138,6 +151,53 @@ def cmd_ledger_reset(args) -> int:
     print(f"reset {n} entr{'y' if n == 1 else 'ies'} of source {source}; "
           "mails still in the input folder are read on the next round")
     return 0
+
+
+def cmd_ledger_retry(args) -> int:
+    import postline
+    from postline.protocols import open_reader
+    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.workflow.retry import retry_failed
+
+    project_path, name = _target(args)
+    project = postline.open_project(project_path)
+    source = project.get("EmailSource", name)
+    conn = project.get("EmailConnection", source.connection)
+    protocol = ("graph" if conn.type == "microsoft365" else
+                conn.incoming.protocol if conn.incoming is not None else "")
+    ledger = SqliteLedger(path=ledger_path(project.state_dir))
+    try:
+        if args.all:
+            entries = ledger.entries(name, state="failed")
+        else:
+            known = ledger.get_many(name, args.id)
+            for key in args.id:
+                entry = known.get(key)
+                if entry is None:
+                    raise ConfigError(f"no ledger entry of source {name} has key {key!r}",
+                                      hint="see 'postline ledger list ... --state failed'")
+                if entry.state != "failed":
+                    raise ConfigError(f"ledger entry {key!r} of source {name} is "
+                                      f"{entry.state}, not failed; only failed mails are "
+                                      "retried", hint="'postline ledger reset' forgets any "
+                                      "entry")
+            entries = [known[k] for k in dict.fromkeys(args.id)]
+        if not entries:
+            print(f"no failed entries for source {name}")
+            return 0
+        report = retry_failed(source=source, protocol=protocol, entries=entries,
+                              ledger=ledger, reader_factory=lambda: open_reader(project, conn),
+                              work_dir=project.state_dir / "work" / f"retry-{name}")
+    finally:
+        ledger.close()
+    for line in report.problems:
+        say(f"postline: {line}", level="WARNING")
+    n = len(report.reset)
+    where = (f"; {report.moved} moved from {source.folders.error!r} back to "
+             f"{source.folders.input!r}" if report.moved else "")
+    print(f"retrying {n} mail{'' if n == 1 else 's'} of source {name}{where}; the next "
+          "round of 'postline run' processes them")
+    return 1 if report.problems else 0
 
 
 class _Progress:

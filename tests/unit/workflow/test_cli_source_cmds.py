@@ -59,3 +59,12 @@ def test_ledger_unknown_source_and_key(proj, capsys):
 def test_run_unknown_workflow(proj, capsys):
     assert main(["run", str(proj), "--workflow", "Nope", "--once"]) == 1
     assert "no Workflow named 'Nope' in the project (known: Flow)" in capsys.readouterr().err
+
+
+def test_ledger_retry_unknown_key_and_nothing_failed(proj, capsys):
+    assert main(["ledger", "retry", str(proj), "Src", "--id", "x/y"]) == 1
+    assert "no ledger entry of source Src has key 'x/y'" in capsys.readouterr().err
+    main(["run", str(proj), "--once"])
+    capsys.readouterr()
+    assert main(["ledger", "retry", str(proj), "Src", "--all"]) == 0
+    assert capsys.readouterr().out.strip() == "no failed entries for source Src"
