@@ -97,7 +97,9 @@ class RunStatus(Events):
                                     "errors) that made the workflow wait and try again",
                                     ["workflow"], registry=r)
         self.m_last_round = Gauge("postline_last_round_timestamp_seconds", "end of the last "
-                                  "polling round (Unix time)", ["workflow"], registry=r)
+                                  "polling round (Unix time; the start of the run until the "
+                                  "first round ends, so that an alert on its age also "
+                                  "fires when no round ever ends)", ["workflow"], registry=r)
         self.m_connected = Gauge("postline_workflow_connected", "1 while the mailbox is "
                                  "connected", ["workflow"], registry=r)
         self.m_up = Gauge("postline_workflow_up", "1 while the workflow runs, 0 once it "
@@ -107,6 +109,7 @@ class RunStatus(Events):
             self.m_up.labels(name).set(1)
             self.m_connected.labels(name).set(0)
             self.m_backlog.labels(name).set(0)
+            self.m_last_round.labels(name).set(self.started)
             for o in OUTCOMES:
                 self.m_mails.labels(name, o)
             self.m_rounds.labels(name)

@@ -191,3 +191,19 @@ def test_broadcast_reaches_every_target_in_order():
     b.stopped("A", None)
     assert seen == [(1, "connected", "A"), (2, "connected", "A"), (1, "stopped", "A", None),
                     (2, "stopped", "A", None)]
+
+
+def test_the_shipped_alert_rules_use_only_metrics_postline_serves():
+    import re
+    from pathlib import Path
+
+    from ruamel.yaml import YAML
+
+    path = Path(__file__).parents[3] / "examples" / "monitoring" / "postline-alerts.yml"
+    rules = [r for g in YAML(typ="safe").load(path.read_text())["groups"] for r in g["rules"]]
+    assert len(rules) >= 5 and all(r["alert"] and r["expr"] for r in rules)
+    s = _status(ledger_counts=lambda src: {})
+    s.mail(_mail("done"))
+    served = set(re.findall(r"^(postline_\w+?)(?:\{| )", s.metrics_text().decode(), re.M))
+    used = {m for r in rules for m in re.findall(r"\bpostline_\w+", r["expr"])}
+    assert used and used <= served, used - served
