@@ -24,7 +24,8 @@ COMMAND_MODULES = [
     "postline.cli.project_cmds",     # validate, assets, show, usage
     "postline.cli.secret_cmds",      # keys create, secret set/list
     "postline.cli.connection_cmds",  # test-connection, login
-    "postline.cli.source_cmds",      # run, ledger
+    "postline.cli.source_cmds",      # run
+    "postline.cli.ledger_cmds",      # ledger list/reset/prune/retry
     "postline.cli.service_cmds",     # send, outbox, serve
     "postline.cli.stack_cmds",       # dev-stack start/stop/status
 ]

@@ -1,15 +1,12 @@
-"""``postline run`` and ``postline ledger list|reset``."""
+"""``postline run``."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import threading
-from dataclasses import asdict
-from datetime import datetime, timezone
 
 from postline.errors import ConfigError
 from postline.logs import say
@@ -25,18 +22,6 @@ One log line per mail (key, subject, outcome, ms) goes to stderr when stderr is 
 terminal, or with -v; on a terminal a progress bar shows while a backlog is read. A summary
 line (counts per outcome, time, mails/s) ends the run. Exit status 1 when a workflow stopped
 on an error (bad settings, refused login, unreachable server with --once)."""
-
-LEDGER_EPILOG = """Examples:
-  postline ledger list examples/local Inbox                 every mail the source has seen
-  postline ledger list examples/local Inbox --state failed  just the failed ones, with reasons
-  postline ledger list Inbox --json                         (project = current directory)
-  postline ledger reset examples/local Inbox --id 'Mailbox/INBOX/1700000000/42'
-  postline ledger reset examples/local Inbox --all          forget everything: mails still in
-                                                            the input folder are read again
-  postline ledger retry examples/local Inbox --all          after fixing the cause: failed mails
-                                                            back from the error folder into the
-                                                            input folder, read on the next round"""
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     from postline.cli import HelpFormatter
@@ -56,148 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 600)")
     p.set_defaults(handler=cmd_run)
 
-    lp = sub.add_parser("ledger", help="list or reset what a source has seen",
-                        formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    lsub = lp.add_subparsers(dest="ledger_command", metavar="ACTION")
-    ls = lsub.add_parser("list", help="list ledger entries of a source",
-                         formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    ls.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
-    ls.add_argument("--state", choices=["acquired", "done", "failed", "ignored"])
-    ls.add_argument("--limit", type=int, default=None)
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
-    ls.set_defaults(handler=cmd_ledger_list)
-    rs = lsub.add_parser("reset", help="forget entries so that the mails are read again",
-                         formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    rs.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
-    g = rs.add_mutually_exclusive_group(required=True)
-    g.add_argument("--id", action="append", metavar="KEY", help="a ledger key (repeatable)")
-    g.add_argument("--all", action="store_true", help="every entry of the source")
-    rs.set_defaults(handler=cmd_ledger_reset)
-    rt = lsub.add_parser("retry", help="move failed mails back into the input folder and "
-                                       "forget their failure, so that the next round "
-                                       "processes them again",
-                         formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    rt.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
-    g = rt.add_mutually_exclusive_group(required=True)
-    g.add_argument("--id", action="append", metavar="KEY", help="a failed entry's key "
-                                                                "(repeatable)")
-    g.add_argument("--all", action="store_true", help="every failed entry of the source")
-    rt.set_defaults(handler=cmd_ledger_retry)
-    lp.set_defaults(handler=lambda a: (lp.print_help(sys.stderr), 2)[1])
-
-
-def _target(args) -> tuple[str, str]:
-    from postline.cli.output import project_and_name
-
-    return project_and_name(args.target, what="SOURCE",
-                            example="postline ledger list . Inbox")
-
-
-def _open_ledger(project_path: str, source: str):
-    import postline
-    from postline.source.ledger import SqliteLedger, ledger_path
-
-    project = postline.open_project(project_path)
-    project.get("EmailSource", source)  # raises ConfigError with a did-you-mean
-    return SqliteLedger(path=ledger_path(project.state_dir))
-
-
-def cmd_ledger_list(args) -> int:
-    project_path, source = _target(args)
-    ledger = _open_ledger(project_path, source)
-    try:
-        entries = ledger.entries(source, state=args.state, limit=args.limit)
-    finally:
-        ledger.close()
-    if args.json:
-        print(json.dumps([asdict(e) for e in entries], ensure_ascii=False, indent=2))
-        return 0
-    if not entries:
-        print(f"no entries for source {source}" + (f" in state {args.state}" if args.state
-                                                    else ""))
-        return 0
-    cols = ("key", "state", "settled", "attempts", "updated", "subject", "reason")
-    rows = [(e.key, e.state, "yes" if e.settled else "no", str(e.attempts),
-             datetime.fromtimestamp(e.updated, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-             (e.subject or "")[:60], (e.reason or "")[:200]) for e in entries]
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(show_lines=False)
-        for col in cols:
-            table.add_column(col, overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
-    else:  # pipes and files get one tab-separated line per entry, for grep and cut
-        print("\t".join(cols))
-        for row in rows:
-            print("\t".join(v.replace("\t", " ").replace("\n", " ") for v in row))
-    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
-    return 0
-
-
-def cmd_ledger_reset(args) -> int:
-    project_path, source = _target(args)
-    ledger = _open_ledger(project_path, source)
-    try:
-        n = ledger.reset(source, None if args.all else args.id)
-    finally:
-        ledger.close()
-    if not args.all and n == 0:
-        raise ConfigError(f"no ledger entry of source {source} has key "
-                          f"{args.id[0]!r}", hint="see 'postline ledger list'")
-    print(f"reset {n} entr{'y' if n == 1 else 'ies'} of source {source}; "
-          "mails still in the input folder are read on the next round")
-    return 0
-
-
-def cmd_ledger_retry(args) -> int:
-    import postline
-    from postline.protocols import open_reader
-    from postline.source.ledger import SqliteLedger, ledger_path
-    from postline.workflow.retry import retry_failed
-
-    project_path, name = _target(args)
-    project = postline.open_project(project_path)
-    source = project.get("EmailSource", name)
-    conn = project.get("EmailConnection", source.connection)
-    protocol = ("graph" if conn.type == "microsoft365" else
-                conn.incoming.protocol if conn.incoming is not None else "")
-    ledger = SqliteLedger(path=ledger_path(project.state_dir))
-    try:
-        if args.all:
-            entries = ledger.entries(name, state="failed")
-        else:
-            known = ledger.get_many(name, args.id)
-            for key in args.id:
-                entry = known.get(key)
-                if entry is None:
-                    raise ConfigError(f"no ledger entry of source {name} has key {key!r}",
-                                      hint="see 'postline ledger list ... --state failed'")
-                if entry.state != "failed":
-                    raise ConfigError(f"ledger entry {key!r} of source {name} is "
-                                      f"{entry.state}, not failed; only failed mails are "
-                                      "retried", hint="'postline ledger reset' forgets any "
-                                      "entry")
-            entries = [known[k] for k in dict.fromkeys(args.id)]
-        if not entries:
-            print(f"no failed entries for source {name}")
-            return 0
-        report = retry_failed(source=source, protocol=protocol, entries=entries,
-                              ledger=ledger, reader_factory=lambda: open_reader(project, conn),
-                              work_dir=project.state_dir / "work" / f"retry-{name}")
-    finally:
-        ledger.close()
-    for line in report.problems:
-        say(f"postline: {line}", level="WARNING")
-    n = len(report.reset)
-    where = (f"; {report.moved} moved from {source.folders.error!r} back to "
-             f"{source.folders.input!r}" if report.moved else "")
-    print(f"retrying {n} mail{'' if n == 1 else 's'} of source {name}{where}; the next "
-          "round of 'postline run' processes them")
-    return 1 if report.problems else 0
 
 
 class _Progress:

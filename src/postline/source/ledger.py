@@ -138,6 +138,12 @@ class Ledger(abc.ABC):
         """Forget ``keys`` (None: all of ``source``) and their duplicates; returns how many."""
 
     @abc.abstractmethod
+    def prune(self, source: str, *, before: float, states: Sequence[str]) -> int:
+        """Forget settled entries of ``source`` in ``states`` last updated before ``before``
+        (Unix time); returns how many. Callers make sure those mails are no longer where
+        the source reads them (see ``postline ledger prune``)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the database."""
 
@@ -376,6 +382,30 @@ class SqliteLedger(Ledger):
                     self._db.execute("ROLLBACK")
                 raise
         return n
+
+    PRUNE_CHUNK = 5000   # rows per transaction: a running runner's commits wait little
+
+    def prune(self, source: str, *, before: float, states: Sequence[str]) -> int:
+        states = [st for st in states if st in STATES and st != "acquired"]
+        if not states:
+            return 0
+        marks = ",".join("?" * len(states))
+        sql = (f"DELETE FROM mails WHERE rowid IN (SELECT rowid FROM mails WHERE source=? "
+               f"AND settled=1 AND state IN ({marks}) AND updated<? LIMIT {self.PRUNE_CHUNK})")
+        total = 0
+        while True:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    n = self._db.execute(sql, (source, *states, before)).rowcount
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:  # see _tx_many
+                        self._db.execute("ROLLBACK")
+                    raise
+            total += n
+            if n < self.PRUNE_CHUNK:
+                return total
 
     def close(self) -> None:
         with self._lock, self._rlock:

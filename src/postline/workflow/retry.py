@@ -31,6 +31,7 @@ from postline.source.ledger import Entry, Ledger
 from postline.source.parse import parse_mail
 from postline.source.record import header_summary
 from postline.workflow.mailjob import content_hash
+from postline.workflow.runner import server_action
 
 CHUNK = 100
 
@@ -67,14 +68,14 @@ def retry_failed(*, source, protocol: str, entries: list[Entry], ledger: Ledger,
     ConnectError/AuthError when the mailbox cannot be reached (nothing changed then)."""
     report = RetryReport()
     folders = source.folders
-    error = "" if protocol == "pop3" else folders.error
+    action, error = server_action(source, protocol, "failed")
     in_place: list[str] = []
     wanted: dict[str, list[Entry]] = {}
     for e in entries:
-        if protocol == "pop3" and e.settled and source.pop3.error == "delete":
+        if action == "delete" and e.settled:
             report.problems.append(f"{e.key}: deleted from the server after it failed "
                                    "(pop3.error: delete); nothing left to retry")
-        elif not e.settled or not error or error == folders.input:
+        elif not e.settled or action != "move":
             in_place.append(e.key)
         elif not e.message_id:
             report.problems.append(f"{e.key}: the ledger holds no identity to find it by "

@@ -366,14 +366,7 @@ class WorkflowRunner:
                 self.ledger.mark_settled(self.s.source, keys)
 
     def _action(self, state: str) -> tuple[str, str]:
-        """What the server does with a mail in final ``state``: ("move", folder),
-        ("delete", "") or ("", "") for nothing."""
-        src = self.source
-        kind = {"done": "done", "failed": "error", "ignored": "ignore"}[state]
-        if self.protocol == "pop3":
-            return ("delete", "") if getattr(src.pop3, kind) == "delete" else ("", "")
-        target = getattr(src.folders, kind)
-        return ("move", target) if target and target != src.folders.input else ("", "")
+        return server_action(self.source, self.protocol, state)
 
     def _check_folder_version(self, folder: str, version: str) -> None:
         before = self.ledger.folder_version(self.s.source, folder)
@@ -393,6 +386,16 @@ class WorkflowRunner:
 
     def _key(self, ref: MessageRef) -> str:
         return ledger_key(self.s.connection, ref.folder, ref.folder_version, ref.id)
+
+
+def server_action(source, protocol: str, state: str) -> tuple[str, str]:
+    """What the server does with a mail of ``source`` in final ``state``: ("move", folder),
+    ("delete", "") or ("", "") for nothing (the mail stays where the source reads it)."""
+    kind = {"done": "done", "failed": "error", "ignored": "ignore"}[state]
+    if protocol == "pop3":
+        return ("delete", "") if getattr(source.pop3, kind) == "delete" else ("", "")
+    target = getattr(source.folders, kind)
+    return ("move", target) if target and target != source.folders.input else ("", "")
 
 
 def _default_committer(ledger: Ledger) -> Committer:

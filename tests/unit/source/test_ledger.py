@@ -108,3 +108,31 @@ def test_duplicate_lookups_use_the_message_id_index(tmp_path):
         "EXPLAIN QUERY PLAN " + done_by_message_id_sql(2), ("S", "<1@x>", "<2@x>")))
     assert "mails_mid" in plan
     led.close()
+
+
+def test_prune_forgets_only_old_settled_entries_of_the_asked_states_in_chunks(tmp_path):
+    clock = [1000.0]
+    led = SqliteLedger(path=tmp_path / "l.sqlite3", clock=lambda: clock[0])
+    led.PRUNE_CHUNK = 3                     # several transactions
+    old = [place(str(i)) for i in range(8)]
+    led.acquire("S", old)
+    led.finish("S", [Outcome(key=p.key, state="done") for p in old[:5]] +
+               [Outcome(key=old[5].key, state="ignored"), Outcome(key=old[6].key,
+                                                                  state="failed")])
+    led.mark_settled("S", [p.key for p in old[:7] if p is not old[4]])   # 4: not moved yet
+    clock[0] = 5000.0
+    new = place("100")
+    led.acquire("S", [new])
+    led.finish("S", [Outcome(key=new.key, state="done")])
+    led.mark_settled("S", [new.key])
+    led.acquire("T", [place("1")])
+    led.finish("T", [Outcome(key="Box/INBOX/1/1", state="done")])
+    led.mark_settled("T", ["Box/INBOX/1/1"])
+
+    assert led.prune("S", before=2000.0, states=["done", "ignored", "acquired"]) == 5
+    left = {e.key: e.state for e in led.entries("S")}
+    assert left == {old[4].key: "done", old[6].key: "failed", old[7].key: "acquired",
+                    new.key: "done"}
+    assert len(led.entries("T")) == 1       # other sources untouched
+    assert led.prune("S", before=2000.0, states=[]) == 0
+    led.close()

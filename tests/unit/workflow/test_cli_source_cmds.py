@@ -68,3 +68,27 @@ def test_ledger_retry_unknown_key_and_nothing_failed(proj, capsys):
     capsys.readouterr()
     assert main(["ledger", "retry", str(proj), "Src", "--all"]) == 0
     assert capsys.readouterr().out.strip() == "no failed entries for source Src"
+
+
+def test_ledger_prune_keeps_states_whose_mails_stay_in_the_input_folder(proj, capsys):
+    main(["run", str(proj), "--once"])          # 2 done (moved to Done), 1 ignored (stays)
+    capsys.readouterr()
+    assert main(["ledger", "prune", str(proj), "Src", "--older-than", "0s"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "pruned 2 done entries of source Src older than 0s"
+    assert err.strip() == ("postline: kept: ignored mails of source Src stay in the input "
+                           "folder (folders.ignore): forgetting them would process them again")
+    assert main(["ledger", "prune", str(proj), "Src", "--older-than", "1d", "--state",
+                 "ignored"]) == 1
+    assert "ignored mails of source Src stay in the input folder" in capsys.readouterr().err
+    assert main(["ledger", "prune", str(proj), "Src", "--older-than", "soon"]) == 1
+    assert "--older-than 'soon': expected an age such as 90d" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,seconds", [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800),
+                                          ("45s", 45), ("2w", 14 * 86400), ("7", 7 * 86400),
+                                          ("0.5d", 43200)])
+def test_parse_age(text, seconds):
+    from postline.cli.ledger_cmds import parse_age
+
+    assert parse_age(text) == seconds
