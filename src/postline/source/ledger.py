@@ -102,15 +102,17 @@ class Ledger(abc.ABC):
         """The server-side action of these keys has happened."""
 
     @abc.abstractmethod
-    def find_done(self, source: str, identity: str) -> Entry | None:
-        """A ``done`` entry whose Message-ID (or content hash) equals ``identity``."""
+    def find_done(self, source: str, identity: str, *, newest: bool = False) -> Entry | None:
+        """The oldest (or the newest) ``done`` entry whose Message-ID (or content hash)
+        equals ``identity``."""
 
-    def find_done_many(self, source: str, identities: Iterable[str]) -> dict[str, Entry]:
-        """:meth:`find_done` for many identities at once: identity -> the oldest done
-        entry, for those that have one."""
+    def find_done_many(self, source: str, identities: Iterable[str], *,
+                       newest: bool = False) -> dict[str, Entry]:
+        """:meth:`find_done` for many identities at once: identity -> the oldest (or the
+        newest) done entry, for those that have one."""
         out: dict[str, Entry] = {}
         for identity in dict.fromkeys(identities):
-            found = self.find_done(source, identity)
+            found = self.find_done(source, identity, newest=newest)
             if found is not None:
                 out[identity] = found
         return out
@@ -171,7 +173,7 @@ _COLS = ("source", "key", "state", "connection", "folder", "folder_version", "se
 
 def done_by_message_id_sql(n: int) -> str:
     """The query of :meth:`SqliteLedger.find_done_many` for ``n`` identities: done entries,
-    oldest first (the first per identity is the one ``find_done`` gives). ``+state`` keeps
+    oldest first (the first per identity is the oldest, the last the newest). ``+state`` keeps
     SQLite on the Message-ID index: by the state index it would scan every done entry of
     the source for each batch, a cost that grows with the ledger."""
     return (f"SELECT {','.join(_COLS)} FROM mails WHERE source=? AND +state='done' AND "
@@ -321,19 +323,24 @@ class SqliteLedger(Ledger):
         self._tx("UPDATE mails SET settled=1, updated=? WHERE source=? AND key=?",
                  [(now, source, k) for k in keys])
 
-    def find_done(self, source: str, identity: str) -> Entry | None:
+    def find_done(self, source: str, identity: str, *, newest: bool = False) -> Entry | None:
+        order = "created DESC, rowid DESC" if newest else "created, rowid"
         found = self._query(f"SELECT {','.join(_COLS)} FROM mails WHERE source=? AND "
-                            "message_id=? AND +state='done' ORDER BY created, rowid LIMIT 1",
+                            f"message_id=? AND +state='done' ORDER BY {order} LIMIT 1",
                             (source, identity))
         return found[0] if found else None
 
-    def find_done_many(self, source: str, identities: Iterable[str]) -> dict[str, Entry]:
+    def find_done_many(self, source: str, identities: Iterable[str], *,
+                       newest: bool = False) -> dict[str, Entry]:
         ids = list(dict.fromkeys(identities))
         out: dict[str, Entry] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             for e in self._query(done_by_message_id_sql(len(chunk)), (source, *chunk)):
-                out.setdefault(e.message_id, e)  # type: ignore[arg-type]
+                if newest:
+                    out[e.message_id] = e  # type: ignore[index]
+                else:
+                    out.setdefault(e.message_id, e)  # type: ignore[arg-type]
         return out
 
     def folder_version(self, source: str, folder: str) -> str | None:

@@ -100,8 +100,11 @@ def process_mails(fetched: list[RawMessage], attempts: dict[str, int], *, s: Mai
             preps.append((raw, poison_result(key, attempts[key])))
         else:
             preps.append((raw, prepare(raw, s=s)))
+    # reprocess_on_change compares with the version processed last; the other modes name
+    # the first one processed as the original
     found = ledger.find_done_many(
-        s.source, [p.identity for _, p in preps if isinstance(p, Prepared)])
+        s.source, [p.identity for _, p in preps if isinstance(p, Prepared)],
+        newest=s.reprocess == "reprocess_on_change")
     done: dict[str, DoneMail] = {
         identity: DoneMail(key=e.key, folder_version=e.folder_version,
                            content_hash=e.content_hash) for identity, e in found.items()}
@@ -116,10 +119,10 @@ def process_mails(fetched: list[RawMessage], attempts: dict[str, int], *, s: Mai
             else:
                 res = deliver(prep, s=s, done=done.get(prep.identity), stop=stop, clock=clock)
                 if res.label == "done":
-                    # a second copy later in this batch is a duplicate of this one
-                    done.setdefault(prep.identity, DoneMail(
+                    # a second copy later in this batch is compared with this one
+                    done[prep.identity] = DoneMail(
                         key=prep.key, folder_version=prep.place.folder_version,
-                        content_hash=prep.digest))
+                        content_hash=prep.digest)
             results.append((raw, res))
             if res.label == "failed":
                 # pause after a failure: min, doubling per failure in a row, up to max

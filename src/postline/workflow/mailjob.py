@@ -309,7 +309,8 @@ def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading
     prep = prepare(raw, s=s)
     if isinstance(prep, JobResult):
         return prep
-    found = ledger.find_done(s.source, prep.identity)
+    found = ledger.find_done(s.source, prep.identity,
+                             newest=s.reprocess == "reprocess_on_change")
     done = (DoneMail(key=found.key, folder_version=found.folder_version,
                      content_hash=found.content_hash) if found is not None else None)
     return deliver(prep, s=s, done=done, stop=stop, clock=clock)

@@ -265,6 +265,32 @@ def test_duplicate_by_message_id_is_not_processed_again(project_at, box):
     assert run(project, box).counts["done"] == 1
 
 
+@pytest.mark.parametrize("mode, again_same, again_changed", [
+    ("manual", "duplicate", "duplicate"),
+    ("reset_on_reappear", "done", "done"),
+    ("reprocess_on_change", "duplicate", "done"),
+])
+def test_reprocess_modes_decide_what_a_mail_moved_back_becomes(project_at, box, mode,
+                                                               again_same, again_changed):
+    project = project_at(source={"folders": {"input": "INBOX", "done": "Done"},
+                                 "reprocess": mode})
+    mid = "<again@example.test>"
+    box.add(mail("again", body="first\n", message_id=mid))
+    assert run(project, box).counts["done"] == 1
+    box.add(mail("again", body="first\n", message_id=mid))      # moved back unchanged
+    assert run(project, box).counts[again_same] == 1
+    box.add(mail("again", body="edited\n", message_id=mid))     # moved back, edited
+    assert run(project, box).counts[again_changed] == 1
+    delivered = 1 + [again_same, again_changed].count("done")
+    assert len(read_jsonl(project.root / "out/mails.jsonl")) == delivered
+    done = ledger_of(project).entries("Src", state="done")
+    assert len(done) == delivered
+    if mode == "reprocess_on_change":
+        # compared with the version processed last, not the first one
+        box.add(mail("again", body="edited\n", message_id=mid))
+        assert run(project, box).counts["duplicate"] == 1
+
+
 def test_two_copies_in_one_batch_are_delivered_once(project_at, box):
     # the same mail twice in the input folder (copied, or delivered twice): the second copy
     # is a duplicate of the first even though the first is not committed yet
