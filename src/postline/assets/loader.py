@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from postline.assets import references
 from postline.assets.context import build_context
-from postline.assets.kinds.base import (AssetModel, Ref, SecretRef, Template, kind_model,
-                                        known_kinds)
+from postline.assets.kinds.base import (AssetModel, Lookup, Ref, SecretRef, Template,
+                                        kind_model, known_kinds)
 from postline.assets.macros import MacroContext, MacroError, expand_tracked, has_macros
 from postline.assets.problems import Problem, format_path
 from postline.assets.secret_values import SecretValues
@@ -115,8 +115,9 @@ def load(root: Path, *, shown_root: str, environ: Mapping[str, str],
         problems += build(entry, ctx, root)
     loaded.references = references.collect(entries)
     problems += references.check(entries, loaded.references, secrets)
+    valid = {(e.kind, e.name): e.model for e in entries if e.model is not None}
     for entry in entries:
-        problems += _warnings(entry)
+        problems += _warnings(entry, lambda kind, name: valid.get((kind, name)))
     return loaded
 
 
@@ -266,11 +267,11 @@ class _Expanding:
         return text
 
 
-def _warnings(entry: Entry) -> list[Problem]:
+def _warnings(entry: Entry, lookup: Lookup) -> list[Problem]:
     if entry.model is None:
         return []
     out = []
-    for w in entry.model.config_warnings():
+    for w in entry.model.config_warnings() + entry.model.project_warnings(lookup):
         path = tuple(w.field.split(".")) if w.field else ()
         out.append(Problem(entry.doc.file, entry.doc.line_of(path), w.message, entry.label,
                            w.field or None, severity="warning"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -115,6 +116,10 @@ def _against_root(value: str | None, info: ValidationInfo) -> str | None:
 ProjectPath = Annotated[str, AfterValidator(_against_root)]
 
 
+# (kind, name) -> the valid asset of that kind and name, or None
+Lookup = Callable[[str, str], "AssetModel | None"]
+
+
 @dataclass(frozen=True)
 class ConfigWarning:
     """A setting that works but is probably not what the user meant."""
@@ -137,6 +142,11 @@ class AssetModel(BaseModel):
 
     def config_warnings(self) -> list[ConfigWarning]:
         """Warnings for this (valid) asset; kinds override this. Never raises."""
+        return []
+
+    def project_warnings(self, lookup: "Lookup") -> list[ConfigWarning]:
+        """Warnings that depend on other assets of the project (``lookup(kind, name)`` gives
+        a valid asset or None); kinds override this. Never raises."""
         return []
 
 

@@ -32,9 +32,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from postline.assets.kinds.base import AssetModel, Ref, register_kind
+from postline.assets.kinds.base import (AssetModel, ConfigWarning, Lookup, Ref, Template,
+                                        register_kind)
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+# The ${mail:NAME} macros of a stream name (the runner fills them per mail, see
+# postline.workflow.mailjob.deliver); any other name is refused when the project loads.
+MAIL_MACROS = ("folder", "from", "subject", "received", "date", "key", "message_id", "id")
 
 
 def _check_regexes(values: list[str]) -> list[str]:
@@ -116,6 +121,12 @@ class Polling(BaseModel):
         return self
 
     @property
+    def push(self) -> bool:
+        """Whether IDLE wakes a round early: on by default, but a ``cron`` schedule is kept
+        to unless ``idle: true`` is written next to it."""
+        return self.idle and (self.cron is None or "idle" in self.model_fields_set)
+
+    @property
     def every(self) -> float:
         """Seconds between rounds when no cron is set (default 60)."""
         return self.interval if self.interval is not None else 60.0
@@ -168,7 +179,9 @@ class Failure(BaseModel):
 class EmailSource(AssetModel):
     kind: Literal["EmailSource"]
     connection: Annotated[str, Ref("EmailConnection")]
-    stream_name: str = "${mail:key}"
+    # ${mail:...} and ${date:...} stay in the text when the project loads and are expanded
+    # for each mail (the date is the time the mail is processed).
+    stream_name: Annotated[str, Template()] = "${mail:key}"
     folders: Folders = Field(default_factory=Folders)
     filters: Filters = Field(default_factory=Filters)
     attachments: Attachments = Field(default_factory=Attachments)
@@ -180,3 +193,61 @@ class EmailSource(AssetModel):
     uidvalidity_change: Literal["reread", "stop"] = "reread"
     failure: Failure = Field(default_factory=Failure)
     batch_size: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("stream_name")
+    @classmethod
+    def _known_mail_macros(cls, value: str) -> str:
+        from postline.assets.macros import MacroContext, MacroError, expand
+        from postline.assets.validation import suggest
+
+        unknown: list[str] = []
+
+        def probe(name: str) -> str | None:
+            if name in MAIL_MACROS:
+                return "x"
+            unknown.append(name)
+            return None
+
+        try:  # also checks the ${date:...} formats
+            expand(value, MacroContext().with_prefix("mail", probe))
+        except MacroError as exc:
+            if not unknown:
+                raise ValueError(exc.message) from None
+            known = ", ".join(MAIL_MACROS)
+            raise ValueError(f"unknown macro ${{mail:{unknown[0]}}}"
+                             f"{suggest(unknown[0], MAIL_MACROS)}; a mail gives: {known}"
+                             ) from None
+        return value
+
+    def config_warnings(self) -> list[ConfigWarning]:
+        out: list[ConfigWarning] = []
+        a = self.attachments
+        if not a.load:
+            for name in ("max_total_kb", "blacklist", "whitelist"):
+                if name in a.model_fields_set and getattr(a, name):
+                    out.append(ConfigWarning(
+                        f"attachments.{name}", "has no effect while attachments.load is "
+                        "false (attachments are listed in the record but not loaded)"))
+        p = self.polling
+        if p.cron is not None and p.idle and "idle" in p.model_fields_set:
+            out.append(ConfigWarning(
+                "polling.idle", "with idle: true new mail is read as soon as it arrives; "
+                "the cron schedule only adds rounds (leave idle out to read on the schedule "
+                "alone)"))
+        return out
+
+    def project_warnings(self, lookup: Lookup) -> list[ConfigWarning]:
+        conn = lookup("EmailConnection", self.connection)
+        incoming = getattr(conn, "incoming", None)
+        if getattr(incoming, "protocol", None) != "pop3":
+            return []
+        out = [ConfigWarning(f"folders.{name}", f"is not used: {self.connection} reads "
+                             f"POP3, which has no folders (use pop3.{option}: delete or "
+                             "keep)")
+               for name, option in (("done", "done"), ("error", "error"),
+                                    ("ignore", "ignore"))
+               if getattr(self.folders, name)]
+        if self.folders.input.upper() != "INBOX":
+            out.append(ConfigWarning("folders.input", f"is not used: {self.connection} "
+                                     "reads POP3, which has only the INBOX"))
+        return out
