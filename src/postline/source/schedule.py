@@ -103,6 +103,11 @@ class Throttle:
         if self.max:
             self._starts.append(self.clock.monotonic())
 
+    def give_back(self, n: int) -> None:
+        """The last ``n`` recorded starts made no stream after all (a filter, a duplicate)."""
+        for _ in range(min(n, len(self._starts))):
+            self._starts.pop()
+
 
 class FailureBackoff:
     """Pause after failures; the pause doubles from ``min`` to ``max`` per failure in a row."""

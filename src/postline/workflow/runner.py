@@ -126,7 +126,7 @@ class WorkflowRunner:
 
     def _wait_for_next_round(self, reader: MailboxReader, folder: str, started: float) -> None:
         due = self.schedule.next_after(started)
-        use_idle = (self.source.polling.idle and self.protocol == "imap"
+        use_idle = (self.source.polling.push and self.protocol == "imap"
                     and reader.capabilities.idle)
         while not self.stop.is_set():
             self.events.alive(self.name)
@@ -225,6 +225,10 @@ class WorkflowRunner:
             i += n
             attempts = self.ledger.acquire(self.s.source, self._places(batch))
             results = self._process_batch(batch, list(self._fetch(reader, batch)), attempts)
+            # only mails handed to the sinks are new streams: ignored and duplicate mails
+            # (and those a stop request left for later) give their slot back
+            self.throttle.give_back(sum(res.label not in ("done", "failed")
+                                        for _, res in results))
             job, staged = self._stage(results, [])
             self._after_commit(reader, self._committer.submit(job), results, staged)
         return False

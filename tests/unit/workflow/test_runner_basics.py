@@ -213,6 +213,18 @@ def test_throttle_spreads_streams_over_the_window(project_at, box):
     assert clock.waits == [60.0, 60.0]
 
 
+
+def test_ignored_mails_do_not_use_up_the_throttle(project_at, box):
+    project = project_at(source={"throttle": {"max_streams": 2, "per": "minute"},
+                                 "filters": {"subject": {"blacklist": ["^skip"]}}})
+    for subject in ("skip 1", "skip 2", "t1", "skip 3", "t2", "t3"):
+        box.add(mail(subject))
+    clock = FakeClock()
+    summary = run_workflows(project, once=True, reader_factory=lambda c: box.reader(),
+                            clock=clock)
+    assert (summary.counts["done"], summary.counts["ignored"]) == (3, 3)
+    assert clock.waits == [60.0]    # three streams at two a minute: one wait
+
 def test_failure_backoff_pauses_between_failing_mails(project_at, box, tmp_path):
     (tmp_path / "proj").mkdir()
     (tmp_path / "proj" / "proc.py").write_text(
@@ -249,6 +261,31 @@ def test_interval_polling_rounds_with_fake_clock(project_at, box):
     assert [s for s, _ in seen] == ["first", "second"]
     assert seen[1][1] - seen[0][1] == 30   # the next round came one interval later
 
+
+
+@pytest.mark.parametrize("polling, second_at", [
+    ({"cron": "*/5 * * * *"}, 1_700_000_100),              # 22:13:20 -> 22:15:00
+    ({"cron": "*/5 * * * *", "idle": True}, 1_700_000_000),  # IDLE wakes it at once
+])
+def test_cron_polling_keeps_to_the_schedule_unless_idle_is_asked_for(project_at, box,
+                                                                     polling, second_at):
+    project = project_at(source={"polling": polling})
+    box.add(mail("first"))
+    clock = FakeClock(start=1_700_000_000)
+    stop = threading.Event()
+    seen = []
+
+    class Ev(Events):
+
+        def mail(self, event):
+            seen.append((event.subject, clock.now()))
+            if len(seen) == 1:
+                box.add(mail("second"))
+            else:
+                stop.set()
+    run_workflows(project, reader_factory=lambda c: box.reader(), clock=clock, stop=stop,
+                  events=Ev())
+    assert seen == [("first", 1_700_000_000), ("second", second_at)]
 
 def test_duplicate_by_message_id_is_not_processed_again(project_at, box):
     project = project_at(source={"folders": {"input": "INBOX", "done": "Done"}})
