@@ -95,6 +95,7 @@ class ImapReader(MailboxOperations, MailboxReader):
         self._selected: str | None = None
         self._uidvalidity: str = ""
         self._known_folders: set[str] = set()
+        self._delimiter: str | None = None   # the server's hierarchy delimiter, once asked
         self._bulk = None   # a pipelined fetch in progress (imap_bulk.BulkFetch)
         self.capabilities = Capabilities()
         self.tls_info: dict[str, Any] | None = None

@@ -52,6 +52,7 @@ class MailboxOperations:
     _selected: str | None
     _uidvalidity: str
     _known_folders: set[str]
+    _delimiter: str | None
     _bulk: BulkFetch | None
 
     # -- folders ---------------------------------------------------------------------------
@@ -70,12 +71,25 @@ class MailboxOperations:
             self._known_folders.add(_text(name))
         return out
 
+    def _wire(self, folder: str) -> str:
+        """``folder`` as the server names it. Folder names in postline's assets use "/"
+        between levels (``Archive/Done``), as Dovecot's usual setup, Exchange and Gmail do;
+        a server with another hierarchy delimiter (Courier, Cyrus, Dovecot with Maildir++'s
+        default: ".") gets its own, which it reports to ``LIST "" ""`` (RFC 3501 6.3.8)."""
+        if "/" not in folder:
+            return folder
+        if self._delimiter is None:
+            with self._errors('LIST "" ""'):
+                rows = self._need().list_folders("", "")
+            self._delimiter = next((_text(d) for _, d, _ in rows if d), "/")
+        return folder if self._delimiter == "/" else folder.replace("/", self._delimiter)
+
     def _select(self, folder: str, *, force: bool = False, readonly: bool = False) -> dict:
         client = self._need()
         if self._selected == folder and not force:
             return {}
         with self._errors(f"{'EXAMINE' if readonly else 'SELECT'} {folder!r}"):
-            resp = client.select_folder(folder, readonly=readonly)
+            resp = client.select_folder(self._wire(folder), readonly=readonly)
         self._selected = folder
         self._uidvalidity = str(resp.get(b"UIDVALIDITY", ""))
         self._known_folders.add(folder)
@@ -94,13 +108,14 @@ class MailboxOperations:
         if folder in self._known_folders:
             return
         client = self._need()
+        wire = self._wire(folder)
         try:
             with self._errors(f"CREATE {folder!r}", translate_no=False):
-                client.create_folder(folder)  # servers create missing parents themselves
+                client.create_folder(wire)  # servers create missing parents themselves
         except imx.IMAPClientError as exc:
             text = _server_text(exc)
             with self._errors(f"LIST {folder!r}"):
-                exists = "ALREADYEXISTS" in text.upper() or client.folder_exists(folder)
+                exists = "ALREADYEXISTS" in text.upper() or client.folder_exists(wire)
             if not exists:
                 raise ProtocolError(f"cannot create folder {folder!r} on {self.host}: {text}",
                                     hint="check the folder name and the delimiter the "
@@ -208,7 +223,7 @@ class MailboxOperations:
         for folder, group in _by_folder(refs).items():
             uids = self._check_version(folder, group)
             with self._errors(f"COPY to {target_folder!r}"):
-                self._need().copy(uids, target_folder)
+                self._need().copy(uids, self._wire(target_folder))
 
     def move(self, refs: Iterable[MessageRef], target_folder: str) -> None:
         """UID MOVE where offered, else COPY + \\Deleted + UID EXPUNGE of just these."""
@@ -217,10 +232,11 @@ class MailboxOperations:
         for folder, group in _by_folder(refs).items():
             uids = self._check_version(folder, group)
             with self._errors(f"MOVE to {target_folder!r}"):
+                target = self._wire(target_folder)
                 if self.capabilities.move:
-                    client.move(uids, target_folder)
+                    client.move(uids, target)
                 else:
-                    client.copy(uids, target_folder)
+                    client.copy(uids, target)
                     self._expunge(uids)
 
     def delete(self, refs: Iterable[MessageRef]) -> None:

@@ -45,6 +45,26 @@ def test_imap_ingest_records_attachments_and_nested_non_ascii_done_folder(
     assert p.run_once().mails == 0
 
 
+
+def test_nested_folders_on_a_server_whose_delimiter_is_a_dot(tmp_path, mail_stack):
+    # the stack's "dotted*" users see "." as the hierarchy delimiter (Courier, Cyrus,
+    # Dovecot's Maildir++ default): "Archiv/Erledigt" in the asset is Archiv.Erledigt there
+    from postline.testing.info import MailUser
+    from srchelpers import Mailbox, SourceProject
+
+    user = MailUser.fresh("dotted")
+    box = Mailbox(mail_stack, user)
+    deliver_many(mail_stack, user.email, [make_mail(1), make_mail(2, "[skip] me")])
+    p = SourceProject(tmp_path / "proj", mail_stack, user).write(source={
+        "folders": {"input": "INBOX", "done": "Archiv/Erledigt", "ignore": "Archiv/Übrig"},
+        "filters": {"subject": {"blacklist": [r"^\[skip\]"]}}})
+    summary = p.run_once()
+    assert (summary.counts["done"], summary.counts["ignored"]) == (1, 1)
+    assert box.count("Archiv.Erledigt") == 1 and box.count("Archiv.Übrig") == 1
+    with box.client() as c:
+        names = [name for _, _, name in c.list_folders()]
+    assert "Archiv.Erledigt" in names and not any("/" in n for n in names)
+
 def test_filters_processor_failure_and_every_folder(source_project, mailbox, mail_stack,
                                                     mailbox_user):
     deliver_many(mail_stack, mailbox_user.email, [
