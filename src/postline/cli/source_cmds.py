@@ -47,11 +47,14 @@ class _Progress:
     """Rich progress bar per workflow, shown only while a backlog is read on a terminal."""
 
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeRemainingColumn)
 
+        # on stderr, like the logs: stdout carries records (the stdout sink) and the summary
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+                                 MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
+                                 console=Console(stderr=True))
         self.tasks: dict[str, int] = {}
         self.lock = threading.Lock()
         self.started = False

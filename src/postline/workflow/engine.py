@@ -219,13 +219,14 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
     chosen = select_workflows(project, names)
     locks = lock_sources(project, chosen)
     ledger: Ledger | None = None
+    runners: list[WorkflowRunner] = []
     t0 = time.perf_counter()
     try:
         ledger = SqliteLedger(path=ledger_path(project.state_dir))
-        runners = [build_runner(project, wf, stop=stop, ledger=ledger,
-                                reader_factory=reader_factory, clock=clock, events=counting,
-                                service_opener=service_opener)
-                   for wf in chosen]
+        for wf in chosen:
+            runners.append(build_runner(project, wf, stop=stop, ledger=ledger,
+                                        reader_factory=reader_factory, clock=clock,
+                                        events=counting, service_opener=service_opener))
 
         def work(runner: WorkflowRunner) -> None:
             try:
@@ -236,12 +237,11 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
             except OSError as exc:
                 summary.errors[runner.name] = os_error_message(exc)
                 log.debug("workflow %s stopped", runner.name, exc_info=True)
-            except Exception as exc:
+            except BaseException as exc:  # noqa: BLE001 - a thread must not end unreported
+                # (SystemExit and the like would end this thread silently: exit status 0)
                 summary.errors[runner.name] = f"{type(exc).__name__}: {exc}"
                 log.exception("workflow %s crashed", runner.name)
             finally:
-                if runner.s.context is not None:
-                    runner.s.context.services.close()
                 counting.stopped(runner.name, summary.errors.get(runner.name))
 
         threads = [threading.Thread(target=work, args=(r,), name=f"workflow-{r.name}",
@@ -252,6 +252,12 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
             while t.is_alive():
                 t.join(0.2)
     finally:
+        # the Email Services of the processors once every workflow has ended: workflows
+        # share them (one per project and name), so one that ends early must not close
+        # them for the others (their queued SendAndForget mails are sent by close())
+        for runner in runners:
+            if runner.s.context is not None:
+                runner.s.context.services.close()
         summary.seconds = time.perf_counter() - t0
         if ledger is not None:
             ledger.close()

@@ -447,3 +447,43 @@ def test_a_commit_helper_that_cannot_start_leaves_the_commits_to_the_runner(
     assert not summary.errors and summary.counts["done"] == 4
     assert "the commit helper stopped" in caplog.text
     assert len(read_jsonl(project.root / "out/mails.jsonl")) == 4
+
+
+def test_a_workflow_that_ends_early_leaves_shared_services_open_for_the_others(
+        project_at, box, tmp_path):
+    class SharedService:   # what open_service gives: one per project and name
+        closed = False
+        sent = 0
+
+        def SendAndForget(self, message):
+            if self.closed:
+                raise RuntimeError("EmailService N is closed")
+            self.sent += 1
+
+        def close(self):
+            self.closed = True
+
+    svc = SharedService()
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "proc.py").write_text(
+        "import time\n"
+        "def on_message(message, ctx):\n"
+        "    if ctx.workflow == 'Flow2':\n"
+        "        time.sleep(0.02)\n"
+        "    ctx.services.N.SendAndForget({'Subject': message['subject']})\n")
+    project = project_at(workflow={"processor": "proc.py", "services": {"N": "N"}}, extra=[
+        {"kind": "EmailConnection", "name": "Out",
+         "outgoing": {"protocol": "smtp", "host": "127.0.0.1", "port": 1, "security": "none",
+                      "user": "u@example.test", "credential": {"type": "none"}}},
+        {"kind": "EmailService", "name": "N", "connection": "Out"},
+        {"kind": "EmailSource", "name": "Src2", "connection": "Box",
+         "folders": {"input": "B"}, "batch_size": 1},
+        {"kind": "Workflow", "name": "Flow2", "source": "Src2", "processor": "proc.py",
+         "services": {"N": "N"}, "sinks": [{"type": "jsonl", "path": "out/b.jsonl"}]}])
+    box.add(mail("a0"))
+    for i in range(10):
+        box.add(mail(f"b{i}"), folder="B")
+    summary = run_workflows(project, once=True, reader_factory=lambda c: box.reader(),
+                            clock=FakeClock(), service_opener=lambda asset: svc)
+    assert (summary.counts["done"], summary.counts["failed"]) == (11, 0)
+    assert svc.sent == 11 and svc.closed      # closed once both workflows had ended
