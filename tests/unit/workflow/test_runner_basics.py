@@ -487,3 +487,24 @@ def test_a_workflow_that_ends_early_leaves_shared_services_open_for_the_others(
                             clock=FakeClock(), service_opener=lambda asset: svc)
     assert (summary.counts["done"], summary.counts["failed"]) == (11, 0)
     assert svc.sent == 11 and svc.closed      # closed once both workflows had ended
+
+
+def test_a_round_ends_at_the_polling_timeout_and_the_rest_waits_for_the_next(
+        project_at, box, tmp_path):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "proc.py").write_text(
+        "def on_message(message, ctx):\n    raise RuntimeError('down')\n")
+    project = project_at(source={"polling": {"interval": 5, "timeout": 6}, "batch_size": 1,
+                                 "folders": {"input": "INBOX", "error": "Err"},
+                                 "backoff": {"min": 4, "max": 100}},
+                         workflow={"processor": "proc.py"})
+    for i in range(4):
+        box.add(mail(f"m{i}"))
+    clock = FakeClock()
+    # each failure pauses (4 s, then 8 s): the round passes its 6 s after the second mail
+    summary = run_workflows(project, once=True, reader_factory=lambda c: box.reader(),
+                            clock=clock)
+    assert summary.counts["failed"] == 2 and len(box.folders["INBOX"]) == 2
+    summary = run_workflows(project, once=True, reader_factory=lambda c: box.reader(),
+                            clock=clock)
+    assert summary.counts["failed"] == 2 and box.folders["INBOX"] == {}
