@@ -124,12 +124,17 @@ def cmd_ledger_reset(args) -> int:
     project_path, source = _target(args)
     ledger = _open_ledger(project_path, source)
     try:
+        if not args.all:
+            # all or nothing: a mistyped key among several resets none of them
+            known = ledger.get_many(source, args.id)
+            unknown = [key for key in dict.fromkeys(args.id) if key not in known]
+            if unknown:
+                raise ConfigError(f"no ledger entry of source {source} has key "
+                                  f"{', '.join(map(repr, unknown))}; nothing was reset",
+                                  hint="see 'postline ledger list'")
         n = ledger.reset(source, None if args.all else args.id)
     finally:
         ledger.close()
-    if not args.all and n == 0:
-        raise ConfigError(f"no ledger entry of source {source} has key "
-                          f"{args.id[0]!r}", hint="see 'postline ledger list'")
     print(f"reset {n} entr{'y' if n == 1 else 'ies'} of source {source}; "
           "mails still in the input folder are read on the next round")
     return 0

@@ -19,10 +19,11 @@ disk). A shared database (PostgreSQL) can implement the same interface later.
 from __future__ import annotations
 
 import abc
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,12 +238,18 @@ class SqliteLedger(Ledger):
         self._tx_many([(sql, rows)])
 
     def _tx_many(self, steps: list[tuple[str, Iterable[tuple]]]) -> None:
+        with self._write() as db:
+            for sql, rows in steps:
+                db.executemany(sql, rows)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT) on the writer connection."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for sql, rows in steps:
-                        self._db.executemany(sql, rows)
+                    yield self._db
                     self._db.execute("COMMIT")
                 except BaseException:
                     # SQLite may already have rolled back (disk full, I/O error); a ROLLBACK
@@ -372,22 +379,15 @@ class SqliteLedger(Ledger):
         return {s: 0 for s in STATES} | dict(rows)
 
     def reset(self, source: str, keys: Sequence[str] | None = None) -> int:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if keys is None:
-                    n = self._db.execute("DELETE FROM mails WHERE source=?", (source,)).rowcount
-                    self._db.execute("DELETE FROM folders WHERE source=?", (source,))
-                else:
-                    n = 0
-                    for k in keys:
-                        n += self._db.execute("DELETE FROM mails WHERE source=? AND "
-                                              "(key=? OR dup_of=?)", (source, k, k)).rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # see _tx_many
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._write() as db:
+            if keys is None:
+                n = db.execute("DELETE FROM mails WHERE source=?", (source,)).rowcount
+                db.execute("DELETE FROM folders WHERE source=?", (source,))
+            else:
+                n = 0
+                for k in keys:
+                    n += db.execute("DELETE FROM mails WHERE source=? AND (key=? OR dup_of=?)",
+                                    (source, k, k)).rowcount
         return n
 
     PRUNE_CHUNK = 5000   # rows per transaction: a running runner's commits wait little
@@ -401,15 +401,8 @@ class SqliteLedger(Ledger):
                f"AND settled=1 AND state IN ({marks}) AND updated<? LIMIT {self.PRUNE_CHUNK})")
         total = 0
         while True:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    n = self._db.execute(sql, (source, *states, before)).rowcount
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:  # see _tx_many
-                        self._db.execute("ROLLBACK")
-                    raise
+            with self._write() as db:
+                n = db.execute(sql, (source, *states, before)).rowcount
             total += n
             if n < self.PRUNE_CHUNK:
                 return total

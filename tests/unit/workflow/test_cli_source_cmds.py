@@ -43,6 +43,9 @@ def test_ledger_list_json_and_reset(proj, capsys):
     out = capsys.readouterr().out
     assert "spam three" in out and "1 entry" in out
     key = next(e["key"] for e in entries if e["state"] == "ignored")
+    # one mistyped key among several: nothing is reset, and the message names it
+    assert main(["ledger", "reset", str(proj), "Src", "--id", key, "--id", key + "x"]) == 1
+    assert (f"has key '{key}x'; nothing was reset") in capsys.readouterr().err
     assert main(["ledger", "reset", str(proj), "Src", "--id", key]) == 0
     assert "reset 1 entry of source Src" in capsys.readouterr().out
     assert main(["ledger", "reset", str(proj), "Src", "--all"]) == 0
