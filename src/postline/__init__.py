@@ -5,7 +5,11 @@
 >>> project.service("Notify").Send({"To": [...], ...})      # doctest: +SKIP
 """
 
+from postline.workflow.processor import Ignore  # a processor's `raise Ignore(reason)`
+
 __version__ = "0.1.0"
+
+__all__ = ["Ignore", "open_project"]
 
 
 def open_project(path=".", **kwargs):

@@ -1,29 +1,62 @@
 """The optional Python processor of a Workflow: ``on_message(message, ctx)``.
 
 ``message`` is the record (a dict). The function may change it in place, return a new
-dict (which replaces it), or raise to fail the mail (rollback or retry per the source's
-``failure`` settings). ``ctx`` offers:
+dict (which replaces it), raise :class:`Ignore` (or call ``ctx.ignore(reason)``) to skip the
+mail on purpose, or raise anything else to fail the mail (rollback or retry per the
+source's ``failure`` settings; ``SystemExit`` and ``KeyboardInterrupt`` fail the mail too,
+they do not stop the run). The record handed on always carries the ledger's ``key``: the
+sinks deduplicate by it, so a processor's own value is replaced (with a warning). ``ctx``
+offers:
 
 * ``ctx.services.<LogicalName>`` - the EmailService mapped in the workflow's ``services``
   (opened on first use), with ``Send``/``SendAndForget``;
 * ``ctx.log`` - a logger named ``postline.processor.<workflow>``;
 * ``ctx.source`` - the EmailSource model; ``ctx.workflow`` - the workflow's name;
-* ``ctx.key`` - the ledger key of the mail being processed.
+* ``ctx.key`` - the ledger key of the mail being processed;
+* ``ctx.ignore(reason)`` - raises :class:`Ignore`.
+
+Errors: :func:`load_processor` raises ConfigError naming the file (and line);
+:func:`apply` raises :class:`ProcessorError` naming the exception and the line of the
+processor file it came from, lets :class:`Ignore` and StorageError out as they are.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
+import os
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from postline.errors import ConfigError
+from postline.errors import ConfigError, StorageError
+from postline.logs import redact
 
 log = logging.getLogger(__name__)
+
+
+class Ignore(Exception):
+    """Raised by ``on_message`` to skip a mail on purpose: the ledger records it as
+    ``ignored`` with ``reason``, nothing reaches the sinks, and the server does what the
+    source says for ignored mails (``folders.ignore``, ``pop3.ignore``)."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = str(reason).strip() or "ignored by the processor"
+
+
+class ProcessorError(Exception):
+    """``on_message`` raised (or exited); ``str()`` is ``Type: message (at file:line)``."""
+
+
+# A processor calling sys.exit() or raising KeyboardInterrupt means "this mail failed",
+# not "stop the run" (postline stops on its own signals). Other BaseExceptions are left
+# alone: they are the process dying.
+_EXITS = (SystemExit, KeyboardInterrupt, GeneratorExit)
 
 
 class Services:
@@ -77,8 +110,59 @@ class Context:
         self.workflow = workflow
         self.key: str | None = None
 
+    def ignore(self, reason: str = "") -> NoReturn:
+        """Skip the mail being processed: raises :class:`Ignore` with ``reason``."""
+        raise Ignore(reason)
+
 
 Processor = Callable[[dict[str, Any], Context], Any]
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies below it (what the user
+    typed, usually), else as it is."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _where(exc: BaseException, filename: str) -> str:
+    """`` (at FILE:LINE)`` of the innermost traceback frame in ``filename``, or ""."""
+    line = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename == filename:
+            line = lineno
+    if line is None and isinstance(exc, SyntaxError) and exc.filename == filename:
+        line = exc.lineno
+    return f" (at {_shown(filename)}:{line})" if line is not None else ""
+
+
+def _describe(exc: BaseException, limit: int = 400) -> str:
+    # cut here, so that the reason's 500 characters keep the "(at file:line)" after it
+    text = str(exc)
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _file_of(processor: Processor) -> str | None:
+    module = sys.modules.get(getattr(processor, "__module__", "") or "")
+    name = getattr(module, "__file__", None)
+    return name or getattr(getattr(processor, "__code__", None), "co_filename", None)
+
+
+def _check_signature(fn: Callable[..., Any], path: Path) -> None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or the like: nothing to check
+        return
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        raise ConfigError(f"{_shown(path)}: on_message must take (message, ctx), it takes "
+                          f"{sig}") from None
 
 
 def load_processor(path: Path, *, workflow: str) -> Processor:
@@ -94,24 +178,49 @@ def load_processor(path: Path, *, workflow: str) -> Processor:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ConfigError(f"processor {path} of workflow {workflow} failed to import: "
-                          f"{type(exc).__name__}: {exc}") from exc
+    except (Exception, *_EXITS) as exc:
+        # one line: the error and the line of the processor it came from (an import)
+        first = _describe(exc).splitlines()[0]
+        raise ConfigError(redact(f"processor {path} of workflow {workflow} failed to import: "
+                                 f"{first}{_where(exc, str(path))}")) from exc
     fn = getattr(module, "on_message", None)
     if not callable(fn):
         raise ConfigError(f"processor {path} of workflow {workflow} defines no "
                           "on_message(message, ctx) function")
+    _check_signature(fn, path)
     return fn
 
 
-def apply(processor: Processor | None, record: dict[str, Any], ctx: Context
-          ) -> dict[str, Any]:
-    """Run the processor on ``record``; returns the record to sink. Raises what it raises."""
+def apply(processor: Processor | None, record: dict[str, Any], ctx: Context | None, *,
+          key: str) -> dict[str, Any]:
+    """Run the processor on ``record`` of the mail with ledger key ``key``; returns the
+    record to sink, whose ``"key"`` is ``key`` whatever the processor did. Raises
+    :class:`Ignore` and StorageError as they come, ProcessorError for anything else the
+    processor raised (SystemExit and KeyboardInterrupt included)."""
     if processor is None:
+        record["key"] = key
         return record
-    result = processor(record, ctx)
+    plog = ctx.log if ctx is not None else log
+    try:
+        result = processor(record, ctx)  # type: ignore[arg-type]
+    except (Ignore, StorageError):
+        raise
+    except (Exception, *_EXITS) as exc:
+        filename = _file_of(processor)
+        where = _where(exc, filename) if filename else ""
+        # the whole traceback for `postline -vv`, in the message and masked (a handler's
+        # exc_info text is not masked, and a traceback may quote a secret)
+        plog.debug("on_message failed on %s:\n%s", key,
+                   redact("".join(traceback.format_exception(exc)).rstrip()))
+        raise ProcessorError(redact(_describe(exc) + where)) from exc
     if result is None:
-        return record
-    if not isinstance(result, dict):
+        result = record
+    elif not isinstance(result, dict):
         raise TypeError(f"on_message returned {type(result).__name__}; return a dict or None")
+    if result.get("key", key) != key:
+        # the sinks deduplicate by the key: a processor's own value would make them drop
+        # mails as "already written"
+        plog.warning("on_message changed the record's key of %s to %r; the ledger key is "
+                     "kept (put your own id in another field)", key, result["key"])
+    result["key"] = key
     return result

@@ -18,9 +18,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
-
+import ast
 from pathlib import Path
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -89,10 +89,29 @@ class Workflow(AssetModel):
         if not path.is_file():
             raise field_error("processor", f"processor file {path} not found")
         try:
-            compile(path.read_bytes(), str(path), "exec")
+            code = path.read_bytes()
+            compile(code, str(path), "exec")
         except SyntaxError as exc:
             raise field_error("processor", f"{path}:{exc.lineno}: syntax error in the "
                                            f"processor: {exc.msg}") from None
         except (OSError, ValueError) as exc:
             raise field_error("processor", f"cannot read the processor {path}: {exc}") from None
+        if not _binds_on_message(ast.parse(code, str(path))):
+            raise field_error("processor", f"{path}: defines no on_message(message, ctx) "
+                                           "function")
         return self
+
+
+def _binds_on_message(tree: ast.Module) -> bool:
+    """Whether the module may define ``on_message``, read without running it: a def, an
+    assignment or an import of that name anywhere, or a ``*`` import (cannot be told)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == "on_message":
+                return True
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            if node.id == "on_message":
+                return True
+        elif isinstance(node, ast.alias) and (node.asname or node.name) in ("on_message", "*"):
+            return True
+    return False
