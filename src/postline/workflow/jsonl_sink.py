@@ -5,7 +5,9 @@ batch's commit. A sidecar ``<file>.keys`` lists ``offset key`` of every line, wr
 that sync (so it never names a line that is not on disk) and not fsynced itself: on open
 the lines after the last good indexed offset are indexed again, a torn last line is cut
 off, and keys already present are never appended again. Every JsonlSink of a process that
-names one file shares one :class:`_JsonlFile`.
+names one file shares one :class:`_JsonlFile`. A mail that fails after its line was
+appended has it dropped from the batch (:meth:`JsonlSink.discard`) before anything is
+written.
 """
 
 from __future__ import annotations
@@ -115,6 +117,17 @@ class _JsonlFile:
             self._line_keys.append(key)
             self.keys.add(key)
 
+    def discard(self, key: str) -> None:
+        """Drop the line of ``key`` appended since the last :meth:`stage` (never written,
+        so nothing on disk changes); a later :meth:`append` of it is taken again. A key
+        whose line is already written stays."""
+        with self.lock:
+            for i in range(len(self._line_keys) - 1, -1, -1):
+                if self._line_keys[i] == key:
+                    del self._lines[i], self._line_keys[i]
+                    self.keys.discard(key)
+                    return
+
     def stage(self) -> Staged:
         """Write the batch's lines with one write (not yet durable: the commit fdatasyncs
         the file); :meth:`committed` then indexes them, so the index only ever names
@@ -190,6 +203,9 @@ class JsonlSink(Sink):
 
     def write(self, record: dict[str, Any], raw: RawMessage) -> None:
         self._file.append(record)
+
+    def discard(self, key: str) -> None:
+        self._file.discard(key)
 
     def stage(self) -> Staged:
         return self._file.stage()

@@ -22,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from postline.errors import ParseError, PostlineError, StorageError, storage_error
+from postline.errors import (DeliveryError, ParseError, PostlineError, StorageError,
+                             storage_error)
 from postline.protocols.base import RawMessage
 from postline.source.filters import AttachmentRules, MailFilter
 from postline.source.headers import iso_utc
@@ -31,7 +32,7 @@ from postline.source.mime import ParsedMail
 from postline.source.parse import parse_mail
 from postline.source.record import MailPlace, build_record, file_key, header_summary, safe_name
 from postline.source.schedule import Clock, retry_delay
-from postline.workflow.processor import Context, Processor, apply
+from postline.workflow.processor import Context, Ignore, Processor, ProcessorError, apply
 from postline.workflow.sinks import DirectorySink, Sink
 
 log = logging.getLogger("postline.mail")
@@ -194,7 +195,14 @@ def prepare(raw: RawMessage, *, s: MailSettings) -> Prepared | JobResult:
         digest = digest or content_hash(raw)
         return _result(key, t0, "failed", "failed", "", f"parse: {exc}", f"sha256:{digest}",
                        digest)
-    summary = header_summary(parsed)
+    try:
+        summary = header_summary(parsed)
+    except Exception as exc:  # noqa: BLE001 - one odd mail must not abort the whole batch
+        # (the runner would retry the round and, in the end, fail its innocent neighbours)
+        digest = digest or content_hash(raw)
+        return _result(key, t0, "failed", "failed", "",
+                       f"headers: {type(exc).__name__}: {exc}"[:500], f"sha256:{digest}",
+                       digest, parsed=parsed)
     subject = summary["subject"]
     if not summary["message_id"] and digest is None:
         digest = content_hash(raw)
@@ -217,6 +225,18 @@ def _release(parsed: ParsedMail) -> None:
     # part files not moved to their home (a failure, a filter, a duplicate)
     if parsed.scratch is not None and parsed.scratch.files:
         parsed.scratch.clear()
+
+
+def _take_back(sinks: list[Sink], key: str) -> None:
+    """Discard what ``sinks`` accepted of mail ``key`` in the batch being written. Raises
+    StorageError when a sink cannot (the mail then stays acquired and comes again)."""
+    for sink in sinks:
+        try:
+            sink.discard(key)
+        except OSError as exc:
+            what = f"taking mail {key} back from {sink.where}"
+            raise (storage_error(exc, what=what)
+                   or StorageError.from_os_error(exc, what=what)) from exc
 
 
 def deliver(prep: Prepared, *, s: MailSettings, done: DoneMail | None,
@@ -273,24 +293,40 @@ def deliver(prep: Prepared, *, s: MailSettings, done: DoneMail | None,
                 rec = copy.deepcopy(record) if s.on_failure == "retry" else record
                 if s.context is not None:
                     s.context.key = key
-                rec = apply(s.processor, rec, s.context)  # type: ignore[arg-type]
-            for sink in s.sinks:
-                where = f"{sink.label} sink"
-                try:
-                    sink.write(rec, prep.raw)
-                except OSError as exc:
-                    if (err := storage_error(exc, what=f"writing {sink.where}")) is not None:
-                        raise err from exc
-                    raise
-            done_result = result("done", "done")
+                rec = apply(s.processor, rec, s.context, key=key)
+            accepted: list[Sink] = []   # the sinks that may hold part of this mail
+            try:
+                for sink in s.sinks:
+                    where = f"{sink.label} sink"
+                    accepted.append(sink)
+                    sink.bind_stop(clock, stop)
+                    try:
+                        sink.write(rec, prep.raw)
+                    except OSError as exc:
+                        if (err := storage_error(exc, what=f"writing {sink.where}")) is not None:
+                            raise err from exc
+                        raise
+                done_result = result("done", "done")
+            except BaseException as exc:
+                # all or nothing: what the sinks took of the mail goes (a retry writes anew)
+                _take_back(accepted, key)
+                if stop.is_set() and isinstance(exc, DeliveryError) and exc.retriable:
+                    # a stop request ended a sink's retries: the next run takes the mail up
+                    return result("acquired", "interrupted", f"{where}: {exc}"[:500])
+                raise
             done_result.files = tuple(stored)
             return done_result
+        except Ignore as exc:  # the processor skips the mail on purpose: no retry
+            return result("ignored", "ignored", exc.reason[:500])
         except Exception as exc:  # noqa: BLE001 - the processor is user code
             if isinstance(exc, StorageError):
                 # the disk, not the mail: stop the round; the mail stays acquired and in
                 # the input folder, and the next run delivers it (sinks are idempotent)
                 raise
-            why = f"{where}: {type(exc).__name__}: {exc}"[:500]
+            # a ProcessorError says what was raised and where in the processor file
+            what = (str(exc) if isinstance(exc, ProcessorError)
+                    else f"{type(exc).__name__}: {exc}")
+            why = f"{where}: {what}"[:500]
             if s.on_failure != "retry" or attempt >= s.max_retries:
                 return result("failed", "failed", why)
             attempt += 1

@@ -6,6 +6,11 @@
 * ``stdout`` and ``http``: at least once (a crash between the write and the ledger commit
   repeats the mail); ``http`` sends ``Idempotency-Key: <ledger key>`` so receivers can
   deduplicate.
+
+A mail reaches the sinks all or nothing as far as they allow: when a later sink (or a
+retry) fails it, :meth:`Sink.discard` takes back what the earlier ones accepted of it in
+the batch not yet committed (``directory`` and ``jsonl``; what was printed or POSTed
+stays, hence the Idempotency-Key).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +34,7 @@ from postline.errors import DeliveryError
 from postline.logs import redact
 from postline.protocols.base import RawMessage
 from postline.source.record import file_key
-from postline.source.schedule import retry_delay
+from postline.source.schedule import Clock, retry_delay
 from postline.workflow.commit import sync_path
 
 log = logging.getLogger("postline.sinks")
@@ -61,6 +68,15 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def write(self, record: dict[str, Any], raw: RawMessage) -> None:
         """Write one record; raises on failure (the mail then fails or is retried)."""
+
+    def discard(self, key: str) -> None:
+        """Take back what :meth:`write` accepted of mail ``key`` since the last
+        :meth:`stage` (the mail failed after this sink took it). Raises OSError when that
+        cannot be done. By default nothing can be taken back (stdout, HTTP)."""
+
+    def bind_stop(self, clock: Clock, stop: threading.Event) -> None:
+        """Pauses inside :meth:`write` (retries) wait on ``clock`` and end early once
+        ``stop`` is set. By default the sink never pauses."""
 
     def flush(self) -> None:
         """Make every write so far durable; called before the ledger commits them."""
@@ -119,6 +135,8 @@ class DirectorySink(Sink):
         self.path = Path(path)
         self.keep_eml = keep_eml
         self._dirty: list[Path] = []
+        self._written: dict[str, list[Path]] = {}   # by key, since the last stage
+        self._removed = False   # files were discarded: the directory needs an fsync
 
     def open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -130,29 +148,49 @@ class DirectorySink(Sink):
         return self.path / f"{file_key(key)}.attachments"
 
     def write(self, record: dict[str, Any], raw: RawMessage) -> None:
-        stem = file_key(record["key"])
+        key = record["key"]
+        stem = file_key(key)
         final = self.path / f"{stem}.json"
         if final.exists():
             return
+        written = self._written.setdefault(key, [])
         if self.keep_eml:
             eml = self.path / f"{stem}.eml"
             tmp = self.path / f".{stem}.eml.tmp"
             write_raw(raw, tmp)
             os.replace(tmp, eml)
             self._dirty.append(eml)
+            written.append(eml)
         tmp = self.path / f".{stem}.json.tmp"
         tmp.write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
         os.replace(tmp, final)
         self._dirty.append(final)
+        written.append(final)
+
+    def discard(self, key: str) -> None:
+        """Remove the files written for ``key`` in this batch, the ``.json`` (the commit
+        marker) first; the batch's commit then fsyncs the directory, so the removal is
+        durable before the ledger says the mail failed."""
+        written = self._written.pop(key, [])
+        stem = file_key(key)
+        for path in [*reversed(written), self.path / f".{stem}.json.tmp",
+                     self.path / f".{stem}.eml.tmp"]:
+            path.unlink(missing_ok=True)
+        if written:
+            self._removed = True
+            gone = set(written)
+            self._dirty = [p for p in self._dirty if p not in gone]
 
     def stage(self) -> Staged:
-        if not self._dirty:
+        self._written.clear()   # from now on the batch's files belong to its commit
+        if not self._dirty and not self._removed:
             return Staged()
-        dirty, self._dirty = self._dirty, []
+        dirty, self._dirty, self._removed = self._dirty, [], False
         return Staged(files=dirty, dirs=[self.path])
 
     def unstage(self, staged: Staged) -> None:
         self._dirty[:0] = staged.files
+        self._removed = self._removed or bool(staged.dirs)
 
 
 _STDOUT_LOCK = threading.Lock()
@@ -171,12 +209,36 @@ class StdoutSink(Sink):
             out.flush()
 
 
+# Responses whose Retry-After is followed (RFC 9110 names 503, and RFC 6585 429).
+_RETRY_AFTER_STATUSES = (429, 503)
+
+
+def retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds the ``Retry-After`` header ``value`` asks to wait (delay-seconds or an HTTP
+    date; a date in the past is 0), or None when it is missing or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:   # RFC 9110: HTTP dates are GMT
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
 class HttpSink(Sink):
     label = "http"
 
     def __init__(self, *, url: str, headers: dict[str, str], timeout: float, retries: int,
                  min_backoff: float = 0.5, max_backoff: float = 30.0,
-                 ca_file: str | None = None, sleep=time.sleep, transport=None) -> None:
+                 ca_file: str | None = None, sleep: Callable[[float], None] = time.sleep,
+                 transport=None) -> None:
+        """``sleep`` pauses between retries until :meth:`bind_stop` hands the runner's
+        clock and stop request over."""
         self.url = url
         self.headers = headers
         self.timeout = timeout
@@ -184,8 +246,32 @@ class HttpSink(Sink):
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.ca_file = ca_file
         self._sleep = sleep
+        self._clock: Clock | None = None
+        self._stop: threading.Event | None = None
         self._transport = transport
         self._client = None
+
+    def bind_stop(self, clock: Clock, stop: threading.Event) -> None:
+        self._clock, self._stop = clock, stop
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds``; True when the run was asked to stop meanwhile."""
+        if self._clock is None or self._stop is None:
+            self._sleep(seconds)
+            return False
+        return self._clock.wait(seconds, self._stop)
+
+    def _delay(self, attempt: int, resp) -> float:
+        """The pause before retry ``attempt``: the backoff, or longer when a 429/503 said
+        ``Retry-After`` (never more than ``max_backoff``)."""
+        delay = retry_delay(attempt, min_backoff=self.min_backoff,
+                            max_backoff=self.max_backoff)
+        if resp is not None and resp.status_code in _RETRY_AFTER_STATUSES:
+            now = self._clock.now() if self._clock is not None else time.time()
+            asked = retry_after(resp.headers.get("Retry-After"), now=now)
+            if asked is not None:
+                delay = max(delay, min(asked, self.max_backoff))
+        return delay
 
     def open(self) -> None:
         import httpx
@@ -200,8 +286,9 @@ class HttpSink(Sink):
 
     def write(self, record: dict[str, Any], raw: RawMessage) -> None:
         """POST ``record`` as JSON (``Idempotency-Key`` = its key), retrying transport errors,
-        5xx, 408 and 429. Raises DeliveryError: not retriable for any other 4xx, retriable
-        when the retries ran out."""
+        5xx, 408 and 429 (after the backoff, or the ``Retry-After`` of a 429/503). Raises
+        DeliveryError: not retriable for any other 4xx, retriable when the retries ran out
+        or a stop request ended the pause before one."""
         import httpx
 
         assert self._client is not None
@@ -209,10 +296,14 @@ class HttpSink(Sink):
         headers = {"Content-Type": "application/json", **self.headers,
                    "Idempotency-Key": record["key"]}
         last = ""
+        resp = None
         for attempt in range(self.retries + 1):
-            if attempt:
-                self._sleep(retry_delay(attempt, min_backoff=self.min_backoff,
-                                        max_backoff=self.max_backoff))
+            if attempt and self._pause(self._delay(attempt, resp)):
+                raise DeliveryError(
+                    f"http sink {_shown_url(self.url)}: stopped before retry {attempt} of "
+                    f"{self.retries} (last: {redact(last)})", retriable=True,
+                    hint="the run was asked to stop; the next run delivers the mail")
+            resp = None
             try:
                 resp = self._client.post(self.url, content=body, headers=headers)
             except httpx.HTTPError as exc:

@@ -174,6 +174,13 @@ class Failure(BaseModel):
     min_backoff: float = Field(default=1.0, ge=0)
     max_backoff: float = Field(default=60.0, ge=0)
 
+    @model_validator(mode="after")
+    def _order(self) -> "Failure":
+        if self.max_backoff < self.min_backoff:
+            raise ValueError(f"max_backoff ({self.max_backoff}) must not be less than "
+                             f"min_backoff ({self.min_backoff})")
+        return self
+
 
 @register_kind
 class EmailSource(AssetModel):
