@@ -93,7 +93,8 @@ def test_filters_processor_failure_and_every_folder(source_project, mailbox, mai
     assert rec["amount"] == 42
     led = SqliteLedger(path=ledger_path(p.open().state_dir))
     [failed] = led.entries("Src", state="failed")
-    assert failed.reason == "processor: ValueError: no amount found"
+    assert failed.reason.startswith("processor: ValueError: no amount found (at ")
+    assert failed.reason.endswith("proc.py:3)")     # the line of the processor that raised
     led.close()
 
 
