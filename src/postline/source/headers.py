@@ -34,28 +34,52 @@ def raw_header_text(raw: bytes, defects: list[str], name: str = "") -> str:
         return raw.decode("cp1252", errors="replace")
 
 
+# Codecs that codecs.lookup() finds and that call themselves text encodings, yet cannot
+# read arbitrary mail bytes: they raise UnicodeError whatever the error handler.
+_UNUSABLE_CODECS = {"undefined", "idna", "punycode"}
+
+
+@functools.lru_cache(maxsize=512)
+def text_codec(charset: str) -> str | None:
+    """The codec name to decode text declared as ``charset`` (already stripped and lower
+    case), or None when it names no usable text encoding. Never raises.
+
+    ``codecs.lookup`` also accepts bytes-to-bytes codecs (``base64``, ``zlib``, ``rot13``,
+    ``hex``...) whose ``.decode()`` then raises LookupError or TypeError, and raises
+    ValueError itself on a name with a NUL in it; a mail may declare any of them. The
+    codec's ``_is_text_encoding`` flag is the stdlib's own test for this (``bytes.decode``
+    checks it); it is read, not called. Cached: mails repeat a handful of charsets."""
+    if charset in ASCII_ALIASES or charset in ("utf8", "unicode-1-1-utf-8"):
+        return "utf-8"
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _UNUSABLE_CODECS:
+        return None
+    return charset
+
+
 def decode_text(data: bytes, charset: str | None, defects: list[str], where: str = "body"
                 ) -> str:
     """``data`` decoded to Unicode by ``charset``, leniently; problems go to ``defects``.
 
     Order: the declared charset (US-ASCII read as UTF-8, its superset), then UTF-8, then the
-    declared charset with replacement characters. Never raises.
+    declared charset with replacement characters. A charset that names no text encoding
+    (:func:`text_codec`) is an unknown one. Never raises.
     """
-    cs = (charset or "us-ascii").strip().strip('"').lower()
-    if cs in ASCII_ALIASES or cs in ("utf8", "unicode-1-1-utf-8"):
-        cs = "utf-8"
-    try:
-        codecs.lookup(cs)
-    except LookupError:
-        defects.append(f"unknown charset {cs!r} in {where}; decoded as UTF-8")
-        cs = "utf-8"
+    declared = (charset or "us-ascii").strip().strip('"').lower()
+    cs = text_codec(declared)
+    if cs is None:
         try:
-            return data.decode("utf-8")
+            text, used = data.decode("utf-8"), "UTF-8"
         except UnicodeDecodeError:
-            return data.decode("cp1252", errors="replace")
+            text, used = data.decode("cp1252", errors="replace"), "windows-1252"
+        defects.append(f"unknown charset {declared!r} in {where}; decoded as {used}")
+        return text
     try:
         return data.decode(cs)
-    except UnicodeDecodeError:
+    except ValueError:   # UnicodeDecodeError, or the UnicodeError of an odd text codec
         pass
     if cs != "utf-8":
         try:
@@ -68,7 +92,10 @@ def decode_text(data: bytes, charset: str | None, defects: list[str], where: str
         defects.append(f"{where} is not valid UTF-8; decoded as windows-1252")
         return data.decode("cp1252", errors="replace")
     defects.append(f"{where} is not valid {cs}; undecodable bytes replaced")
-    return data.decode(cs, errors="replace")
+    try:
+        return data.decode(cs, errors="replace")
+    except (ValueError, LookupError, TypeError):   # a text codec that ignores ``errors``
+        return data.decode("cp1252", errors="replace")
 
 
 def body_text(data: bytes, charset: str | None, defects: list[str], where: str = "body"
@@ -161,8 +188,12 @@ def _addresses(values: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], tu
     # The stdlib's address parser costs ~50 us a header; senders and recipients repeat a
     # lot in a mailbox, so results (and their defects) are cached by the raw text.
     defects: list[str] = []
+    texts = [_unfold(v) for v in values]
+    saved: dict[str, str] = {}
+    if any("=?" in t for t in texts):
+        texts = [_protect_words(t, saved) for t in texts]
     try:
-        pairs = email.utils.getaddresses([_unfold(v) for v in values])
+        pairs = email.utils.getaddresses(texts)
     except Exception:  # noqa: BLE001
         defects.append("unparseable address header")
         return tuple(("", decode_words(v)) for v in values), tuple(defects)
@@ -170,33 +201,80 @@ def _addresses(values: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], tu
     for name, addr in pairs:
         if not name and not addr:
             continue
+        if saved:
+            name, addr = _restore_words(name, saved), _restore_words(addr, saved)
         out.append((decode_words(name, defects) if name else "", addr))
     return tuple(out), tuple(defects)
 
 
+# An encoded word as RFC 2047 writes one (no white space in it), and the characters that
+# end an atom for the address parser.
+_STRICT_WORD = re.compile(r"=\?[^?\s]*\?[qQbB]\?[^?\s]*\?=")
+_ADDRESS_SPECIALS = re.compile(r'[()<>@,:;."\[\]\\]')
+_MARK, _END_MARK = "\ue000", "\ue001"   # private-use: never in a real header
+
+
+def _protect_words(text: str, saved: dict[str, str]) -> str:
+    # Encoded words are decoded after the address parser has split the header, so a raw
+    # comma in one ("=?utf-8?Q?Doe,_J=C3=BCrgen?=", seen from real mailers) would split
+    # the address. Such words are swapped for plain atoms first, and put back after.
+    if _MARK in text or _END_MARK in text:
+        return text
+
+    def hide(m: re.Match[str]) -> str:
+        word = m.group(0)
+        if _ADDRESS_SPECIALS.search(word) is None:
+            return word
+        token = f"{_MARK}{len(saved)}{_END_MARK}"
+        saved[token] = word
+        return token
+
+    return _STRICT_WORD.sub(hide, text)
+
+
+def _restore_words(text: str, saved: dict[str, str]) -> str:
+    if _MARK not in text:
+        return text
+    for token, word in saved.items():
+        text = text.replace(token, word)
+    return text
+
+
 def iso_utc(dt: datetime) -> str:
-    """ISO-8601 in UTC with a ``Z`` (naive datetimes are taken as UTC)."""
+    """ISO-8601 in UTC with a ``Z`` (naive datetimes are taken as UTC).
+
+    Formatted by hand: ``strftime("%Y")`` does not pad years below 1000 to four digits,
+    which the record's schema requires."""
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t = dt.astimezone(timezone.utc)
+    return (f"{t.year:04d}-{t.month:02d}-{t.day:02d}T"
+            f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}Z")
 
 
 _MONTH = {m: i + 1 for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
 _DATE = re.compile(r"\s*(?:[A-Za-z]{3},\s*)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+"
-                   r"(\d\d):(\d\d)(?::(\d\d))?\s+([+-])(\d\d)(\d\d)\s*")
+                   r"(\d\d):(\d\d)(?::(\d\d))?\s+([+-])(\d\d):?(\d\d)\s*")
+# A numeric zone at the end of a date, maybe written "+02:00" and followed by a comment.
+_NUM_ZONE = re.compile(r"\s([+-])(\d\d):?(\d\d)\s*(?:\([^()]*\)\s*)?$")
+MAX_ZONE_HOURS = 14      # the widest offset in use (Line Islands, UTC+14)
+
+
+def _zone_ok(hours: str, minutes: str) -> bool:
+    return int(minutes) < 60 and int(hours) <= MAX_ZONE_HOURS
 
 
 def _fast_date(value: str) -> str | None:
     # The form nearly every mail has ("Wed, 01 May 2024 12:00:00 +0200"), read directly:
     # parsedate_to_datetime + strftime cost ~25 us a mail. Anything else (or anything
-    # odd in it): None, and the stdlib decides.
+    # odd in it, such as a zone of +9999): None, and the slow path decides.
     m = _DATE.fullmatch(value)
     if m is None:
         return None
     day, mon, year, hh, mi, ss, sign, zh, zm = m.groups()
     month = _MONTH.get(mon.lower())
-    if month is None:
+    if month is None or not _zone_ok(zh, zm):
         return None
     try:
         local = datetime(int(year), month, int(day), int(hh), int(mi), int(ss or 0))
@@ -208,8 +286,32 @@ def _fast_date(value: str) -> str | None:
             f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}Z")
 
 
+def _slow_date(value: str, what: str, defects: list[str]) -> str:
+    """The stdlib's reading of a date, with what it silently assumes made a defect: a
+    missing or unknown zone (it returns a naive datetime; taken as UTC) and a numeric
+    zone that cannot be (taken as UTC too). It does not read ``+02:00``: rewritten as
+    ``+0200`` first. Raises what ``parsedate_to_datetime`` raises."""
+    text = _unfold(value)
+    note = f"{what} has no time zone; taken as UTC"
+    m = _NUM_ZONE.search(text)
+    if m is not None:
+        sign, zh, zm = m.groups()
+        if not _zone_ok(zh, zm):
+            note = f"{what} has an invalid time zone {sign}{zh}{zm}; taken as UTC"
+            text = text[:m.start()]
+        else:
+            if sign == "-" and zh == zm == "00":
+                note = ""   # RFC 5322 3.3: -0000 is UTC, the sender's own zone unknown
+            text = f"{text[:m.start()]} {sign}{zh}{zm}"
+    dt = email.utils.parsedate_to_datetime(text)
+    if dt.tzinfo is None and note:
+        defects.append(note)
+    return iso_utc(dt)
+
+
 def parse_date(value: str | None, defects: list[str], what: str = "Date") -> str | None:
-    """An RFC 5322 date as ISO-8601 UTC, or None (with a defect) when missing or invalid."""
+    """An RFC 5322 date as ISO-8601 UTC, or None (with a defect) when missing or invalid.
+    A date without a usable zone is taken as UTC, with a defect."""
     if value is None or not value.strip():
         defects.append(f"missing {what} header")
         return None
@@ -217,7 +319,7 @@ def parse_date(value: str | None, defects: list[str], what: str = "Date") -> str
     if fast is not None:
         return fast
     try:
-        return iso_utc(email.utils.parsedate_to_datetime(_unfold(value)))
+        return _slow_date(value, what, defects)
     except (TypeError, ValueError, IndexError, OverflowError):
         defects.append(f"invalid {what} header: {value[:80]!r}")
         return None
@@ -228,7 +330,7 @@ def received_date(values: list[str]) -> str | None:
     for value in values:
         if ";" in value:
             try:
-                return iso_utc(email.utils.parsedate_to_datetime(_unfold(value.rsplit(";", 1)[1])))
+                return _slow_date(value.rsplit(";", 1)[1], "Received", [])
             except (TypeError, ValueError, IndexError, OverflowError):
                 continue
     return None
@@ -267,14 +369,15 @@ class ContentInfo:
                 if ctype == "text/plain" and "/" not in content_type.split(";")[0]:
                     defects.append(f"invalid Content-Type {content_type[:60]!r}; "
                                    "read as text/plain")
-                self.charset = _param(m.get_content_charset())
-                b = m.get_param("boundary")
-                self.boundary = email.utils.collapse_rfc2231_value(b) if b else None
-                nm = m.get_param("name")
-                self.name = email.utils.collapse_rfc2231_value(nm) if nm else None
+                cs = _rfc2231_text(m.get_param("charset"), defects)
+                self.charset = cs.lower() if cs else None
+                self.boundary = _rfc2231_text(m.get_param("boundary"), defects) or None
+                self.name = _rfc2231_text(m.get_param("name"), defects)
             if disposition:
                 self.disposition = disposition.split(";")[0].strip().lower() or None
-            fn = m.get_filename()
+            fn = _rfc2231_text(m.get_param("filename", header="content-disposition"),
+                               defects)
+            fn = fn.strip() if fn else None
             if fn:
                 self.filename = decode_words(fn, defects)
             elif self.name:
@@ -308,10 +411,19 @@ def content_info(content_type: str | None, disposition: str | None, defects: lis
     return info
 
 
-def _param(value: object) -> str | None:
+def _rfc2231_text(value: str | tuple[str | None, str | None, str] | None,
+                  defects: list[str]) -> str | None:
+    """A parameter as ``Message.get_param`` returns it (RFC 2231 ``charset'lang'%XX``
+    values as a tuple) as text, decoded by :func:`decode_text`: the stdlib's
+    ``collapse_rfc2231_value`` raises on a charset such as ``idna`` or ``utf\\x008``."""
     if value is None:
         return None
-    return str(value)
+    if not isinstance(value, tuple):
+        return email.utils.unquote(str(value))
+    charset, _language, text = value
+    # the %XX octets are code points below 256 here; this turns them back into bytes
+    raw = text.encode("raw-unicode-escape")
+    return decode_text(raw, charset or "us-ascii", defects, "parameter")
 
 
 _PARAM = re.compile(r'\s*;\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s"]*))\s*')

@@ -109,7 +109,32 @@ def read_headers(buf: Buffer, start: int, end: int, defects: list[str]
     fast = _header_lines_ascii(block)
     if fast is not None:
         return fast, body
+    # Only blocks the fast reader declined get here (it declines any lone CR), and the
+    # two counts are C-level scans of a few hundred bytes.
+    if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
+        block, body = _bare_cr_block(block, start, body, defects)
     return _header_lines(block, defects), body
+
+
+def _bare_cr_block(block: bytes, start: int, body: int, defects: list[str]
+                   ) -> tuple[bytes, int]:
+    """A header block with lone CRs read as if they were line ends (old Mac software and
+    broken gateways write them; the stdlib's parser reads them so too): the block up to
+    its first empty line, its line ends made LF, and where the body starts."""
+    defects.append("bare CR line end in the header block; read as a line end")
+    # An empty line whose ends involve a lone CR: "\r\r" (CR, then CR or CRLF) or "\n\r"
+    # (LF, then a lone CR: "\n\r\n" ended the block before it got here).
+    ends: list[tuple[int, int]] = []       # (last byte of the headers, first of the body)
+    i = block.find(b"\r\r")
+    if i >= 0:
+        ends.append((i, i + (3 if block[i + 2:i + 3] == b"\n" else 2)))
+    i = block.find(b"\n\r")
+    if i >= 0:
+        ends.append((i, i + 2))
+    if ends:
+        last, first = min(ends)
+        block, body = block[:last + 1], start + first
+    return block.replace(b"\r\n", b"\n").replace(b"\r", b"\n"), body
 
 
 def _header_lines_ascii(block: bytes) -> list[tuple[str, str]] | None:
@@ -294,6 +319,13 @@ def parse_fast(buf: Buffer, *, policy: AttachmentPolicy, scratch: Scratch) -> Pa
     """Parse a whole mail. Raises FastPathError (or any error) to ask for the fallback."""
     mail = ParsedMail()
     mail.scratch = scratch
+    if buf.find(b"\n") < 0 and buf.find(b"\r") >= 0:
+        # Only CR line ends (classic Mac OS): read as CRLF, so that the header block, the
+        # boundaries and the body are found. A copy, but of a rare mail (the stdlib
+        # parser, the alternative, would hold it in memory too). A normal mail finds its
+        # first LF in the first line.
+        buf = bytes(buf).replace(b"\r", b"\r\n")
+        mail.defects.append("mail has only CR line ends; read as CRLF")
     mail.headers, body = read_headers(buf, 0, len(buf), mail.defects)
     if not mail.headers:
         raise FastPathError("no header block")

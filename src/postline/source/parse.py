@@ -84,17 +84,38 @@ def parse_mail(*, data: bytes | bytearray | None = None, path: Path | None = Non
             raise err from exc
         raise ParseError(f"mail cannot be parsed: {type(exc).__name__}: {exc}"[:300]) from exc
     mail.defects.insert(0, f"fast parser gave up ({reason}); parsed with the stdlib parser")
+    if (len(data) if data is not None else path.stat().st_size if path else 0) == 0:
+        # still a record (the server holds a 0-byte mail), but nobody should wonder why
+        # it is blank
+        mail.defects.insert(1, "empty mail")
     mail.scratch = scratch
     return mail
 
 
-def _raw(value: object) -> str:
-    # compat32 keeps 8-bit header bytes as surrogate escapes; undo them, then decode leniently.
-    text = str(value)
-    try:
-        return raw_header_text(text.encode("ascii", "surrogateescape"), [])
-    except UnicodeEncodeError:
-        return text
+def _raw_headers(part: Message, defects: list[str]) -> list[tuple[str, str]]:
+    """``part``'s headers as the fast path reads them: unfolded, stripped, 8-bit bytes
+    decoded by :func:`raw_header_text` (UTF-8, else Windows-1252, with a defect).
+
+    ``raw_items`` gives the values as parsed, the 8-bit bytes kept as surrogate escapes;
+    ``items``/``get`` of compat32 would turn those into ``Header`` objects whose text has
+    U+FFFD in place of every such byte."""
+    out = []
+    for name, value in part.raw_items():
+        n = str(name)
+        text = str(value)
+        try:
+            text = raw_header_text(text.encode("ascii", "surrogateescape"), defects, n)
+        except UnicodeEncodeError:   # not from the bytes parser: already text
+            pass
+        out.append((n, text.replace("\r\n", "").replace("\n", "").replace("\r", "").strip()))
+    return out
+
+
+def _first(headers: list[tuple[str, str]], name: str) -> str | None:
+    for n, v in headers:
+        if n.lower() == name:
+            return v
+    return None
 
 
 def parse_stdlib(fh: BinaryIO, *, policy: AttachmentPolicy, scratch: Scratch) -> ParsedMail:
@@ -103,20 +124,46 @@ def parse_stdlib(fh: BinaryIO, *, policy: AttachmentPolicy, scratch: Scratch) ->
     mail = ParsedMail()
     mail.parser = "stdlib"
     mail.scratch = scratch
-    mail.headers = [(str(k), _raw(v).replace("\r\n", "").replace("\n", "").strip())
-                    for k, v in msg.items()]
-    _walk_stdlib(msg, mail, policy, scratch, top=True)
+    mail.headers = _raw_headers(msg, mail.defects)
+    _walk_stdlib(msg, mail, policy, scratch, headers=mail.headers)
     return mail
 
 
 def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, scratch: Scratch,
-                 top: bool = False) -> None:
+                 headers: list[tuple[str, str]] | None = None) -> None:
     d = mail.defects
     d.extend(type(x).__name__ for x in getattr(part, "defects", []))
-    ct = part.get("Content-Type")
-    cd = part.get("Content-Disposition")
-    info = content_info(_raw(ct) if ct else None, _raw(cd) if cd else None, d,
-                       part.get_default_type())
+    if headers is None:
+        headers = _raw_headers(part, d)
+    info = content_info(_first(headers, "content-type"), _first(headers, "content-disposition"),
+                        d, part.get_default_type())
+    content_id = _first(headers, "content-id")
+    # message/* before multipart: compat32 gives a message/rfc822 part a list payload (the
+    # inner mail), so is_multipart() is true for it; the fast path keeps it whole, as a
+    # .eml attachment, and so must this one.
+    if info.type.startswith("message/"):
+        inner = part.get_payload()
+        inner_msgs = ([m for m in inner if isinstance(m, Message)]
+                      if isinstance(inner, list) else [])
+        if inner_msgs:
+            try:
+                data = b"".join(m.as_bytes() for m in inner_msgs)
+            except Exception as exc:  # noqa: BLE001 - keep the rest of the mail
+                d.append(f"{info.type} part cannot be written back "
+                         f"({type(exc).__name__}); stored empty")
+                data = b""
+        else:
+            decoded = part.get_payload(decode=True)
+            data = decoded if isinstance(decoded, bytes) else b""
+        filename = info.filename
+        if filename is None and info.type in ("message/rfc822", "message/global"):
+            subject = (_first(_raw_headers(inner_msgs[0], []), "subject")
+                       if inner_msgs else None)
+            filename = (decode_words(subject) if subject else "message") + ".eml"
+        add_attachment(mail, chunks=[data], filename=filename, content_type=info.type,
+                       disposition=info.disposition, content_id=content_id,
+                       policy=policy, scratch=scratch)
+        return
     if part.is_multipart():
         payload = part.get_payload()
         if isinstance(payload, list):
@@ -126,17 +173,6 @@ def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, scra
             return
     if info.type.startswith("multipart/"):
         info.type = "text/plain"
-    if info.type in ("message/rfc822", "message/global"):
-        inner = part.get_payload()
-        inner_msg = inner[0] if isinstance(inner, list) and inner else None
-        data = inner_msg.as_bytes() if isinstance(inner_msg, Message) else b""
-        subject = inner_msg.get("Subject") if isinstance(inner_msg, Message) else None
-        filename = info.filename or ((decode_words(_raw(subject)) if subject else "message")
-                                     + ".eml")
-        add_attachment(mail, chunks=[data], filename=filename, content_type=info.type,
-                       disposition=info.disposition, content_id=part.get("Content-ID"),
-                       policy=policy, scratch=scratch)
-        return
     data = part.get_payload(decode=True)
     if not isinstance(data, bytes):
         data = b""
@@ -146,5 +182,5 @@ def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, scra
         (mail.texts if info.type == "text/plain" else mail.htmls).append(text)
         return
     add_attachment(mail, chunks=[data], filename=info.filename, content_type=info.type,
-                   disposition=info.disposition, content_id=part.get("Content-ID"),
+                   disposition=info.disposition, content_id=content_id,
                    policy=policy, scratch=scratch)

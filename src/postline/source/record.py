@@ -61,15 +61,57 @@ def file_key(key: str) -> str:
 
 
 def header_summary(mail: ParsedMail) -> dict[str, Any]:
-    """Subject and addresses: all the filters and the stream name need (cheap)."""
+    """Subject, addresses and Message-ID: all the filters, the duplicate check and the
+    stream name need (cheap). Problems go to ``mail.defects``; raises nothing on its own
+    (the runner still guards it: a bug here must cost one mail, not the batch)."""
     d = mail.defects
     subject_raw = mail.header("subject")
-    out: dict[str, Any] = {"subject": decode_words(subject_raw, d) if subject_raw else ""}
+    subject = decode_words(subject_raw, d) if subject_raw else ""
+    if "\x00" in subject:
+        # a NUL ends the string in many consumers (C libraries, some databases)
+        d.append("NUL characters in Subject; removed")
+        subject = subject.replace("\x00", "")
+    out: dict[str, Any] = {"subject": subject}
     for field, header in _ADDRESS_HEADERS.items():
         out[field] = addresses(mail.header_all(header), d)
-    mid = mail.header("message-id")
-    out["message_id"] = mid.strip() if mid else None
+    out["message_id"] = message_id(mail.header_all("message-id"), d)
     return out
+
+
+_COMMENT = re.compile(r"\([^()]*\)")
+_ANGLE_ID = re.compile(r"<([^<>]*)>")
+
+
+def message_id(values: list[str], defects: list[str]) -> str | None:
+    """The Message-ID of a mail from the values of its Message-ID headers, normalised to
+    the first ``<...>`` token without comments and white space; None when there is none
+    or it is empty (``<>``). It is the mail's identity for the duplicate check, so a value
+    as written would make ``<a@b> (comment)`` and ``<a@b>`` two mails, and every ``<>``
+    mail after the first a duplicate. What was odd goes to ``defects``."""
+    if not values:
+        return None
+    if len(values) > 1:
+        defects.append(f"{len(values)} Message-ID headers; the first is used")
+    raw = values[0]
+    if raw[:1] == "<" and raw[-1:] == ">" and raw.count("<") == 1 and len(raw) > 2 and not (
+            "(" in raw or " " in raw or "\t" in raw):
+        return raw                      # the common case, already in normal form
+    text = raw
+    while "(" in text:                  # comments nest: drop the innermost ones first
+        stripped = _COMMENT.sub(" ", text)
+        if stripped == text:
+            break
+        text = stripped
+    m = _ANGLE_ID.search(text)
+    if m is not None:
+        inner = "".join(m.group(1).split())
+        if inner:
+            return f"<{inner}>"
+    elif text.split():
+        defects.append("Message-ID is not in angle brackets; used as written")
+        return text.split()[0]
+    defects.append(f"Message-ID {raw[:80]!r} has no id; the content hash is the identity")
+    return None
 
 
 def build_record(mail: ParsedMail, *, place: MailPlace, source: str, stream_name: str,
@@ -95,8 +137,8 @@ def build_record(mail: ParsedMail, *, place: MailPlace, source: str, stream_name
         "date": date,
         "received": received,
         "headers": _decoded_headers(mail, s, d),
-        "text": "\n".join(mail.texts) if mail.texts else None,
-        "html": "\n".join(mail.htmls) if mail.htmls else None,
+        "text": _body(mail.texts, "text/plain", d),
+        "html": _body(mail.htmls, "text/html", d),
         "attachments": [
             {"filename": a.filename, "content_type": a.content_type,
              "disposition": a.disposition, "content_id": a.content_id, "size": a.size,
@@ -109,6 +151,15 @@ def build_record(mail: ParsedMail, *, place: MailPlace, source: str, stream_name
         "defects": list(dict.fromkeys(d)),
     }
     return record
+
+
+def _body(parts: list[str], what: str, defects: list[str]) -> str | None:
+    if not parts:
+        return None
+    text = "\n".join(parts)
+    if "\x00" in text:   # kept (the body is the sender's), but many consumers choke on it
+        defects.append(f"NUL characters in the {what} body")
+    return text
 
 
 def _decoded_headers(mail: ParsedMail, summary: dict[str, Any], defects: list[str]
