@@ -71,6 +71,39 @@ def test_directory_sink_past_the_file_size_limit_keeps_the_mail(stack_project):
     assert len(list((p.root / "out" / "mails").glob("*.eml"))) == 1
 
 
+def test_attachment_past_the_file_size_limit_keeps_the_mail(stack_project):
+    """Attachments are written by a store thread: its failure still stops the round before
+    anything is marked done, and the next run delivers the mail once."""
+    import hashlib
+    from email.message import EmailMessage
+
+    p = stack_project(sinks=[{"type": "jsonl", "path": "out/records.jsonl"}])
+    src = p.root / "source.yaml"
+    src.write_text(src.read_text() + "attachments: {load: true}\n")
+    payload = bytes(range(256)) * 1600          # 400 KB
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = "a@example.test", p.user.email, "big attachment"
+    m["Message-ID"] = "<big-attachment@qa.test>"
+    m.set_content("see the file")
+    m.add_attachment(payload, maintype="application", subtype="octet-stream",
+                     filename="data.bin")
+    p.stack.deliver(p.user.email, m.as_bytes())
+    res = p.cli("run", ".", "--once", fsize_limit=300_000)
+    assert res.code == 1, res.err
+    res.assert_clean(p.user.password)
+    assert "file too large" in res.error.lower() and "attachment" in res.error, res.error
+    assert p.subjects("INBOX") == ["big attachment"] and p.subjects("Errors") == []
+    assert records(p.root / "out" / "records.jsonl") == []
+
+    again = p.cli("run", ".", "--once")
+    assert again.code == 0, again.err
+    [rec] = records(p.root / "out" / "records.jsonl")
+    [att] = rec["attachments"]
+    assert att["sha256"] == hashlib.sha256(payload).hexdigest() and att["size"] == len(payload)
+    assert (p.root / att["path"]).read_bytes() == payload   # (an absolute path stays one)
+    assert p.subjects("Done") == ["big attachment"]
+
+
 def test_full_disk_for_the_outbox_fails_loudly(stack_project):
     """SendAndForget on a full disk: exit 1, one line, and nothing claims it was queued."""
     p = stack_project()

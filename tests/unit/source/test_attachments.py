@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from postline.source.attachments import Scratch
 
 
@@ -28,3 +30,49 @@ def test_part_files_never_share_a_name_and_clear_removes_what_is_left(tmp_path):
 def test_a_mail_without_stored_parts_makes_no_directory(tmp_path):
     Scratch(tmp_path / "work", lambda: 1 / 0).clear()
     assert not (tmp_path / "work").exists()
+
+
+def test_the_store_thread_hashes_and_writes_every_chunk_in_order(tmp_path):
+    import hashlib
+    import os
+
+    from postline.source.attachments import _Store, _hash_and_store
+
+    chunks = [os.urandom(1 << 20) for _ in range(3 * _Store.PART_BYTES // (1 << 20))]
+    target = tmp_path / "part"
+    size, pending = _hash_and_store(iter(chunks), target)
+    assert size == sum(map(len, chunks))
+    assert pending.result() == hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert target.read_bytes() == b"".join(chunks)   # written and closed once resolved
+
+
+def test_a_failed_write_is_raised_where_the_hash_is_read(tmp_path):
+    import errno
+    import os
+
+    import pytest
+
+    from postline.source.attachments import Attachment, _hash_and_store
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    size, pending = _hash_and_store([b"x" * 100_000], Path("/dev/full"))
+    att = Attachment(filename="a.bin", content_type="application/octet-stream",
+                     disposition="attachment", content_id=None, size=size, sha256=pending,
+                     temp_path=None, skipped_reason=None)
+    with pytest.raises(OSError) as info:
+        att.sha256
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_a_decoder_error_midway_closes_the_file_and_is_raised_at_once(tmp_path):
+    import pytest
+
+    from postline.source.attachments import _hash_and_store
+
+    def chunks():
+        yield b"a" * 1000
+        raise ValueError("bad base64")
+
+    with pytest.raises(ValueError, match="bad base64"):
+        _hash_and_store(chunks(), tmp_path / "part")
