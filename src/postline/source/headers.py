@@ -105,10 +105,18 @@ def body_text(data: bytes, charset: str | None, defects: list[str], where: str =
     not): there it is a quarter of the work of doing it on the decoded text."""
     cs = (charset or "").lower()
     if "16" in cs or "32" in cs:
-        return decode_text(data, charset, defects, where).replace("\r\n", "\n")
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n")
-    return decode_text(data, charset, defects, where)
+        text = decode_text(data, charset, defects, where).replace("\r\n", "\n")
+        nul = "\x00" in text
+    else:
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        text = decode_text(data, charset, defects, where)
+        # on the bytes (memchr): in a str of non-Latin-1 text, every ASCII character
+        # holds a zero byte, and the search for U+0000 crawls (~0.1 s per 5,000 mails)
+        nul = b"\x00" in data
+    if nul:   # kept (the body is the sender's), but many consumers choke on it
+        defects.append(f"NUL characters in the {where} body")
+    return text
 
 
 # An encoded word as the stdlib's email.header finds one (also inside a word of text).

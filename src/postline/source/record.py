@@ -137,8 +137,8 @@ def build_record(mail: ParsedMail, *, place: MailPlace, source: str, stream_name
         "date": date,
         "received": received,
         "headers": _decoded_headers(mail, s, d),
-        "text": _body(mail.texts, "text/plain", d),
-        "html": _body(mail.htmls, "text/html", d),
+        "text": _body(mail.texts),
+        "html": _body(mail.htmls),
         "attachments": [
             {"filename": a.filename, "content_type": a.content_type,
              "disposition": a.disposition, "content_id": a.content_id, "size": a.size,
@@ -153,13 +153,9 @@ def build_record(mail: ParsedMail, *, place: MailPlace, source: str, stream_name
     return record
 
 
-def _body(parts: list[str], what: str, defects: list[str]) -> str | None:
-    if not parts:
-        return None
-    text = "\n".join(parts)
-    if "\x00" in text:   # kept (the body is the sender's), but many consumers choke on it
-        defects.append(f"NUL characters in the {what} body")
-    return text
+def _body(parts: list[str]) -> str | None:
+    # (NUL characters in a body were reported by body_text, where they are cheaper to find)
+    return "\n".join(parts) if parts else None
 
 
 def _decoded_headers(mail: ParsedMail, summary: dict[str, Any], defects: list[str]

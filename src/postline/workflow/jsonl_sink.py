@@ -142,8 +142,7 @@ class _JsonlFile:
             self._lines, self._line_keys = [], []
         try:
             end = self._fh.seek(0, os.SEEK_END)
-            self._fh.write(b"".join(lines))
-            self._fh.flush()
+            _append(self._fh.fileno(), lines)
         except BaseException:
             with self.lock:
                 self._lines[:0] = lines
@@ -225,3 +224,21 @@ class JsonlSink(Sink):
                     self._file.close()
                 except OSError as exc:  # close never raises (Sink contract)
                     log.warning("closing %s: %s", self.where, exc)
+
+
+def _append(fd: int, lines: list[bytes]) -> None:
+    """Write ``lines`` at the end of ``fd`` (opened for appending) with ``writev``: no
+    joined copy of the batch (~2 MB a batch of the bench mailbox). Raises OSError."""
+    if not hasattr(os, "writev"):   # pragma: no cover - not on Windows
+        os.write(fd, b"".join(lines))
+        return
+    i = 0
+    while i < len(lines):
+        chunk = lines[i:i + 512]          # well under IOV_MAX (1024 on Linux)
+        n = os.writev(fd, chunk)
+        i += len(chunk)
+        total = sum(map(len, chunk))
+        if n < total:                     # a short write: the rest, line by line
+            rest = b"".join(chunk)[n:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
