@@ -94,3 +94,19 @@ def test_encoded_words(raw, text):
     defects: list[str] = []
     assert decode_words(raw, defects) == text
     assert defects == []
+
+
+def test_delimiter_search_through_dashes_agrees_with_find():
+    """split_multipart looks for a boundary through its first "-" (memchr speed over
+    base64); it must find exactly what bytes.find finds, whatever the dashes around."""
+    import random
+
+    from postline.source.mime import _find_delim
+
+    rng = random.Random(7)
+    for _ in range(20000):
+        buf = bytes(rng.choice(b"ab-\r\n=-") for _ in range(rng.randint(0, 60)))
+        delim = b"--" + bytes(rng.choice(b"ab=-") for _ in range(rng.randint(0, 3)))
+        pos = rng.randint(0, len(buf))
+        end = rng.randint(pos, len(buf))
+        assert _find_delim(buf, delim, pos, end) == buf.find(delim, pos, end), (buf, delim)
