@@ -83,3 +83,35 @@ def test_plaintext_credentials_allowed_when_configured_or_loopback_or_encrypted(
     net.check_auth_allowed(local, encrypted=False, what="password")
     tls_ep = Incoming(protocol="imap", host="mail.example.com", security="tls")
     net.check_auth_allowed(tls_ep, encrypted=True, what="password")
+
+
+def test_system_store_is_read_from_the_hashed_directory_when_nothing_says_otherwise(
+        monkeypatch, tmp_path):
+    """Loading the CA bundle file costs 20-40 ms per start; the hashed directory holds the
+    same CAs and is read at the handshake. SSL_CERT_FILE / SSL_CERT_DIR are honoured."""
+    import os
+    import ssl
+
+    import pytest
+
+    from postline.protocols import tls
+
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    capath = ssl.get_default_verify_paths().capath
+    if not capath or not os.path.isdir(capath) or not any(
+            n.endswith(".0") for n in os.listdir(capath)):
+        pytest.skip("no hashed system CA directory here")
+    tls._system_ca_dir.cache_clear()
+    tls._context.cache_clear()
+    try:
+        assert tls._system_ca_dir() == capath
+        ctx = tls.client_context(verify=True)
+        assert ctx.cert_store_stats()["x509_ca"] == 0      # nothing loaded up front
+        assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "bundle.pem"))
+        tls._system_ca_dir.cache_clear()
+        assert tls._system_ca_dir() is None
+    finally:
+        tls._system_ca_dir.cache_clear()
+        tls._context.cache_clear()
