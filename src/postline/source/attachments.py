@@ -143,13 +143,18 @@ class _Store:
         self._pid = 0
 
     def _start(self) -> None:
-        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-            self._q = queue.SimpleQueue()
-            self._held = 0
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._work, name="postline-store",
-                                            daemon=True)
-            self._thread.start()
+        # Exactly one thread (several workflows' runners share it): the chunks of a part
+        # must be hashed and written in order.
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        with self._room:
+            if self._thread is None or self._pid != os.getpid():   # (after a fork: anew)
+                self._q = queue.SimpleQueue()
+                self._held = 0
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._work, name="postline-store",
+                                                daemon=True)
+                self._thread.start()
 
     def put(self, item: tuple) -> None:
         """``(pending, sha, path, chunk)``: hash ``chunk`` into ``sha`` and write it to the

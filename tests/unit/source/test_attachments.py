@@ -76,3 +76,28 @@ def test_a_decoder_error_midway_closes_the_file_and_is_raised_at_once(tmp_path):
 
     with pytest.raises(ValueError, match="bad base64"):
         _hash_and_store(chunks(), tmp_path / "part")
+
+
+def test_parts_stored_from_several_threads_at_once_stay_whole(tmp_path):
+    """Several workflows share the one store thread: each part's chunks in order."""
+    import hashlib
+    import os
+    import threading
+
+    from postline.source.attachments import _hash_and_store
+
+    parts = {i: [os.urandom(256 * 1024) for _ in range(12)] for i in range(6)}
+    results: dict[int, str] = {}
+
+    def store(i: int) -> None:
+        results[i] = _hash_and_store(iter(parts[i]), tmp_path / f"{i}.part")[1].result()
+
+    threads = [threading.Thread(target=store, args=(i,)) for i in parts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, chunks in parts.items():
+        whole = b"".join(chunks)
+        assert results[i] == hashlib.sha256(whole).hexdigest()
+        assert (tmp_path / f"{i}.part").read_bytes() == whole
