@@ -40,6 +40,7 @@ from postline.errors import StorageError
 from postline.source.ledger import Ledger, Outcome, Place, SqliteLedger
 
 log = logging.getLogger("postline.workflow")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass
@@ -90,7 +91,11 @@ def sync_path(path: str | Path, *, data_only: bool, drop_cache: bool = False) ->
         # (macOS has no fdatasync)
         (getattr(os, "fdatasync", os.fsync) if data_only else os.fsync)(fd)
         if drop_cache and hasattr(os, "posix_fadvise"):   # not on macOS
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            # all but a partly filled last page: the next append (JSONL) would read it
+            # back from the disk first
+            whole = os.fstat(fd).st_size // _PAGE * _PAGE
+            if whole:   # (a length of 0 would mean: to the end)
+                os.posix_fadvise(fd, 0, whole, os.POSIX_FADV_DONTNEED)
     except OSError as exc:
         if exc.filename is None:
             exc.filename = str(path)
