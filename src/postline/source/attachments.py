@@ -79,8 +79,8 @@ class Attachment:
                  "temp_path", "skipped_reason")
 
     def __init__(self, *, filename: str | None, content_type: str, disposition: str | None,
-                 content_id: str | None, size: int, sha256: str | _Pending, temp_path: Path | None,
-                 skipped_reason: str | None) -> None:
+                 content_id: str | None, size: int, sha256: str | _Pending,
+                 temp_path: Path | None, skipped_reason: str | None) -> None:
         self.filename = filename
         self.content_type = content_type
         self.disposition = disposition
@@ -120,12 +120,11 @@ class _Pending:
 
 
 class _Store:
-    """One thread that hashes attachment parts and writes them to their files while the
-    runner's thread goes on parsing (SHA-256, ``write`` and ``posix_fadvise`` let go of
-    the GIL). On the bench mailbox this takes ~0.3 s of hashing and writing (writing
-    fresh page cache costs more than the copy suggests) off the runner's thread, which
-    is the critical path, onto the second core, which had time to spare; whole runs were
-    ~0.05 s faster (the GIL hand-overs take back part of it).
+    """One thread that creates the attachment files, hashes the parts and writes them while
+    the runner's thread goes on parsing (``open``, SHA-256, ``write`` and ``posix_fadvise``
+    let go of the GIL). On the bench mailbox this takes ~0.3 s off the runner's thread,
+    which is the critical path, onto the second core, which had time to spare; whole runs
+    were ~0.1 s faster (the GIL hand-overs take back part of it).
 
     At most ``MAX_BYTES`` of decoded parts wait for the thread, and at most ``PART_BYTES``
     of one part: a producer beyond that waits, so a 100 MB attachment decoded in 1 MB

@@ -213,8 +213,10 @@ def _find_delim(buf: Buffer, delim: bytes, pos: int, end: int) -> int:
     n = len(delim)
     for _ in range(16):
         i = buf.find(b"-", pos, end)
-        if i < 0 or buf[i:i + n] == delim:
-            return i if i < 0 or i + n <= end else -1
+        if i < 0:
+            return -1
+        if buf[i:i + n] == delim:
+            return i if i + n <= end else -1   # (one running past ``end`` is not found)
         pos = i + 1
     return buf.find(delim, pos, end)
 
