@@ -140,10 +140,18 @@ class _JsonlFile:
                 return Staged(files=[self.path], token=carried) if carried else Staged()
             lines, keys = self._lines, self._line_keys
             self._lines, self._line_keys = [], []
+        end = None
         try:
             end = self._fh.seek(0, os.SEEK_END)
             _append(self._fh.fileno(), lines)
         except BaseException:
+            if end is not None:
+                # a write that failed half way (a full disk, a file size limit) leaves no
+                # torn line behind for the lines of the next batch to follow
+                try:
+                    os.ftruncate(self._fh.fileno(), end)
+                except OSError:
+                    pass
             with self.lock:
                 self._lines[:0] = lines
                 self._line_keys[:0] = keys
@@ -230,15 +238,16 @@ def _append(fd: int, lines: list[bytes]) -> None:
     """Write ``lines`` at the end of ``fd`` (opened for appending) with ``writev``: no
     joined copy of the batch (~2 MB a batch of the bench mailbox). Raises OSError."""
     if not hasattr(os, "writev"):   # pragma: no cover - not on Windows
-        os.write(fd, b"".join(lines))
+        _write_all(fd, b"".join(lines))
         return
-    i = 0
-    while i < len(lines):
-        chunk = lines[i:i + 512]          # well under IOV_MAX (1024 on Linux)
+    for i in range(0, len(lines), 512):   # well under IOV_MAX (1024 on Linux)
+        chunk = lines[i:i + 512]
         n = os.writev(fd, chunk)
-        i += len(chunk)
-        total = sum(map(len, chunk))
-        if n < total:                     # a short write: the rest, line by line
-            rest = b"".join(chunk)[n:]
-            while rest:
-                rest = rest[os.write(fd, rest):]
+        if n < sum(map(len, chunk)):      # a short write: the rest of the chunk
+            _write_all(fd, b"".join(chunk)[n:])
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

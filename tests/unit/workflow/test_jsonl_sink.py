@@ -69,3 +69,33 @@ def test_a_failed_open_leaves_nothing_half_open_and_can_be_retried(tmp_path):
     sink.flush()
     sink.close()
     assert keys_in(out) == ["a"]
+
+
+def test_a_write_that_fails_half_way_leaves_no_torn_line(tmp_path, monkeypatch):
+    """A full disk in the middle of a batch: the lines written so far are cut off again,
+    so the batch written later (same process) does not follow half a line."""
+    import errno
+    import os
+
+    from postline.workflow import jsonl_sink
+
+    out = tmp_path / "m.jsonl"
+    write(out, ["a"])
+    real_writev = os.writev
+
+    def half(fd, chunks):
+        os.write(fd, b"".join(chunks)[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    sink = JsonlSink(path=out)
+    sink.open()
+    for k in ("b", "c"):
+        sink.write({"key": k, "subject": "s"}, RAW)
+    monkeypatch.setattr(jsonl_sink.os, "writev", half)
+    with pytest.raises(OSError):
+        sink.flush()
+    assert keys_in(out) == ["a"]                # nothing torn after the line before
+    monkeypatch.setattr(jsonl_sink.os, "writev", real_writev)
+    sink.flush()                                # space again: the same lines, once
+    sink.close()
+    assert keys_in(out) == ["a", "b", "c"]
