@@ -98,11 +98,15 @@ class Attachment:
 
 
 class _Pending:
-    """The hash (and the file) of one attachment, being done by the store thread."""
+    """One part being hashed (and written to ``path``) by the store thread: what it has
+    done so far, and, once done, the hash or the error."""
 
-    __slots__ = ("_done", "_value", "_error", "held")
+    __slots__ = ("_sha", "_path", "_out", "_done", "_value", "_error", "held")
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None) -> None:
+        self._sha = hashlib.sha256()
+        self._path = path
+        self._out: BinaryIO | None = None
         self._done = threading.Event()
         self._value = ""
         self._error: BaseException | None = None
@@ -117,6 +121,44 @@ class _Pending:
     def wait(self) -> None:
         """Until the store thread is done with the part (its error, if any, is not ours)."""
         self._done.wait()
+
+    # -- in the store thread ----------------------------------------------------------------
+
+    def _add(self, chunk: bytes) -> None:
+        if self._error is not None:
+            return
+        try:
+            if self._path is not None and self._out is None:
+                self._out = _create(self._path)
+            self._sha.update(chunk)
+            if self._out is not None:
+                self._out.write(chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the hash
+            self._error = exc
+
+    def _finish(self) -> None:
+        try:
+            if self._error is None and self._path is not None and self._out is None:
+                self._out = _create(self._path)   # a part of no bytes: an empty file
+            if self._out is not None:
+                try:
+                    if self._error is None:
+                        self._out.flush()
+                        if hasattr(os, "posix_fadvise"):   # not on macOS
+                            # start writing it back now: the batch's commit then finds
+                            # little left to wait for
+                            os.posix_fadvise(self._out.fileno(), 0, 0,
+                                             os.POSIX_FADV_DONTNEED)
+                finally:
+                    self._out.close()
+            if self._error is None:
+                self._value = self._sha.hexdigest()
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the hash
+            if self._error is None:
+                self._error = exc
+        finally:
+            self._out = None
+            self._done.set()
 
 
 class _Store:
@@ -155,67 +197,31 @@ class _Store:
                                                 daemon=True)
                 self._thread.start()
 
-    def put(self, item: tuple) -> None:
-        """``(pending, sha, path, chunk)``: hash ``chunk`` into ``sha`` and write it to the
-        file ``path`` (created with the first chunk; None: not stored); ``(pending, sha,
-        path, None)``: the part's end (the file closed, ``pending`` resolved)."""
-        pending, chunk = item[0], item[3]
+    def put(self, part: _Pending, chunk: bytes | None) -> None:
+        """Hand ``chunk`` of ``part`` to the thread; None: the part's end (its file is
+        closed and the part resolved)."""
         if chunk is not None:
             n = len(chunk)
             with self._room:
                 while (self._held and self._held + n > self.MAX_BYTES
-                       or pending.held and pending.held + n > self.PART_BYTES):
+                       or part.held and part.held + n > self.PART_BYTES):
                     self._room.wait()
                 self._held += n
-                pending.held += n
+                part.held += n
         self._start()
-        self._q.put(item)
+        self._q.put((part, chunk))
 
     def _work(self) -> None:
-        files: dict[int, BinaryIO] = {}
-        failed: dict[int, BaseException] = {}
         while True:
-            pending, sha, path, chunk = self._q.get()
-            key = id(pending)
-            try:
-                if key not in failed:
-                    if path is not None and key not in files:
-                        files[key] = _create(path)
-                    if chunk is not None:
-                        sha.update(chunk)
-                        if path is not None:
-                            files[key].write(chunk)
-                if chunk is None:   # the part's end
-                    out = files.pop(key, None)
-                    error = failed.pop(key, None)
-                    if out is not None:
-                        try:
-                            if error is None:
-                                out.flush()
-                                if hasattr(os, "posix_fadvise"):   # not on macOS
-                                    # start writing it back now: the batch's commit then
-                                    # finds little left to wait for
-                                    os.posix_fadvise(out.fileno(), 0, 0,
-                                                     os.POSIX_FADV_DONTNEED)
-                        finally:
-                            out.close()
-                    if error is not None:
-                        raise error
-                    pending._value = sha.hexdigest()
-                    pending._done.set()
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the hash
-                if chunk is not None:
-                    failed[key] = exc
-                else:
-                    files.pop(key, None)
-                    pending._error = exc
-                    pending._done.set()
-            finally:
-                if chunk is not None:
-                    with self._room:
-                        self._held -= len(chunk)
-                        pending.held -= len(chunk)
-                        self._room.notify_all()
+            part, chunk = self._q.get()
+            if chunk is None:
+                part._finish()
+                continue
+            part._add(chunk)
+            with self._room:
+                self._held -= len(chunk)
+                part.held -= len(chunk)
+                self._room.notify_all()
 
 
 def _create(path: Path) -> BinaryIO:
@@ -233,16 +239,15 @@ def _hash_and_store(chunks: Iterable[bytes], temp: Path | None) -> tuple[int, _P
     """Hand every chunk to the store thread, which hashes it and writes it to ``temp``
     (created there: a file creation costs ~0.4 ms on the bench machine's disk). Returns the
     size and the pending hash; raises what decoding ``chunks`` raises."""
-    sha = hashlib.sha256()
+    part = _Pending(temp)
     size = 0
-    pending = _Pending()
     try:
         for chunk in chunks:
             size += len(chunk)
-            _STORE.put((pending, sha, temp, chunk))
+            _STORE.put(part, chunk)
     finally:
-        _STORE.put((pending, sha, temp, None))   # the part's end (also after an error)
-    return size, pending
+        _STORE.put(part, None)   # the part's end (also after an error)
+    return size, part
 
 
 def add_attachment(mail: ParsedMail, *, chunks: Iterable[bytes], filename: str | None,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import mmap
 import os
 import pickle
 import signal
@@ -40,7 +41,6 @@ from postline.errors import StorageError
 from postline.source.ledger import Ledger, Outcome, Place, SqliteLedger
 
 log = logging.getLogger("postline.workflow")
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass
@@ -93,7 +93,7 @@ def sync_path(path: str | Path, *, data_only: bool, drop_cache: bool = False) ->
         if drop_cache and hasattr(os, "posix_fadvise"):   # not on macOS
             # all but a partly filled last page: the next append (JSONL) would read it
             # back from the disk first
-            whole = os.fstat(fd).st_size // _PAGE * _PAGE
+            whole = os.fstat(fd).st_size // mmap.PAGESIZE * mmap.PAGESIZE
             if whole:   # (a length of 0 would mean: to the end)
                 os.posix_fadvise(fd, 0, whole, os.POSIX_FADV_DONTNEED)
     except OSError as exc:

@@ -1,10 +1,17 @@
-"""Scratch files of stored parts: unique names, nothing left behind, named only when used."""
+"""Scratch files of stored parts: unique names, nothing left behind, named only when used;
+and the store thread that hashes and writes them."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
+import threading
 from pathlib import Path
 
-from postline.source.attachments import Scratch
+import pytest
+
+from postline.source.attachments import Attachment, Scratch, _hash_and_store, _Store
 
 
 def test_part_files_never_share_a_name_and_clear_removes_what_is_left(tmp_path):
@@ -33,11 +40,6 @@ def test_a_mail_without_stored_parts_makes_no_directory(tmp_path):
 
 
 def test_the_store_thread_hashes_and_writes_every_chunk_in_order(tmp_path):
-    import hashlib
-    import os
-
-    from postline.source.attachments import _Store, _hash_and_store
-
     chunks = [os.urandom(1 << 20) for _ in range(3 * _Store.PART_BYTES // (1 << 20))]
     target = tmp_path / "part"
     size, pending = _hash_and_store(iter(chunks), target)
@@ -47,13 +49,6 @@ def test_the_store_thread_hashes_and_writes_every_chunk_in_order(tmp_path):
 
 
 def test_a_failed_write_is_raised_where_the_hash_is_read(tmp_path):
-    import errno
-    import os
-
-    import pytest
-
-    from postline.source.attachments import Attachment, _hash_and_store
-
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
     size, pending = _hash_and_store([b"x" * 100_000], Path("/dev/full"))
@@ -66,10 +61,6 @@ def test_a_failed_write_is_raised_where_the_hash_is_read(tmp_path):
 
 
 def test_a_decoder_error_midway_closes_the_file_and_is_raised_at_once(tmp_path):
-    import pytest
-
-    from postline.source.attachments import _hash_and_store
-
     def chunks():
         yield b"a" * 1000
         raise ValueError("bad base64")
@@ -80,12 +71,6 @@ def test_a_decoder_error_midway_closes_the_file_and_is_raised_at_once(tmp_path):
 
 def test_parts_stored_from_several_threads_at_once_stay_whole(tmp_path):
     """Several workflows share the one store thread: each part's chunks in order."""
-    import hashlib
-    import os
-    import threading
-
-    from postline.source.attachments import _hash_and_store
-
     parts = {i: [os.urandom(256 * 1024) for _ in range(12)] for i in range(6)}
     results: dict[int, str] = {}
 
