@@ -179,11 +179,13 @@ class _Watch:
 
     before: dict[str, Any] | None = None
     error: BaseException | None = None
+    frames: list[str] = field(default_factory=list)
     returned: Any = None
     warnings: list[str] = field(default_factory=list)
 
     def reset(self) -> None:
-        self.before, self.error, self.returned, self.warnings = None, None, None, []
+        self.before, self.error, self.returned = None, None, None
+        self.frames, self.warnings = [], []
 
 
 def _watched(fn: Processor, watch: _Watch) -> Processor:
@@ -199,7 +201,8 @@ def _watched(fn: Processor, watch: _Watch) -> Processor:
         try:
             result = fn(record, ctx)
         except BaseException as exc:
-            watch.error = exc
+            # taken now: on its way up the traceback grows by postline's own frames
+            watch.error, watch.frames = exc, _frames(exc)
             raise
         watch.returned = result
         if result is not None and not isinstance(result, dict):
@@ -217,8 +220,8 @@ def _watched(fn: Processor, watch: _Watch) -> Processor:
 
 
 def _frames(exc: BaseException) -> list[str]:
-    """The traceback's last frames below the watcher, as ``File "f", line n, in fn`` plus
-    the source line."""
+    """The traceback's last frames below the watcher (the processor's), as ``File "f",
+    line n, in fn`` plus the source line."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
     out = []
     for f in frames[-TRACE_FRAMES:]:
@@ -355,7 +358,7 @@ class Trial:
                                    if res.label == "done" else {}),
                           sends=self.sends[first_send:], warnings=list(self.watch.warnings))
         if self.watch.error is not None and res.label == "failed":
-            out.traceback = _frames(self.watch.error)
+            out.traceback = self.watch.frames
         return out
 
     def _folder(self, state: str) -> str:
