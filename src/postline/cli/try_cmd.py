@@ -122,7 +122,8 @@ def describe(result: Any, *, input_folder: str) -> str:
         row("traceback", "\n".join(result.traceback))
     for w in result.warnings:
         row("warning", w)
-    row("key", result.key)
+    if result.key != result.mail:   # (a peeked mail is named by its key)
+        row("key", result.key)
     rec = result.record
     if rec is None:
         row("subject", result.subject)
@@ -131,7 +132,8 @@ def describe(result: Any, *, input_folder: str) -> str:
     if result.changes:
         for kind, mark in (("added", "+"), ("changed", "~")):
             for k, v in result.changes.get(kind, {}).items():
-                row("processor", f"{mark} {k} = {_short(json.dumps(v, ensure_ascii=False, default=str), 200)}")
+                value = json.dumps(v, ensure_ascii=False, default=str)
+                row("processor", f"{mark} {k} = {_short(value, 200)}")
         for k in result.changes.get("removed", []):
             row("processor", f"- {k}")
     for s in result.sends:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import logging
 import shutil
 import tempfile
 import threading
@@ -46,8 +45,6 @@ from postline.workflow.processor import Processor, _shown
 from postline.workflow.runner import server_action
 from postline.workflow.sinks import Sink, make_sink
 from postline.workflow.trial_mails import MailFile, peek, read_files
-
-log = logging.getLogger("postline.try")
 
 TRACE_FRAMES = 3   # the traceback's last frames shown for a failing processor
 
@@ -109,7 +106,8 @@ class TrialService:
     def __repr__(self) -> str:
         return f"<EmailService {self.name} ({'sending' if self._real else 'not sending'})>"
 
-    def _note(self, method: str, message: Any) -> Sent:
+    def _note(self, method: str, message: Any) -> tuple[Sent, list[str]]:
+        """The message written down, and its envelope recipients; raises MessageError."""
         try:
             out = normalise(message, default_from=self._default_from)
         except Exception as exc:
@@ -123,14 +121,13 @@ class TrialService:
                     subject=out.subject, sent=False,
                     message_id=None if self._real else new_identity(out).message_id)
         self._sends.append(sent)
-        return sent
+        return sent, [a.addr for a in out.recipients]
 
     def Send(self, message: Any, *, timeout: float | None = None) -> SendResult:
         """Written down; sent and the server's answer returned only with ``--send``."""
-        sent = self._note("Send", message)
+        sent, recipients = self._note("Send", message)
         if self._real is None:
-            return SendResult(message_id=sent.message_id or "",
-                              accepted=[*sent.to, *sent.cc, *sent.bcc],
+            return SendResult(message_id=sent.message_id or "", accepted=recipients,
                               server_reply="not sent (postline try)")
         try:
             result = self._real.Send(message, timeout=timeout)
@@ -142,7 +139,7 @@ class TrialService:
 
     def SendAndForget(self, message: Any) -> QueuedMail:
         """Written down; queued in the real outbox only with ``--send``."""
-        sent = self._note("SendAndForget", message)
+        sent, _ = self._note("SendAndForget", message)
         if self._real is None:
             return QueuedMail(id=0, message_id=sent.message_id or "", service=self.name,
                               state="not sent")
@@ -281,9 +278,13 @@ class Trial:
             return TrialService(name=asset, default_from=model.default_from, real=real,
                                 sends=self.sends)
 
-        s = mail_settings(project, wf, source=self.source, conn=self.conn,
-                          work_dir=self.tmp / "work", sinks=self.sinks, home=home,
-                          service_opener=trial_service)
+        try:
+            s = mail_settings(project, wf, source=self.source, conn=self.conn,
+                              work_dir=self.tmp / "work", sinks=self.sinks, home=home,
+                              service_opener=trial_service)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         (self.tmp / "work").mkdir()
         self.watch = _Watch()
         self.capture = _Capture()

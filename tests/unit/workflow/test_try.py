@@ -268,3 +268,55 @@ def test_peek_opens_the_folder_read_only_and_takes_the_newest(proj, box, monkeyp
     assert box.readonly is True
     assert box.calls == ["connect", "open_folder", "list_messages", "fetch"]
     assert sorted(box.folders["INBOX"]) == [1, 2, 3] and "Done" not in box.folders
+
+
+# --- 6. services: checked as the real one checks, shown, not sent -----------------------
+
+SERVICE_DOCS = [
+    {"kind": "EmailConnection", "name": "Out",   # port 1: nothing listens, nothing is sent
+     "outgoing": {"protocol": "smtp", "host": "127.0.0.1", "port": 1, "security": "none",
+                  "credential": {"type": "none"}}},
+    {"kind": "EmailService", "name": "Mailer", "connection": "Out",
+     "default_from": "Robot <robot@example.test>"}]
+
+
+def test_sends_are_checked_and_shown_not_sent(proj, eml, capsys):
+    # the mail's subject names the recipient: "not an address" fails as it would in a round
+    root = proj("def on_message(m, ctx):\n"
+                "    r = ctx.services.Notify.Send({'ToList': m['subject'] + '; B <b@example.test>',\n"
+                "                                  'Bcc': [{'Address': 'c@example.test'}],\n"
+                "                                  'Subject': 'about it', 'Body': 'hi'})\n"
+                "    m['accepted'] = r.accepted\n"
+                "    m['reply'] = r.server_reply\n",
+                workflow={"services": {"Notify": "Mailer"}}, extra=SERVICE_DOCS)
+    good = eml("good.eml", "a@example.test")
+    bad = eml("bad.eml", "not an address")
+    assert main(["try", str(root), "Flow", good, bad]) == 1
+    out = capsys.readouterr().out
+    assert ("  sends:       Mailer.Send to a@example.test, B <b@example.test>, "
+            "bcc c@example.test: 'about it' (not sent)") in out
+    assert "  processor:   + reply = \"not sent (postline try)\"" in out
+    assert ('  processor:   + accepted = ["a@example.test", "b@example.test", '
+            '"c@example.test"]') in out
+    block = out.split("bad.eml: ")[1]
+    assert block.startswith("failed (stays in INBOX)\n  reason:      processor: "
+                            "MessageError: ")
+    assert "  sends:       Mailer.Send to (nobody): 'about it' (not sent: " in block
+    assert main(["try", str(root), "Flow", good, "--json"]) == 0
+    [result] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    [sent] = result["sends"]
+    assert sent == {"service": "Mailer", "method": "Send",
+                    "to": ["a@example.test", "B <b@example.test>"], "cc": [],
+                    "bcc": ["c@example.test"], "subject": "about it", "sent": False,
+                    "message_id": sent["message_id"], "error": None}
+    assert sent["message_id"].startswith("<") and sent["message_id"].endswith(
+        "@example.test>")
+
+
+def test_a_processor_that_does_not_import_is_one_line(proj, eml, capsys):
+    root = proj("import json\nSETTINGS = json.loads('{')\n\ndef on_message(m, ctx):\n"
+                "    pass\n")
+    assert main(["try", str(root), "Flow", eml("a.eml", "x")]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"postline: error: processor {root / 'proc.py'} of workflow Flow "
+                           "failed to import: JSONDecodeError") and line.endswith(":2)")
