@@ -188,7 +188,8 @@ class _Watch:
 def _watched(fn: Processor, watch: _Watch) -> Processor:
     """``fn`` that fills ``watch`` as it runs. Wrapped so that the processor module and
     its file (which ``apply`` names in errors) stay ``fn``'s."""
-    filename = _shown(fn.__code__.co_filename) if hasattr(fn, "__code__") else "?"
+    source = getattr(getattr(fn, "__code__", None), "co_filename", None)
+    filename = _shown(source) if source else "?"
     line = getattr(getattr(fn, "__code__", None), "co_firstlineno", "?")
 
     @functools.wraps(fn)
@@ -199,7 +200,7 @@ def _watched(fn: Processor, watch: _Watch) -> Processor:
             result = fn(record, ctx)
         except BaseException as exc:
             # taken now: on its way up the traceback grows by postline's own frames
-            watch.error, watch.frames = exc, _frames(exc)
+            watch.error, watch.frames = exc, _frames(exc, source)
             raise
         watch.returned = result
         if result is not None and not isinstance(result, dict):
@@ -216,12 +217,23 @@ def _watched(fn: Processor, watch: _Watch) -> Processor:
     return on_message
 
 
-def _frames(exc: BaseException) -> list[str]:
-    """The traceback's last frames below the watcher (the processor's), as ``File "f",
-    line n, in fn`` plus the source line."""
+def _frames(exc: BaseException, source: str | None) -> list[str]:
+    """The traceback's last frames below the watcher, as ``File "f", line n, in fn`` plus
+    the source line; the innermost frame in the processor file ``source`` is always among
+    them (an error deep in a library called by the processor still shows the processor's
+    line), with ``...`` for the frames left out between."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    first = max(len(frames) - TRACE_FRAMES, 0)
+    mine = max((i for i, f in enumerate(frames) if f.filename == source), default=None)
+    chosen: list[int | None] = list(range(first, len(frames)))
+    if mine is not None and mine < first:
+        chosen = [mine, *([None] if mine + 1 < first else []), *chosen]
     out = []
-    for f in frames[-TRACE_FRAMES:]:
+    for i in chosen:
+        if i is None:
+            out.append("...")
+            continue
+        f = frames[i]
         out.append(f'File "{_shown(f.filename)}", line {f.lineno}, in {f.name}')
         if f.line:
             out.append(f"  {f.line}")

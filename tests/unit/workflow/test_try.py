@@ -143,6 +143,23 @@ def test_a_processor_that_raises_shows_its_file_line_and_last_frames(proj, eml, 
     assert "1 done, 0 ignored, 1 failed" in out
 
 
+def test_an_error_deep_in_a_library_still_shows_the_processor_line(proj, eml, capsys):
+    root = proj("import json\n"
+                "\n"
+                "def on_message(m, ctx):\n"
+                "    m['data'] = json.loads(m['text'])\n")
+    assert main(["try", str(root), "Flow", eml("a.eml", "x", body="not json")]) == 1
+    out = capsys.readouterr().out
+    proc = root / "proc.py"
+    assert f"processor: JSONDecodeError: Expecting value: line 1 column 1 (char 0) (at {proc}:4)" in out
+    trace = out.split("  traceback:   ")[1].split("  key:")[0].splitlines()
+    # the processor's frame, then the last three (json.loads -> decode -> raw_decode)
+    assert trace[:2] == [f'File "{proc}", line 4, in on_message',
+                         "                 m['data'] = json.loads(m['text'])"]
+    assert "json/decoder.py" in trace[-2] and "raise JSONDecodeError" in trace[-1]
+    assert sum(line.strip().startswith("File ") for line in trace) == 4
+
+
 def test_failure_retry_is_not_waited_for(proj, eml, capsys):
     root = proj("def on_message(m, ctx):\n    raise RuntimeError('db down')\n",
                 source={"failure": {"on_failure": "retry", "max_retries": 5,
