@@ -306,9 +306,13 @@ class Trial:
         self._opened: list[Sink] = []
 
     def __enter__(self) -> Trial:
-        for sink in self.sinks:
-            sink.open()
-            self._opened.append(sink)
+        try:
+            for sink in self.sinks:
+                sink.open()
+                self._opened.append(sink)
+        except BaseException:
+            self.close()   # __exit__ does not run when __enter__ raises
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
