@@ -118,3 +118,28 @@ def test_an_outbox_row_that_cannot_be_built_is_failed_not_unknown(service_factor
     assert e.state == "failed" and e.attempts == 0
     assert "cannot be built" in e.reason and "nothing was sent" in e.reason
     assert sender.attempts == 0
+
+
+@pytest.mark.parametrize("msg, says", [
+    ({**MSG, "Subject": "Pay\u2028now"}, "Subject contains U+2028 (LINE SEPARATOR) at position 3"),
+    ({**MSG, "Headers": {"Received": "from evil"}}, "Headers.Received: Headers may not set "
+                                                     "Received"),
+])
+@pytest.mark.parametrize("forget", [False, True])
+def test_postline_send_says_what_is_wrong_in_one_line(tmp_path, monkeypatch, capsys, msg, says,
+                                                      forget):
+    import json
+
+    from postline.cli import main
+
+    monkeypatch.delenv("POSTLINE_STATE_DIR", raising=False)
+    (tmp_path / "assets.yaml").write_text(
+        "kind: EmailConnection\nname: Out\noutgoing: {protocol: smtp, host: 127.0.0.1, port: 9, "
+        "security: none}\n---\nkind: EmailService\nname: Notify\nconnection: Out\n")
+    (tmp_path / "mail.json").write_text(json.dumps(msg))
+    argv = ["send", str(tmp_path), "Notify", "--message", str(tmp_path / "mail.json")]
+    assert main(argv + (["--forget"] if forget else [])) == 1
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert main(["outbox", "list", str(tmp_path), "Notify", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []      # nothing queued, nothing unknown
