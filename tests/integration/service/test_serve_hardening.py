@@ -263,3 +263,15 @@ def test_warning_when_listening_beyond_loopback_without_tls(tmp_path):
     out = run_serve(tmp_path, "--host", "192.0.2.1", "--port", str(free_port()))
     assert "warning: serving on 192.0.2.1 without TLS" in out.stderr
     assert "--tls-cert/--tls-key" in out.stderr
+
+
+def test_a_local_proxy_s_forwarded_headers_are_trusted(serve):
+    s = serve()
+    base = f"http://127.0.0.1:{s.port}"
+    fwd = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    r = httpx.post(f"{base}/api/services/Notify/send", json={},
+                   headers={**fwd, "Authorization": "Bearer guess-0000000000"})
+    assert r.status_code == 401
+    assert "bad bearer token for POST /api/services/Notify/send from 203.0.113.9" in s.stderr()
+    r = httpx.post(f"{base}/login", data={"token": TOKEN}, headers=fwd)
+    assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
