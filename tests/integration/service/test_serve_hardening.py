@@ -174,7 +174,7 @@ def _unauth_flood(port: int, size: int) -> None:
 
 def test_memory_stays_bounded_under_big_posts(serve):
     s = serve("--max-body-mb", "1")
-    send_chunked(s.port, "/api/services/Notify/send", 4 * MIB)      # warm up: imports, pools
+    send_chunked(s.port, "/api/services/Notify/send", 32 * MIB)     # warm up: imports, pools
     _unauth_flood(s.port, 4 * MIB)
     before = s.rss()
     threads = [threading.Thread(target=_unauth_flood, args=(s.port, 50 * MIB))
