@@ -35,7 +35,6 @@ SERVE_EPILOG = """Examples:
   postline serve examples/local --port 9000 --token-secret ApiSecrets.token
   curl -H "Authorization: Bearer $POSTLINE_API_TOKEN" -H 'Content-Type: application/json' \\
        -d @mail.json http://127.0.0.1:8025/api/services/Notify/send
-
   postline serve examples/local --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
 
 The bearer token comes from POSTLINE_API_TOKEN, or from a key of a Secret asset named by
