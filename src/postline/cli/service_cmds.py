@@ -35,9 +35,11 @@ SERVE_EPILOG = """Examples:
   postline serve examples/local --port 9000 --token-secret ApiSecrets.token
   curl -H "Authorization: Bearer $POSTLINE_API_TOKEN" -H 'Content-Type: application/json' \\
        -d @mail.json http://127.0.0.1:8025/api/services/Notify/send
+  postline serve examples/local --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
 
 The bearer token comes from POSTLINE_API_TOKEN, or from a key of a Secret asset named by
---token-secret. Listens on 127.0.0.1 unless --host says otherwise."""
+--token-secret. Listens on 127.0.0.1 unless --host says otherwise; on any other address use
+--tls-cert/--tls-key or a TLS reverse proxy (see docs/operations.md, "Security")."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,6 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--port", type=int, default=8025, help="port (default 8025)")
     sp.add_argument("--token-secret", metavar="ASSET.KEY",
                     help="read the API token from this Secret key (else POSTLINE_API_TOKEN)")
+    sp.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate "
+                    "(chain) file; needs --tls-key")
+    sp.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    sp.add_argument("--max-body-mb", type=float, default=25.0, metavar="MB",
+                    help="largest request body of the API in MiB (default 25); bigger: 413")
     sp.set_defaults(handler=cmd_serve)
 
 
@@ -227,6 +234,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import postline
     from postline.web.app import create_app
+    from postline.web.guard import MIB, ServeLimits
 
     project = postline.open_project(args.project)
     if args.token_secret:
@@ -240,8 +248,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from postline.logs import register_secret
 
     register_secret(token)  # never in a log line, whatever logs a header
-    app = create_app(project, token=token)
-    print(f"postline console and API on http://{args.host}:{args.port}/ (API docs: /docs)",
+    tls = _tls_files(args)
+    if args.max_body_mb <= 0:
+        raise ConfigError(f"--max-body-mb must be more than 0, got {args.max_body_mb:g}")
+    limits = ServeLimits(max_body=int(args.max_body_mb * MIB))
+    app = create_app(project, token=token, limits=limits)
+    if not tls and not _loopback(args.host):
+        print(f"postline: warning: serving on {args.host} without TLS: the API token and "
+              f"console cookies cross the network in clear text; pass --tls-cert/--tls-key or "
+              f"put a TLS reverse proxy in front (docs/operations.md)", file=sys.stderr)
+    scheme = "https" if tls else "http"
+    print(f"postline console and API on {scheme}://{args.host}:{args.port}/ (API docs: /docs)",
           file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
     return 0
+
+
+def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(cert, key) when --tls-cert/--tls-key are given and load; ConfigError otherwise."""
+    import ssl
+
+    if not args.tls_cert and not args.tls_key:
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together: give both PEM files")
+    try:   # loaded here so a bad file is one line, not a traceback from uvicorn
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            args.tls_cert, args.tls_key)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"--tls-cert {args.tls_cert} / --tls-key {args.tls_key}: not a "
+                          f"certificate and its private key in PEM ({exc.reason or exc})"
+                          ) from None
+    except OSError as exc:   # after SSLError, which is one too
+        raise ConfigError(f"--tls-cert/--tls-key: cannot read {exc.filename or args.tls_cert}: "
+                          f"{exc.strerror}") from None
+    return args.tls_cert, args.tls_key
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:   # a host name: it may resolve anywhere
+        return False

@@ -10,6 +10,7 @@ A non-ASCII local part can only travel with SMTPUTF8; :func:`needs_smtputf8` tel
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import idna
@@ -67,11 +68,36 @@ def to_ascii_domain(domain: str) -> str:
     return idna.encode(domain, uts46=True).decode("ascii")
 
 
-def check_no_newline(value: str, field: str) -> None:
-    """Raise MessageError when ``value`` holds CR or LF (header injection)."""
-    if "\r" in value or "\n" in value:
+def check_header_text(value: str, field: str) -> None:
+    """Raise MessageError naming ``field`` when ``value`` cannot be one header line.
+
+    Refused: CR and LF (header injection); the other characters that end a line for a
+    program on the way (VT, FF, the C0 separators FS/GS/RS, NEL U+0085, U+2028, U+2029: the
+    stdlib's email package splits on them, which broke building the mail); every other C0
+    control and DEL (a NUL is sent raw and Postfix cuts the header there). TAB is allowed.
+    """
+    m = _BAD_HEADER_CHAR.search(value)
+    if m is None:
+        return
+    ch = m.group()
+    if ch in "\r\n":
         raise MessageError(f"{field} contains a line break (CR/LF); header values must be one "
                            f"line, line breaks would inject headers", field=field)
+    raise MessageError(f"{field} contains {_char_name(ch)} at position {m.start()}; header "
+                       f"values may not hold line separators or control characters (TAB is "
+                       f"allowed)", field=field)
+
+
+def _char_name(ch: str) -> str:
+    name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, "a control character")
+    return f"U+{ord(ch):04X} ({name})"
+
+
+_BAD_HEADER_CHAR = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_CONTROL_NAMES = {"\x00": "NUL", "\x0b": "vertical tab", "\x0c": "form feed",
+                  "\x1c": "file separator", "\x1d": "group separator",
+                  "\x1e": "record separator", "\x1f": "unit separator", "\x7f": "DEL",
+                  "\x85": "next line, NEL"}
 
 
 def parse_address(text: str, field: str, *, name: str = "") -> Address:
@@ -82,8 +108,8 @@ def parse_address(text: str, field: str, *, name: str = "") -> Address:
     """
     if not isinstance(text, str):
         raise MessageError(f"{field} must be a string, got {type(text).__name__}", field=field)
-    check_no_newline(text, field)
-    check_no_newline(name, field)
+    check_header_text(text, field)
+    check_header_text(name, field)
     raw = text.strip()
     m = _NAME_ADDR.fullmatch(raw) if "<" in raw else None
     if m:
@@ -142,9 +168,9 @@ _valid_domains: dict[str, str] = {}
 def split_address_list(text: str, field: str) -> list[str]:
     """Split ``"a@x, B <b@y>; c@z"`` on commas and semicolons outside quotes and ``<...>``.
 
-    Raises MessageError when ``text`` holds a line break.
+    Raises MessageError when ``text`` holds a line break or a control character.
     """
-    check_no_newline(text, field)
+    check_header_text(text, field)
     if _LIST_SPECIALS.isdisjoint(text):
         one = text.strip()
         return [one] if one else []

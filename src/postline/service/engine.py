@@ -10,6 +10,7 @@ Outcomes (see :mod:`postline.service.outbox` for the durable states):
 
 * accepted                       -> result (Send) / ``sent``
 * MessageError, 5xx, AuthError   -> raised at once (Send) / ``failed`` with the reason
+* the mail cannot be built        -> MessageError (Send) / ``failed``: nothing was sent
 * 4xx, connection lost before    -> retried after ``min_backoff * 2**n`` (capped at
   the end of DATA, ConnectError     ``max_backoff``), up to ``retry.max_attempts`` attempts
 * connection lost after the      -> DeliveryError(outcome="unknown") / ``unknown``; never
@@ -170,14 +171,20 @@ class Engine:
     async def _attempt(self, job: Job) -> None:
         try:
             sender = await self._get_sender()
-            envelope, raw = build(job.message, job.identity, smtputf8=sender.supports_smtputf8)
-            check_size(raw, max_size=sender.max_message_size, message=job.message)
-        except MessageError as exc:
-            return await self._finish(job, error=exc)
         except (ConnectError, AuthError) as exc:
             return await self._failed_attempt(job, exc)
         except PostlineError as exc:   # secret unreadable, bad ca_file, ...: nothing was sent
             return await self._finish(job, error=exc)
+        try:
+            envelope, raw = build(job.message, job.identity, smtputf8=sender.supports_smtputf8)
+            check_size(raw, max_size=sender.max_message_size, message=job.message)
+        except MessageError as exc:
+            return await self._finish(job, error=exc)
+        except Exception as exc:  # noqa: BLE001 -- before any I/O: failed, never unknown
+            log.exception("mail %s cannot be built", job.identity.message_id)
+            return await self._finish(job, error=MessageError(
+                f"the mail cannot be built ({type(exc).__name__}: {exc}); nothing was sent",
+                field="message"))
         job.attempts += 1
         if job.entry_id is not None:
             # committed before the first SMTP command: a crash from here on leaves the row

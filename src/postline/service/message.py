@@ -20,7 +20,7 @@ from typing import Any
 from postline.errors import MessageError
 from postline.service.addresses import (
     Address,
-    check_no_newline,
+    check_header_text,
     parse_address,
     split_address_list,
 )
@@ -41,6 +41,10 @@ _PRIORITIES = {"high": ("1 (Highest)", "high"), "normal": None, "low": ("5 (Lowe
 _RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "reply-to", "date", "message-id",
                      "mime-version", "content-type", "content-transfer-encoding", "sender",
                      "x-priority", "importance"}
+# Headers that are not the sender's to write: trace headers and Resent-* are added by the
+# mail servers on the way, Content-* describe the MIME parts postline builds.
+_SERVER_HEADERS = {"return-path", "received"}
+_SERVER_PREFIXES = ("resent-", "content-")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+\-]+/[A-Za-z0-9!#$&^_.+\-]+$")
 
@@ -158,7 +162,7 @@ def normalise(data: Any, *, default_from: str | None = None) -> OutgoingMessage:
                            "BccList)", field="To")
     reply_to = _addresses(*keys["replyto"], allow_string=True) if "replyto" in keys else ()
     subject = _string(keys, "subject")
-    check_no_newline(subject, keys["subject"][0] if "subject" in keys else "Subject")
+    check_header_text(subject, keys["subject"][0] if "subject" in keys else "Subject")
     text, html = _bodies(keys)
     return OutgoingMessage(
         sender=sender, to=to, cc=cc, bcc=bcc, reply_to=reply_to, subject=subject,
@@ -297,7 +301,7 @@ def _attachment(item: Any, where: str) -> Attachment:
     filename = keys.get("filename", ("FileName", default_name))[1] or default_name
     if not filename or not isinstance(filename, str):
         raise MessageError(f"{where}.FileName is missing", field=f"{where}.FileName")
-    check_no_newline(filename, f"{where}.FileName")
+    check_header_text(filename, f"{where}.FileName")
     ctype = keys.get("contenttype", ("", None))[1] or \
         mimetypes.guess_type(filename)[0] or "application/octet-stream"
     if not isinstance(ctype, str) or not _CONTENT_TYPE.match(ctype):
@@ -325,12 +329,17 @@ def _headers(keys: dict) -> tuple[tuple[str, str], ...]:
         where = f"{written}.{name}"
         if not isinstance(name, str) or not _HEADER_NAME.match(name):
             raise MessageError(f"{where}: {name!r} is not a valid header name", field=where)
-        if name.lower() in _RESERVED_HEADERS:
+        lower = name.lower()
+        if lower in _RESERVED_HEADERS and not lower.startswith("content-"):
             raise MessageError(f"{where}: the {name} header is set by postline; use the "
                                f"message key of that name instead", field=where)
+        if lower in _SERVER_HEADERS or lower.startswith(_SERVER_PREFIXES):
+            raise MessageError(f"{where}: Headers may not set {name}: Return-Path, Received "
+                               f"and Resent-* are added by mail servers, and Content-* by "
+                               f"postline from Body and Attachments", field=where)
         if not isinstance(val, str):
             raise MessageError(f"{where} must be a string", field=where)
-        check_no_newline(val, where)
+        check_header_text(val, where)
         out.append((name, val))
     return tuple(out)
 

@@ -127,7 +127,8 @@ def build(message: OutgoingMessage, identity: Identity, *, smtputf8: bool
     """Return (envelope, RFC 5322 bytes with CRLF line ends).
 
     ``smtputf8`` says whether the server offers SMTPUTF8; it is used only when the mail
-    needs it. Raises MessageError when the mail needs SMTPUTF8 and the server lacks it.
+    needs it. Raises MessageError when the mail needs SMTPUTF8 and the server lacks it, or
+    when the stdlib cannot build it (``field`` "message"; nothing was sent).
     """
     check_capabilities(message, smtputf8=smtputf8)
     utf8 = smtputf8 and required_smtputf8(message) is not None
@@ -137,6 +138,17 @@ def build(message: OutgoingMessage, identity: Identity, *, smtputf8: bool
     fast = None if utf8 else fast_plain(message, identity)
     if fast is not None:
         return envelope, fast
+    try:
+        return envelope, _build_mime(message, identity, utf8)
+    except Exception as exc:
+        # Validation refuses what is known to break the stdlib's builder; anything else it
+        # raises (HeaderParseError, ValueError, ...) is still a mail that cannot be built.
+        # Nothing was sent, so this is a failure of the message, never an unknown outcome.
+        raise MessageError(f"the mail cannot be built as MIME ({type(exc).__name__}: {exc}); "
+                           f"nothing was sent", field="message") from exc
+
+
+def _build_mime(message: OutgoingMessage, identity: Identity, utf8: bool) -> bytes:
     msg = EmailMessage(policy=_SMTPUTF8 if utf8 else _SMTP)
     msg["Date"] = identity.date
     msg["Message-ID"] = identity.message_id
@@ -153,7 +165,7 @@ def build(message: OutgoingMessage, identity: Identity, *, smtputf8: bool
     for name, value in (*priority_headers(message.priority), *message.headers):
         msg[name] = value
     _set_body(msg, message)
-    return envelope, msg.as_bytes()
+    return msg.as_bytes()
 
 
 # The fast path below writes exactly the bytes the stdlib writes for the commonest mail of a

@@ -12,13 +12,16 @@ The read-only web console (assets, asset usage, ledgers, outboxes) is in
 :mod:`postline.web.console`, mounted on the same app.
 
 Errors are JSON ``{error, field, retriable, outcome, code, type}``. Every ``/api/services``
-route needs ``Authorization: Bearer <token>`` (compared in constant time). OpenAPI is served
-at ``/openapi.json`` and interactive docs at ``/docs``.
+route needs ``Authorization: Bearer <token>`` (compared in constant time), checked before the
+body is read; bodies are capped (413), repeated failures get 429 (:mod:`postline.web.guard`).
+OpenAPI is served at ``/openapi.json``, interactive docs at ``/docs`` and ``/redoc`` with
+their scripts from the installed ``fastapi-offline`` package (no CDN: closed networks).
 """
 
 from __future__ import annotations
 
-import hmac
+import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,10 +29,13 @@ from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 
 from postline import __version__
 from postline.errors import (AuthError, ConfigError, ConnectError, DeliveryError, MessageError,
                              PostlineError, QueueFull)
+from postline.web.guard import (BodyTooLarge, Guard, GuardMiddleware, ServeLimits,
+                                too_large_response)
 
 EXAMPLE = {"From": {"Address": "reports@example.test", "PersonalName": "Reports"},
            "To": [{"Address": "ann@example.test", "PersonalName": "Ann"}],
@@ -59,11 +65,14 @@ def status_for(exc: PostlineError) -> int:
     return 500
 
 
-def create_app(project: Any, *, token: str, open_service=None) -> FastAPI:
+def create_app(project: Any, *, token: str, open_service=None, limits: ServeLimits | None = None,
+               clock: Callable[[], float] = time.monotonic) -> FastAPI:
     """The FastAPI app serving ``project``'s Email Services, guarded by bearer ``token``.
 
-    ``open_service(project, name)`` defaults to :func:`postline.service.open_service`.
-    Services opened here are closed when the app shuts down.
+    ``open_service(project, name)`` defaults to :func:`postline.service.open_service`;
+    ``limits`` (body sizes, sessions, failed-login back-off) default to :class:`ServeLimits`,
+    timed by ``clock``. Services opened here are closed when the app shuts down. Raises
+    ConfigError when ``token`` is empty.
     """
     from postline.service import error_to_json, result_to_json
     from postline.service.message import refuse_file_paths
@@ -80,14 +89,19 @@ def create_app(project: Any, *, token: str, open_service=None) -> FastAPI:
         for svc in opened.values():
             svc.close()
 
-    app = FastAPI(title="postline", version=__version__, lifespan=lifespan,
-                  description="Send mail through the Email Services of a postline project.")
+    # validatorUrl None: Swagger UI would otherwise send the schema's URL to a public validator
+    app = FastAPIOffline(title="postline", version=__version__, lifespan=lifespan,
+                         description="Send mail through the Email Services of a postline "
+                         "project.", static_url="/docs-assets",
+                         swagger_ui_parameters={"validatorUrl": None})
+    guard = Guard(token=token, limits=limits, clock=clock)
+    app.add_middleware(GuardMiddleware, guard=guard)
     bearer = HTTPBearer(auto_error=False, description="POSTLINE_API_TOKEN or --token-secret")
-    expected = token.encode()
 
     def require_token(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        given = (creds.credentials if creds else "").encode()
-        if not hmac.compare_digest(given, expected):
+        # GuardMiddleware already refused a wrong token before the body was read; this
+        # dependency puts the scheme in the OpenAPI document and checks once more
+        if not guard.token_ok(creds.credentials if creds else ""):
             raise _ApiError(401, {"error": "missing or wrong bearer token" if creds else
                                   "this API needs 'Authorization: Bearer <token>'",
                                   "field": None, "retriable": False, "type": "Unauthorized"},
@@ -109,6 +123,10 @@ def create_app(project: Any, *, token: str, open_service=None) -> FastAPI:
     @app.exception_handler(_ApiError)
     async def _api_error(request: Request, exc: _ApiError) -> JSONResponse:
         return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return too_large_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -151,5 +169,5 @@ def create_app(project: Any, *, token: str, open_service=None) -> FastAPI:
 
     from postline.web.console import add_console
 
-    add_console(app, project, token=token)  # the read-only HTML console (GET /, /login, ...)
+    add_console(app, project, guard=guard)  # the read-only HTML console (GET /, /login, ...)
     return app

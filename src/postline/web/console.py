@@ -10,17 +10,16 @@
 =============================  ====================================================
 
 Pages need the API token: ``Authorization: Bearer <token>`` or the session cookie set by
-``/login``. The cookie holds an HMAC of the token under a key made at start-up (never the
-token), so it stops working when the server restarts. Everything is served from this
+``/login``. The cookie holds a random session id kept in server memory (never the token):
+it ends on logout, after 30 minutes unused, 12 hours after login, or when the server
+restarts (:class:`postline.web.guard.Sessions`). Repeated wrong tokens from one address are
+answered 429 for a growing time. Everything is served from this
 module (no external assets) because the console runs on closed networks; every value
 is escaped with :func:`html.escape`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from postline import __version__
 from postline.errors import ConfigError
+from postline.web.guard import Guard, client_of
 
 COOKIE = "postline_session"
 LATEST = 200
@@ -56,7 +56,8 @@ button{font:inherit;padding:4px 12px;cursor:pointer}input{font:inherit;padding:4
 """
 
 
-def _page(title: str, body: str, *, status: int = 200, logged_in: bool = True) -> HTMLResponse:
+def _page(title: str, body: str, *, status: int = 200, logged_in: bool = True,
+          headers: dict[str, str] | None = None) -> HTMLResponse:
     out = ('<form method="post" action="/logout"><button>Log out</button></form>'
            if logged_in else "")
     html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -67,7 +68,8 @@ def _page(title: str, body: str, *, status: int = 200, logged_in: bool = True) -
     return HTMLResponse(html, status_code=status,
                         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                  "Content-Security-Policy": "default-src 'none'; "
-                                 "style-src 'unsafe-inline'; form-action 'self'"})
+                                 "style-src 'unsafe-inline'; form-action 'self'",
+                                 **(headers or {})})
 
 
 def _table(cols: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
@@ -251,18 +253,14 @@ def _safe_next(value: str) -> str:
     return value if ok else "/"
 
 
-def add_console(app: FastAPI, project: Any, *, token: str) -> None:
-    """Add the console's routes to ``app``, guarded by ``token`` (Bearer or session cookie)."""
-    expected = token.encode()
-    session = hmac.new(secrets.token_bytes(32), expected, hashlib.sha256).hexdigest().encode()
+def add_console(app: FastAPI, project: Any, *, guard: Guard) -> None:
+    """Add the console's routes to ``app``, guarded by ``guard`` (Bearer or session cookie)."""
 
     def authed(request: Request) -> bool:
-        auth = request.headers.get("authorization", "")
-        scheme, _, given = auth.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
+        if guard.sessions.valid(request.cookies.get(COOKIE, "")):
             return True
-        cookie = request.cookies.get(COOKIE, "")
-        return hmac.compare_digest(cookie.encode(), session)
+        return guard.bearer_ok(request.headers.get("authorization", ""),
+                               client_of(request.scope), f"GET {request.url.path}")
 
     def guarded(title: str, build):
         async def handler(request: Request) -> Response:
@@ -295,20 +293,30 @@ def add_console(app: FastAPI, project: Any, *, token: str) -> None:
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
+        client = client_of(request.scope)
+        wait = guard.failures.retry_after(client)
+        if wait is not None:   # answered before the form is read
+            return _page("Log in", _login_form(f"Too many failed logins from {client}; try "
+                                               f"again in {wait}s."), status=429,
+                         logged_in=False, headers={"Retry-After": str(wait)})
         # parsed here rather than with Form(): FastAPI's forms need python-multipart
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        given = (form.get("token") or [""])[0].encode()
+        given = (form.get("token") or [""])[0]
         next_ = _safe_next((form.get("next") or ["/"])[0])
-        if not hmac.compare_digest(given, expected):
+        if not guard.token_ok(given):
+            guard.failures.failed(client, "failed console login")
             return _page("Log in", _login_form("Wrong token.", next_), status=401,
                          logged_in=False)
+        guard.failures.succeeded(client)
         resp = RedirectResponse(next_, 303)
-        resp.set_cookie(COOKIE, session.decode(), httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
+        resp.set_cookie(COOKIE, guard.sessions.create(), httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/",
+                        max_age=int(guard.limits.session_max))
         return resp
 
     @app.post("/logout", include_in_schema=False)
-    async def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        guard.sessions.end(request.cookies.get(COOKIE, ""))
         resp = RedirectResponse("/login", 303)
         resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return resp
