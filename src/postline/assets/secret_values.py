@@ -45,6 +45,14 @@ class SecretValues:
         """The stored text of ``asset.key`` (never a plaintext secret), or None."""
         return self._entries.get(asset, {}).get(key)
 
+    def asset_names(self) -> list[str]:
+        """Names of the Secret assets, in project order."""
+        return list(self._entries)
+
+    def keys_of(self, asset: str) -> list[str]:
+        """The key names of Secret asset ``asset`` (never values)."""
+        return list(self._entries.get(asset, {}))
+
     def assets_with(self, key: str) -> list[str]:
         """Names of the Secret assets that have ``key``."""
         return [name for name, values in self._entries.items() if key in values]

@@ -17,7 +17,7 @@ import logging
 import sys
 
 from postline import __version__
-from postline.errors import PostlineError, ValidationFailed
+from postline.errors import MessageError, PostlineError, ValidationFailed
 
 # Order = order in --help.
 COMMAND_MODULES = [
@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"postline: {exc}")
         return 1
     except PostlineError as exc:  # an expected failure, worded for the user: no traceback
+        several = exc.problems if isinstance(exc, MessageError) else ()
+        if len(several) > 1:  # every problem of a message to send: one line each
+            for problem in several:
+                _say(f"postline: error: {problem}")
+            _say(f"postline: error: {len(several)} problems; nothing was sent")
+            return 1
         _say(f"postline: error: {exc}")
         return 1
     except BrokenPipeError:

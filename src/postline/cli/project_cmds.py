@@ -40,7 +40,8 @@ def cmd_validate(args) -> int:
         print_json({"project": args.project, "valid": not errors,
                     "assets": len(project.entries()),
                     "errors": [p.as_dict() for p in errors],
-                    "warnings": [p.as_dict() for p in warnings]})
+                    "warnings": [p.as_dict() for p in warnings],
+                    "notes": [p.as_dict() for p in project.notes]})
         return 1 if errors else 0
     for problem in project.problems:
         print(problem, file=sys.stderr)
@@ -49,7 +50,10 @@ def cmd_validate(args) -> int:
         print(f"postline: {args.project}: {len(errors)} error(s), {len(warnings)} "
               f"warning{plural}", file=sys.stderr)
         return 1
-    print(f"{args.project}: valid: {_summary(project)}, {len(warnings)} warning{plural}")
+    skipped = len(project.notes)
+    other = f"; {skipped} YAML file{'s' if skipped != 1 else ''} without assets skipped" \
+        if skipped else ""
+    print(f"{args.project}: valid: {_summary(project)}, {len(warnings)} warning{plural}{other}")
     return 0
 
 
