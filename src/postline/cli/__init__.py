@@ -4,7 +4,8 @@ Each command group lives in its own module of this package and exposes
 ``register(subparsers)``, adding its subcommands with ``set_defaults(handler=fn)`` where
 ``fn(args) -> int``. To add a command group, write the module and list it in
 ``COMMAND_MODULES``. Handlers raise :class:`postline.errors.PostlineError`; ``main`` prints
-it as one line on stderr and returns 1, so handlers never print tracebacks. An ``OSError``
+it as one line on stderr and returns 1, so handlers never print tracebacks. A usage error
+(an unknown option, a missing argument) is one line too, with exit status 2. An ``OSError``
 (disk full, permissions) or any other unexpected exception is printed as one line too; the
 traceback only with ``-vv``.
 """
@@ -15,6 +16,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from postline import __version__
 from postline.errors import MessageError, PostlineError, ValidationFailed
@@ -32,11 +34,26 @@ COMMAND_MODULES = [
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the hand-written examples in each command's epilog as they are."""
+    """Keeps the hand-written examples in each command's epilog as they are, and shows a
+    ``[PROJECT] NAME`` argument (:func:`postline.cli.output.add_target`) as written, not as
+    argparse's ``X [X ...]`` for ``nargs="+"``, which reads like a repeatable argument."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if getattr(action, "shape_as_written", False):
+            return str(action.metavar)
+        return super()._format_args(action, default_metavar)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error: ``postline send: error: ...; see 'postline send
+    --help'`` on stderr and exit status 2 (argparse prints the whole usage text first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="postline", formatter_class=HelpFormatter,
         description="Move email in and out of data pipelines.",
         epilog="Examples:\n  postline validate examples/local\n"

@@ -27,20 +27,21 @@ LEDGER_EPILOG = """Examples:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from postline.cli import HelpFormatter
+    from postline.cli.output import add_target
 
     lp = sub.add_parser("ledger", help="list, reset, prune or retry what a source has seen",
                         formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
     lsub = lp.add_subparsers(dest="ledger_command", metavar="ACTION")
     ls = lsub.add_parser("list", help="list ledger entries of a source",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    ls.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
+    add_target(ls, "SOURCE", "the Email Source")
     ls.add_argument("--state", choices=["acquired", "done", "failed", "ignored"])
     ls.add_argument("--limit", type=int, default=None)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(handler=cmd_ledger_list)
     rs = lsub.add_parser("reset", help="forget entries so that the mails are read again",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    rs.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
+    add_target(rs, "SOURCE", "the Email Source")
     g = rs.add_mutually_exclusive_group(required=True)
     g.add_argument("--id", action="append", metavar="KEY", help="a ledger key (repeatable)")
     g.add_argument("--all", action="store_true", help="every entry of the source")
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr = lsub.add_parser("prune", help="forget old entries of mails that were moved or "
                                        "deleted (keeps the ledger small over months)",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    pr.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
+    add_target(pr, "SOURCE", "the Email Source")
     pr.add_argument("--older-than", required=True, metavar="AGE",
                     help="last updated longer ago than this: 90d, 12h, 30m (a bare number: "
                          "days)")
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "forget their failure, so that the next round "
                                        "processes them again",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    rt.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
+    add_target(rt, "SOURCE", "the Email Source")
     g = rt.add_mutually_exclusive_group(required=True)
     g.add_argument("--id", action="append", metavar="KEY", help="a failed entry's key "
                                                                 "(repeatable)")

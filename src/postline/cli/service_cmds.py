@@ -42,10 +42,11 @@ The bearer token comes from POSTLINE_API_TOKEN, or from a key of a Secret asset 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from postline.cli import HelpFormatter
+    from postline.cli.output import add_target
 
     p = sub.add_parser("send", help="send an EmailMessage (JSON) through an Email Service",
                        formatter_class=HelpFormatter, epilog=SEND_EPILOG)
-    p.add_argument("target", nargs="+", metavar="[PROJECT] SERVICE")
+    add_target(p, "SERVICE", "the Email Service")
     p.add_argument("--message", "-m", required=True, metavar="FILE|-",
                    help="the EmailMessage as JSON: a file, or - for stdin")
     p.add_argument("--forget", action="store_true",
@@ -60,14 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     osub = op.add_subparsers(dest="outbox_command", metavar="ACTION")
     ls = osub.add_parser("list", help="list the outbox of a service",
                          formatter_class=HelpFormatter, epilog=OUTBOX_EPILOG)
-    ls.add_argument("target", nargs="+", metavar="[PROJECT] SERVICE")
+    add_target(ls, "SERVICE", "the Email Service")
     ls.add_argument("--state", choices=["queued", "sending", "sent", "failed", "unknown"])
     ls.add_argument("--limit", type=int, default=100)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(handler=cmd_outbox_list)
     rt = osub.add_parser("retry", help="queue failed (or unknown) mails again",
                          formatter_class=HelpFormatter, epilog=OUTBOX_EPILOG)
-    rt.add_argument("target", nargs="+", metavar="[PROJECT] SERVICE")
+    add_target(rt, "SERVICE", "the Email Service")
     g = rt.add_mutually_exclusive_group(required=True)
     g.add_argument("--id", type=int, help="one mail (failed or unknown) by its outbox id")
     g.add_argument("--all-failed", action="store_true", help="every failed mail")
