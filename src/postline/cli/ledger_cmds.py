@@ -35,8 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = lsub.add_parser("list", help="list ledger entries of a source",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
     add_target(ls, "SOURCE", "the Email Source")
-    ls.add_argument("--state", choices=["acquired", "done", "failed", "ignored"])
-    ls.add_argument("--limit", type=int, default=None)
+    ls.add_argument("--state", choices=["acquired", "done", "failed", "ignored"],
+                    help="only entries in this state (acquired: being processed, or "
+                         "interrupted)")
+    ls.add_argument("--limit", type=int, default=None, metavar="N",
+                    help="at most N entries (default: all)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(handler=cmd_ledger_list)
     rs = lsub.add_parser("reset", help="forget entries so that the mails are read again",
@@ -95,29 +98,25 @@ def cmd_ledger_list(args) -> int:
     if args.json:
         print(json.dumps([asdict(e) for e in entries], ensure_ascii=False, indent=2))
         return 0
-    if not entries:
-        print(f"no entries for source {source}" + (f" in state {args.state}" if args.state
-                                                    else ""))
-        return 0
-    cols = ("key", "state", "settled", "attempts", "updated", "subject", "reason")
-    rows = [(e.key, e.state, "yes" if e.settled else "no", str(e.attempts),
-             datetime.fromtimestamp(e.updated, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-             (e.subject or "")[:60], (e.reason or "")[:200]) for e in entries]
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
+    from rich.table import Table
 
-        table = Table(show_lines=False)
-        for col in cols:
-            table.add_column(col, overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
-    else:  # pipes and files get one tab-separated line per entry, for grep and cut
-        print("\t".join(cols))
-        for row in rows:
-            print("\t".join(v.replace("\t", " ").replace("\n", " ") for v in row))
-    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    from postline.cli.output import console
+
+    table = Table(title=f"Ledger of {source}" + (f" ({args.state})" if args.state else ""),
+                  title_justify="left")
+    for col in ("key", "state", "settled", "tries", "updated", "subject", "reason"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        table.add_row(e.key, e.state, "yes" if e.settled else "no", str(e.attempts),
+                      datetime.fromtimestamp(e.updated, tz=timezone.utc)
+                      .strftime("%Y-%m-%d %H:%M:%SZ"), (e.subject or "")[:60],
+                      (e.reason or "")[:200])
+    if entries:
+        console().print(table)
+    state = f" in state {args.state}" if args.state else ""
+    n = len(entries)
+    print(f"{n} entr{'y' if n == 1 else 'ies'}{state}" if n else
+          f"no entries for source {source}{state}")
     return 0
 
 

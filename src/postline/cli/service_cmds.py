@@ -62,8 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = osub.add_parser("list", help="list the outbox of a service",
                          formatter_class=HelpFormatter, epilog=OUTBOX_EPILOG)
     add_target(ls, "SERVICE", "the Email Service")
-    ls.add_argument("--state", choices=["queued", "sending", "sent", "failed", "unknown"])
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--state", choices=["queued", "sending", "sent", "failed", "unknown"],
+                    help="only mails in this state (unknown: interrupted while sending)")
+    ls.add_argument("--limit", type=int, default=100, metavar="N",
+                    help="at most N mails, newest first (default 100)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(handler=cmd_outbox_list)
     rt = osub.add_parser("retry", help="queue failed (or unknown) mails again",
