@@ -51,6 +51,27 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
+    def _check_value(self, action: argparse.Action, value) -> None:
+        # argparse (before 3.12) lists every choice; name the closest one first
+        if action.choices is not None and value not in action.choices:
+            import difflib
+
+            choices = [str(c) for c in action.choices]
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise argparse.ArgumentError(action, f"invalid choice: '{value}' ({hint}choose "
+                                                 f"from {', '.join(choices)})")
+        super()._check_value(action, value)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # A subcommand reports its own unrecognised arguments, so the line names it
+        # ('postline ledger list --help'), not just 'postline'. Safe: a subparser is
+        # handed every argument after its name, so what it leaves is not anyone's.
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self.prog != "postline":
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
@@ -75,7 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
     _accept_verbose_everywhere(parser)
+    _upper_case_metavars(parser)
     return parser
+
+
+def _upper_case_metavars(parser: argparse.ArgumentParser) -> None:
+    """Positional arguments read ``PROJECT NAME`` in every usage line, as in the docs."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _upper_case_metavars(child)
+        elif not action.option_strings and action.metavar is None:
+            action.metavar = action.dest.upper()
 
 
 def _accept_verbose_everywhere(parser: argparse.ArgumentParser) -> None:

@@ -100,17 +100,17 @@ def cmd_ledger_list(args) -> int:
         return 0
     from rich.table import Table
 
-    from postline.cli.output import console
+    from postline.cli.output import cells, console
 
     table = Table(title=f"Ledger of {source}" + (f" ({args.state})" if args.state else ""),
                   title_justify="left")
     for col in ("key", "state", "settled", "tries", "updated", "subject", "reason"):
         table.add_column(col, overflow="fold")
     for e in entries:
-        table.add_row(e.key, e.state, "yes" if e.settled else "no", str(e.attempts),
-                      datetime.fromtimestamp(e.updated, tz=timezone.utc)
-                      .strftime("%Y-%m-%d %H:%M:%SZ"), (e.subject or "")[:60],
-                      (e.reason or "")[:200])
+        table.add_row(*cells(e.key, e.state, "yes" if e.settled else "no", str(e.attempts),
+                             datetime.fromtimestamp(e.updated, tz=timezone.utc)
+                             .strftime("%Y-%m-%d %H:%M:%SZ"), (e.subject or "")[:60],
+                             (e.reason or "")[:200]))
     if entries:
         console().print(table)
     state = f" in state {args.state}" if args.state else ""

@@ -21,6 +21,14 @@ def console(stderr: bool = False):
                    soft_wrap=not tty)
 
 
+def cells(*values: str):
+    """Table cells shown as they are: Rich would read ``[x]`` and ``\\[`` in a subject, a
+    reason or a regex as markup (``\\[spam\\]`` printed as ``[spam\\]``)."""
+    from rich.text import Text
+
+    return [Text(v) for v in values]
+
+
 def print_json(data) -> None:
     """Print ``data`` as indented JSON on stdout (non-ASCII kept readable)."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -11,7 +11,7 @@ from collections import Counter
 
 from postline.assets import render
 from postline.assets.kinds.secret import value_source
-from postline.cli.output import console, print_json
+from postline.cli.output import cells, console, print_json
 from postline.project import Project, load_project
 
 
@@ -87,8 +87,8 @@ def cmd_assets(args) -> int:
             table.add_column(col, overflow="fold")
         for r in rows:
             name = r["name"] if r["valid"] else f"{r['name']} (invalid)"
-            table.add_row(r["kind"], name, r["description"], str(r["used_by"]),
-                          f"{r['file']}:{r['line']}")
+            table.add_row(*cells(r["kind"], name, r["description"], str(r["used_by"]),
+                                 f"{r['file']}:{r['line']}"))
         console().print(table)
     _note_errors(project, args)
     return 0

@@ -147,13 +147,16 @@ def cmd_send(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
+    from postline.cli.output import cells
+
     con = _console()
-    con.print(f"sent {result.message_id}: {result.server_reply}")
+    con.print(f"sent {result.message_id}: {result.server_reply}", markup=False)
     table = Table()
     for col in ("recipient", "status", "code", "server said"):
         table.add_column(col)
     for r in result.recipients:
-        table.add_row(r.address, "accepted" if r.accepted else "REFUSED", str(r.code), r.message)
+        table.add_row(*cells(r.address, "accepted" if r.accepted else "REFUSED", str(r.code),
+                             r.message))
     con.print(table)
     return 0 if not result.refused else 1
 
@@ -176,6 +179,7 @@ def _print_queued(args, svc, queued) -> None:
 
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from postline.cli.output import cells
     from postline.service.outbox import Outbox
 
     project, name = _open(args)
@@ -196,7 +200,7 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
     for e in entries:
         when = datetime.fromtimestamp(e.updated_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
         detail = e.reason or (e.result or {}).get("server_reply", "")
-        table.add_row(str(e.id), e.state, when, str(e.attempts), e.summary, detail)
+        table.add_row(*cells(str(e.id), e.state, when, str(e.attempts), e.summary, detail))
     _console().print(table)
     if not entries:
         print("no mails" + (f" in state {args.state}" if args.state else ""), file=sys.stderr)
