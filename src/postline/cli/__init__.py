@@ -101,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _upper_case_metavars(parser: argparse.ArgumentParser) -> None:
-    """Positional arguments read ``PROJECT NAME`` in every usage line, as in the docs."""
+    """Positional arguments read ``PROJECT NAME`` in every usage line, as in the docs; a
+    command group without its action (``postline ledger``) is a one-line usage error."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            action.required = parser.prog != "postline"   # bare `postline` prints the help
             for child in action.choices.values():
                 _upper_case_metavars(child)
         elif not action.option_strings and action.metavar is None:

@@ -61,6 +61,14 @@ def test_a_missing_argument_is_one_line_with_exit_2(capsys):
         "--message/-m; see 'postline send --help'\n")
 
 
+@pytest.mark.parametrize("group, what", [("ledger", "ACTION"), ("outbox", "ACTION"),
+                                         ("keys", "COMMAND"), ("dev-stack", "ACTION")])
+def test_a_group_without_its_action_is_one_line_with_exit_2(capsys, group, what):
+    assert usage_error(capsys, group) == (
+        f"postline {group}: error: the following arguments are required: {what}; see "
+        f"'postline {group} --help'\n")
+
+
 def test_an_unknown_option_names_the_subcommand(capsys):
     assert usage_error(capsys, "ledger", "list", ".", "Inbox", "--bogus") == (
         "postline ledger list: error: unrecognized arguments: --bogus; see 'postline ledger "
