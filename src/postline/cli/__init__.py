@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "postline.cli.secret_cmds",      # keys create, secret set/list
     "postline.cli.connection_cmds",  # test-connection, login
     "postline.cli.source_cmds",      # run
+    "postline.cli.try_cmd",          # try
     "postline.cli.ledger_cmds",      # ledger list/reset/prune/retry
     "postline.cli.service_cmds",     # send, outbox, serve
     "postline.cli.stack_cmds",       # dev-stack start/stop/status

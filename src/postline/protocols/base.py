@@ -138,8 +138,11 @@ class MailboxReader(abc.ABC):
         """All folders of the mailbox (POP3: just INBOX)."""
 
     @abc.abstractmethod
-    def open_folder(self, folder: str) -> FolderState:
-        """Select ``folder`` for the following calls and return its state."""
+    def open_folder(self, folder: str, *, readonly: bool = False) -> FolderState:
+        """Select ``folder`` for the following calls and return its state. With
+        ``readonly`` listing and fetching change nothing on the server, not even what
+        counts as read (IMAP: EXAMINE; POP3: TOP instead of RETR, which servers such as
+        Dovecot mark read; Graph: its reads are GETs anyway)."""
 
     @abc.abstractmethod
     def list_messages(self, folder: str, *, cursor: str | None = None

@@ -300,7 +300,8 @@ class GraphReader(MailboxReader):
                     todo.append((f["id"], name + "/"))
         return out
 
-    def open_folder(self, folder: str) -> FolderState:
+    def open_folder(self, folder: str, *, readonly: bool = False) -> FolderState:
+        # listing and downloading are GETs: read-only either way
         fid = self.folder_id(folder)
         data = self._get(f"/mailFolders/{q(fid)}?$select={_FOLDER_FIELDS}", f"folder {folder!r}")
         return FolderState(name=folder, folder_version=fid,

@@ -14,6 +14,7 @@ from postline.protocols.base import FolderInfo, FolderState, MessageRef, RawMess
 from postline.protocols.spool import open_spool
 
 INBOX = "INBOX"
+TOP_ALL_LINES = 2_000_000_000   # body lines for a TOP that returns the whole mail
 
 
 def _text(value: Any) -> str:
@@ -26,6 +27,7 @@ class MaildropOperations:
     host: str
     _numbers: dict[str, int]
     _listed: bool
+    _readonly: bool = False
     server_capabilities: dict[str, list[str]]
 
     def list_folders(self) -> list[FolderInfo]:
@@ -37,9 +39,11 @@ class MaildropOperations:
             raise ConfigError(f"POP3 has only the folder INBOX, not {folder!r}",
                               hint="use folder INBOX with POP3, or an IMAP connection")
 
-    def open_folder(self, folder: str) -> FolderState:
-        """STAT of the maildrop (``folder_version`` is always "")."""
+    def open_folder(self, folder: str, *, readonly: bool = False) -> FolderState:
+        """STAT of the maildrop (``folder_version`` is always ""); with ``readonly``
+        messages are fetched with TOP, which leaves them unread where RETR would not."""
         self._check_folder(folder)
+        self._readonly = readonly
         with self._errors("STAT"):
             count, _size = self._need().stat()
         return FolderState(name=INBOX, folder_version="", next_id=None, exists=count)
@@ -110,13 +114,15 @@ class MaildropOperations:
         # poplib.retr keeps every line in a list and refuses lines over 2048 bytes, so the
         # multi-line answer is read here: no length limit, dot-unstuffed, CRLF kept.
         pop = self._need()
-        with self._errors(f"RETR {num}"):
-            pop._putcmd(f"RETR {num}")
+        # TOP with more body lines than any mail has is RETR without the read mark
+        command = f"TOP {num} {TOP_ALL_LINES}" if self._readonly else f"RETR {num}"
+        with self._errors(command):
+            pop._putcmd(command)
             pop._getresp()
             while True:
                 line = pop.file.readline()
                 if not line:
-                    raise EOFError("connection closed during RETR")
+                    raise EOFError(f"connection closed during {command}")
                 if line in (b".\r\n", b".\n"):
                     return
                 if line.startswith(b".."):

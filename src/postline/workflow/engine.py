@@ -27,7 +27,7 @@ from postline.workflow.mailjob import MailSettings
 from postline.workflow.processor import Context, Services, load_processor
 from postline.workflow.events import Broadcast, Events, MailEvent
 from postline.workflow.runner import WorkflowRunner, clean_work_dir
-from postline.workflow.sinks import DirectorySink, make_sink
+from postline.workflow.sinks import DirectorySink, Sink, make_sink
 
 log = logging.getLogger("postline.workflow")
 
@@ -102,37 +102,51 @@ def _resolve(root: Path, p: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: Ledger,
-                 reader_factory: ReaderFactory | None = None, clock: Clock | None = None,
-                 events: Events | None = None, service_opener=None,
-                 committer_factory=None) -> WorkflowRunner:
-    """A runner for the Workflow model ``workflow`` (``committer_factory``: see
-    WorkflowRunner). Raises ConfigError."""
+def source_of(project: Any, workflow: Any) -> tuple[Any, Any, str]:
+    """The EmailSource and EmailConnection models ``workflow`` reads, and the protocol it
+    reads them with (``imap``, ``pop3`` or ``graph``). Raises ConfigError."""
     source = project.get("EmailSource", workflow.source)
     conn = project.get("EmailConnection", source.connection)
     if conn.type == "standard" and (conn.incoming is None or not conn.incoming.enabled):
         raise ConfigError(f"source {source.name}: connection {conn.name} has no incoming "
                           "IMAP or POP3 side", hint="add incoming: {protocol: imap, ...}")
     protocol = "graph" if conn.type == "microsoft365" else conn.incoming.protocol
-    root = Path(project.root)
-    state_dir = Path(project.state_dir)
-    work_dir = state_dir / "work" / workflow.name
-    clean_work_dir(work_dir)
-    sinks = [make_sink(cfg, root=root) for cfg in workflow.sinks]
+    return source, conn, protocol
+
+
+def attachments_home(project: Any, workflow: Any, sinks: list[Sink]
+                     ) -> Callable[[str], Path]:
+    """Where the stored attachments of the mail with a given ledger key go: the workflow's
+    ``attachments_dir``, else beside the first directory sink's records, else the state
+    directory."""
+    root, state_dir = Path(project.root), Path(project.state_dir)
     first_dir = next((s for s in sinks if isinstance(s, DirectorySink)), None)
     if workflow.attachments_dir:
         att_root = _resolve(root, workflow.attachments_dir)
 
         def home(key: str) -> Path:
             return att_root / file_key(key)
-    elif first_dir is not None:
-        home = first_dir.attachments_dir
-    else:
-        def home(key: str) -> Path:
-            return state_dir / "attachments" / workflow.name / file_key(key)
+        return home
+    if first_dir is not None:
+        return first_dir.attachments_dir
+
+    def fallback(key: str) -> Path:
+        return state_dir / "attachments" / workflow.name / file_key(key)
+    return fallback
+
+
+def mail_settings(project: Any, workflow: Any, *, source: Any, conn: Any, work_dir: Path,
+                  sinks: list[Sink], home: Callable[[str], Path],
+                  service_opener: Callable[[str], Any] | None = None) -> MailSettings:
+    """What one mail of ``workflow`` goes through (filters, attachment rules, stream
+    name, processor with its services, ``sinks``): shared by the runner and by
+    ``postline try``. ``service_opener`` maps an EmailService name to the object
+    ``ctx.services`` hands out (default: the running service). Raises ConfigError (a
+    processor that cannot be loaded)."""
     processor = None
     if workflow.processor:
-        processor = load_processor(_resolve(root, workflow.processor), workflow=workflow.name)
+        processor = load_processor(_resolve(Path(project.root), workflow.processor),
+                                   workflow=workflow.name)
     if service_opener is None:
         def service_opener(asset: str) -> Any:
             from postline.service import open_service
@@ -142,7 +156,7 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
                       log=logging.getLogger(f"postline.processor.{workflow.name}"),
                       source=source, workflow=workflow.name)
     f = source.failure
-    settings = MailSettings(
+    return MailSettings(
         source=source.name, connection=conn.name,
         stream_name=_stream_namer(project, source.stream_name),
         mail_filter=MailFilter.from_config(source.filters),
@@ -150,6 +164,21 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
         reprocess=source.reprocess, on_failure=f.on_failure, max_retries=f.max_retries,
         min_backoff=f.min_backoff, max_backoff=f.max_backoff, work_dir=work_dir,
         attachments_home=home, sinks=sinks, processor=processor, context=context)
+
+
+def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: Ledger,
+                 reader_factory: ReaderFactory | None = None, clock: Clock | None = None,
+                 events: Events | None = None, service_opener=None,
+                 committer_factory=None) -> WorkflowRunner:
+    """A runner for the Workflow model ``workflow`` (``committer_factory``: see
+    WorkflowRunner). Raises ConfigError."""
+    source, conn, protocol = source_of(project, workflow)
+    work_dir = Path(project.state_dir) / "work" / workflow.name
+    clean_work_dir(work_dir)
+    sinks = [make_sink(cfg, root=Path(project.root)) for cfg in workflow.sinks]
+    settings = mail_settings(project, workflow, source=source, conn=conn, work_dir=work_dir,
+                             sinks=sinks, home=attachments_home(project, workflow, sinks),
+                             service_opener=service_opener)
     if reader_factory is None:
         from postline.protocols import open_reader
 

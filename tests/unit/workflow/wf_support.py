@@ -30,6 +30,7 @@ class FakeMailbox:
         self.calls: list[str] = []
         self.changed = threading.Event()
         self.connects = 0
+        self.readonly: bool | None = None   # how the folder was last opened
 
     def add(self, raw: bytes, folder: str = "INBOX") -> int:
         self._ensure(folder)
@@ -87,8 +88,9 @@ class FakeReader(MailboxReader):
         self._call("list_folders")
         return [FolderInfo(name=f, delimiter="/") for f in self.box.folders]
 
-    def open_folder(self, folder: str) -> FolderState:
+    def open_folder(self, folder: str, *, readonly: bool = False) -> FolderState:
         self._call("open_folder")
+        self.box.readonly = readonly
         self.box._ensure(folder)
         version = "" if self.box.pop3 else str(self.box.versions[folder])
         return FolderState(name=folder, folder_version=version,
