@@ -140,3 +140,13 @@ def test_the_repository_root_reports_no_error_for_the_prometheus_rules(capsys):
     err = capsys.readouterr().err
     assert "postline-alerts.yml:1: note: skipped" in err
     assert "missing kind" not in err
+
+
+def test_a_run_time_prefix_given_as_a_mapping_suggests_its_keys():
+    from postline.assets.macros import MacroContext, MacroError, expand
+
+    ctx = MacroContext().with_prefix("mail", {"subject": "Hi", "folder": "INBOX"})
+    with pytest.raises(MacroError) as info:
+        expand("${mail:subjet}", ctx)
+    assert str(info.value) == ("undefined macro ${mail:subjet}: 'mail' has no value 'subjet' "
+                               "(did you mean ${mail:subject}?)")
