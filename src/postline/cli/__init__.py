@@ -53,7 +53,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
     def _check_value(self, action: argparse.Action, value) -> None:
-        # argparse (before 3.12) lists every choice; name the closest one first
+        # argparse lists every choice (suggest_on_error came in 3.14); name the closest
+        # one first. _check_value is argparse's one place that checks a choice.
         if action.choices is not None and value not in action.choices:
             import difflib
 
