@@ -24,7 +24,7 @@ demo=.devstack/demo-project
 step "preparing the example project in $demo"
 rm -rf "$demo"; mkdir -p "$demo"
 cp -r examples/local/. "$demo"/
-export POSTLINE_KEY_FILE="$here/.devstack/demo.key"
+export POSTLINE_KEY_FILE="$here/.devstack/demo.key"   # `postline dev-stack env` exports it too
 export DEMO_USER="demo$(date +%s)@example.test"     # a fresh mailbox of the stack for this run
 # bake the demo user into the copy, so later commands on it work without DEMO_USER set
 sed -i "s/\${env:DEMO_USER:-alice@example.test}/$DEMO_USER/g" "$demo"/*.yaml
@@ -80,7 +80,7 @@ postline ledger list "$demo" Inbox
 
 step "done"
 echo "Project: $demo   Records: $demo/out/records.jsonl"
-echo "Try more on it:  export POSTLINE_KEY_FILE=$POSTLINE_KEY_FILE; eval \"\$(.venv/bin/postline dev-stack env)\""
+echo "Try more on it:  eval \"\$(.venv/bin/postline dev-stack env)\"   # the stack's ports, CA and the demo's POSTLINE_KEY_FILE"
 echo "                 .venv/bin/postline test-connection $demo LocalMail"
 echo "                 .venv/bin/postline run $demo --status 9464    # watch (IDLE); curl localhost:9464/metrics"
 echo "                 .venv/bin/postline ledger list $demo Inbox"

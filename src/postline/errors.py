@@ -143,9 +143,12 @@ class MessageError(PostlineError, ValueError):
 
     disposition: Disposition = "skippable"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None,
+                 problems: tuple["MessageError", ...] = ()) -> None:
         super().__init__(message)
         self.field = field
+        # every problem found when there are several (``message`` then sums them up)
+        self.problems = problems
 
 
 class QueueFull(PostlineError):

@@ -34,7 +34,7 @@ class Project:
 
     @property
     def problems(self) -> list[Problem]:
-        """Every error and warning found, in file order."""
+        """Every error, warning and note found, in file order."""
         return sorted(self._loaded.problems, key=lambda p: (p.file, p.line))
 
     @property
@@ -45,6 +45,11 @@ class Project:
     def warnings(self) -> list[Problem]:
         """Warnings (``.field``, ``.message`` like ConfigWarning, plus file, line, asset)."""
         return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def notes(self) -> list[Problem]:
+        """Notes: files skipped because they hold no assets (other YAML in the directory)."""
+        return [p for p in self.problems if p.severity == "note"]
 
     @property
     def references(self) -> list[Reference]:

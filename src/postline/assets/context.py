@@ -75,6 +75,15 @@ def build_context(*, environ: Mapping[str, str],
                 raise
             return Resolved(MASK, sensitive=True, source=source, pending=True)
 
-    ctx = MacroContext(handlers={"env": environ.get, "lay": lay, "sec": sec})
+    def lay_names() -> list[str]:
+        return [n for _, v in envs for n in v] + [f"{a}.{n}" for a, v in envs for n in v]
+
+    def sec_names() -> list[str]:
+        # key names only, never values; both spellings, ${sec:key} and ${sec:Asset.key}
+        return [n for a in secrets.asset_names() for k in secrets.keys_of(a)
+                for n in (k, f"{a}.{k}")]
+
+    ctx = MacroContext(handlers={"env": environ.get, "lay": lay, "sec": sec},
+                       names={"env": environ.keys, "lay": lay_names, "sec": sec_names})
     ctx_box.append(ctx)
     return ctx

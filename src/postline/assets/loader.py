@@ -96,9 +96,19 @@ def load(root: Path, *, shown_root: str, environ: Mapping[str, str],
     problems: list[Problem] = []
     docs: list[RawDocument] = []
     for path in files:
-        found, bad = read_documents(path, display_path(shown_root, path, root))
+        shown = display_path(shown_root, path, root)
+        found, bad = read_documents(path, shown)
+        if found and not bad and not any(_meant_as_asset(d.data) for d in found):
+            # other YAML beside the assets (Prometheus rules, CI files, compose files)
+            problems.append(Problem(shown, 1, "skipped: no document in this file has a "
+                                    "'kind', so it holds no assets (add 'kind:' if it should)",
+                                    severity="note"))
+            continue
         docs += found
         problems += bad
+    if not docs and not any(p.severity != "note" for p in problems):
+        raise ConfigError(f"no assets in {shown_root}: none of its {len(files)} YAML file(s) "
+                          "has a document with a 'kind'", hint="is this the project directory?")
     entries = _entries(docs, problems)
     try:
         public = read_public_key(root)
@@ -119,6 +129,13 @@ def load(root: Path, *, shown_root: str, environ: Mapping[str, str],
     for entry in entries:
         problems += _warnings(entry, lambda kind, name: valid.get((kind, name)))
     return loaded
+
+
+def _meant_as_asset(data: Any) -> bool:
+    """Whether a document is an asset, or one that forgot its ``kind``: a mapping with a
+    ``kind`` or a ``name``. A file with no such document is not part of the project (see
+    docs/assets.md, "What a project is")."""
+    return isinstance(data, dict) and ("kind" in data or "name" in data)
 
 
 def _entries(docs: list[RawDocument], problems: list[Problem]) -> list[Entry]:
@@ -152,7 +169,7 @@ def _entries(docs: list[RawDocument], problems: list[Problem]) -> list[Entry]:
         if other is not None:
             problems.append(Problem(doc.file, doc.line_of(("name",)),
                                     f"duplicate name: {entry.label} is also defined at "
-                                    f"{other.doc.file}:{other.doc.line_of(('name',))}",
+                                    f"{other.location}",  # the line `assets` shows
                                     entry.label, "name"))
             continue
         first[(kind, entry.name)] = entry

@@ -28,7 +28,8 @@ second expansion still yields a literal ``${``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Union
 
@@ -77,9 +78,12 @@ class MacroContext:
     """Where macro values come from. Immutable: ``with_*`` methods return a new context.
 
     ``bare`` lists the prefixes consulted for a bare ``${VAR}``, lowest precedence first.
+    ``names`` maps a prefix to a callable listing the names it knows; it only serves the
+    did-you-mean of an undefined macro (a handler alone cannot be asked what it has).
     """
 
     handlers: Mapping[str, Handler] = field(default_factory=dict)
+    names: Mapping[str, Callable[[], Iterable[str]]] = field(default_factory=dict)
     bare: tuple[str, ...] = ("env", "lay", "sec")
     deferred: frozenset[str] = frozenset({"mail"})
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
@@ -88,7 +92,12 @@ class MacroContext:
                     source: Mapping[str, str] | Handler) -> "MacroContext":
         """A context that also resolves ``${prefix:key}`` (no longer deferred)."""
         handler = source.get if isinstance(source, Mapping) else source
-        return replace(self, handlers={**self.handlers, prefix: handler},
+        names = dict(self.names)
+        if isinstance(source, Mapping):
+            names[prefix] = source.keys
+        else:
+            names.pop(prefix, None)
+        return replace(self, handlers={**self.handlers, prefix: handler}, names=names,
                        deferred=self.deferred - {prefix})
 
     def deferring(self, *prefixes: str) -> "MacroContext":
@@ -197,12 +206,12 @@ def _eval_macro(macro: _Macro, ctx: MacroContext, state: _State) -> str:
     if sep and prefix in ctx.deferred:
         state.deferred = True
         return macro.raw
-    found = _lookup(prefix if sep else None, key if sep else name, ctx, name)
+    found = _lookup(prefix if sep else None, key if sep else name, ctx, macro)
     if found is None or found.value == "":
         if macro.default is not None:
             return _eval(macro.default, ctx, state)
         if found is None:
-            raise MacroError(_undefined(prefix if sep else None, name))
+            raise MacroError(_undefined(prefix if sep else None, name, ctx))
     state.sensitive |= found.sensitive
     state.pending |= found.pending
     if found.source:
@@ -216,7 +225,7 @@ def _as_resolved(value: str | Resolved | None) -> Resolved | None:
     return Resolved(str(value))
 
 
-def _lookup(prefix: str | None, key: str, ctx: MacroContext, name: str) -> Resolved | None:
+def _lookup(prefix: str | None, key: str, ctx: MacroContext, macro: _Macro) -> Resolved | None:
     if prefix is None:
         found = None
         for layer in ctx.bare:  # lowest precedence first: a later layer wins
@@ -231,15 +240,30 @@ def _lookup(prefix: str | None, key: str, ctx: MacroContext, name: str) -> Resol
         except DatePatternError as exc:
             raise MacroError(str(exc)) from None
     handler = ctx.handlers.get(prefix)
+    # the macro as written, default and all: the user looks for that text in the YAML
+    written = macro.raw.replace(_ESC, "$${")
     if handler is None:
-        raise MacroError(f"unknown macro prefix '{prefix}' in '${{{name}}}' "
-                         f"(known: {', '.join(ctx.prefixes())})")
+        known = ctx.prefixes()
+        match = difflib.get_close_matches(prefix, known, n=1, cutoff=0.5)
+        hint = f"did you mean '{match[0]}'? " if match else ""
+        raise MacroError(f"unknown macro prefix '{prefix}' in '{written}' "
+                         f"({hint}known: {', '.join(known)})")
     if not key:
-        raise MacroError(f"'${{{name}}}' names no variable after '{prefix}:'")
+        raise MacroError(f"'{written}' names no variable after '{prefix}:'")
     return _as_resolved(handler(key))
 
 
-def _undefined(prefix: str | None, name: str) -> str:
+def _known_names(prefix: str | None, ctx: MacroContext) -> list[str]:
+    """The names ``prefix`` (None: a bare macro's layers) could have meant."""
+    out: list[str] = []
+    for p in ctx.bare if prefix is None else (prefix,):
+        lister = ctx.names.get(p)
+        if lister is not None:
+            out += [str(n) for n in lister()]
+    return list(dict.fromkeys(out))
+
+
+def _undefined(prefix: str | None, name: str, ctx: MacroContext) -> str:
     if prefix == "env":
         where = f"environment variable {name[4:]} is not set"
     elif prefix == "lay":
@@ -250,4 +274,9 @@ def _undefined(prefix: str | None, name: str) -> str:
         where = "not set in the environment, an Environment asset or a Secret"
     else:
         where = f"'{prefix}' has no value '{name.partition(':')[2]}'"
+    key = name.partition(":")[2] if prefix is not None else name
+    match = difflib.get_close_matches(key, _known_names(prefix, ctx), n=1, cutoff=0.6)
+    if match:
+        meant = f"{prefix}:{match[0]}" if prefix is not None else match[0]
+        return f"undefined macro ${{{name}}}: {where} (did you mean ${{{meant}}}?)"
     return f"undefined macro ${{{name}}}: {where} (give a default with ${{{name}:-value}})"

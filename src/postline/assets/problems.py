@@ -1,16 +1,16 @@
-"""One validation problem (error or warning), printed as one line a user can act on."""
+"""One validation problem (error, warning or note), printed as one line a user can act on."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "note"]
 
 
 @dataclass(frozen=True)
 class Problem:
-    """``file:line: [warning: ]Kind/name: field.path: message``.
+    """``file:line: [warning: |note: ]Kind/name: field.path: message``.
 
     ``file`` is the path as the user will recognise it (relative to where they pointed
     postline); ``asset`` is ``Kind/name`` or None for file-level problems (syntax errors).
@@ -25,8 +25,8 @@ class Problem:
 
     def __str__(self) -> str:
         parts = [f"{self.file}:{self.line}:"]
-        if self.severity == "warning":
-            parts.append("warning:")
+        if self.severity != "error":
+            parts.append(f"{self.severity}:")
         if self.asset:
             parts.append(f"{self.asset}:")
         if self.field:

@@ -40,9 +40,9 @@ def walk(model: BaseModel, *, sensitive: frozenset, stored_as: StoredAs) -> list
 def _model(m: BaseModel, path: tuple, sens: frozenset, stored_as: StoredAs,
            out: list[Shown]) -> None:
     explained = m.shown_defaults() if hasattr(m, "shown_defaults") else {}
-    for name in type(m).model_fields:
+    for name, info in type(m).model_fields.items():
         value = getattr(m, name)
-        here = path + (name,)
+        here = path + (info.alias or name,)   # the key as written in YAML (from, not from_)
         if name in explained and name not in m.model_fields_set:
             shown, why = explained[name]
             out.append(Shown(here, shown, f"({why})"))

@@ -45,6 +45,14 @@ class SecretValues:
         """The stored text of ``asset.key`` (never a plaintext secret), or None."""
         return self._entries.get(asset, {}).get(key)
 
+    def asset_names(self) -> list[str]:
+        """Names of the Secret assets, in project order."""
+        return list(self._entries)
+
+    def keys_of(self, asset: str) -> list[str]:
+        """The key names of Secret asset ``asset`` (never values)."""
+        return list(self._entries.get(asset, {}))
+
     def assets_with(self, key: str) -> list[str]:
         """Names of the Secret assets that have ``key``."""
         return [name for name, values in self._entries.items() if key in values]
@@ -110,8 +118,24 @@ class SecretValues:
             try:
                 self._private = keys.load_private_key(self._key_file, self._public)
             except SecretError as exc:
-                raise SecretError(exc.message, hint=keys.KEY_HINT) from None
+                hint = self._missing_key_hint() if not self._key_file.exists() else \
+                    keys.KEY_HINT
+                raise SecretError(exc.message, hint=hint) from None
         return self._private
+
+    def _missing_key_hint(self) -> str:
+        """Where the private key was looked for and how to point at one that exists: the
+        key usually does exist (made on another host, or by the demo), so 'keys create'
+        would be the wrong advice; it comes last, with its price."""
+        assert self._public is not None
+        kid = keys.key_id(self._public)
+        lost = ("if the key is lost, 'postline keys create PROJECT --force' makes a new pair "
+                "and every sealed value must be set again")
+        if self._environ.get("POSTLINE_KEY_FILE"):
+            return (f"POSTLINE_KEY_FILE points there; point it at the file holding the private "
+                    f"key of key id {kid}; {lost}")
+        return (f"the private key of key id {kid} is looked for there; if it is elsewhere, "
+                f"export POSTLINE_KEY_FILE=/path/to/the.key; {lost}")
 
     def _path(self, text: str) -> Path:
         path = Path(text).expanduser()

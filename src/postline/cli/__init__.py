@@ -4,7 +4,8 @@ Each command group lives in its own module of this package and exposes
 ``register(subparsers)``, adding its subcommands with ``set_defaults(handler=fn)`` where
 ``fn(args) -> int``. To add a command group, write the module and list it in
 ``COMMAND_MODULES``. Handlers raise :class:`postline.errors.PostlineError`; ``main`` prints
-it as one line on stderr and returns 1, so handlers never print tracebacks. An ``OSError``
+it as one line on stderr and returns 1, so handlers never print tracebacks. A usage error
+(an unknown option, a missing argument) is one line too, with exit status 2. An ``OSError``
 (disk full, permissions) or any other unexpected exception is printed as one line too; the
 traceback only with ``-vv``.
 """
@@ -15,9 +16,10 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from postline import __version__
-from postline.errors import PostlineError, ValidationFailed
+from postline.errors import MessageError, PostlineError, ValidationFailed
 
 # Order = order in --help.
 COMMAND_MODULES = [
@@ -33,11 +35,48 @@ COMMAND_MODULES = [
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the hand-written examples in each command's epilog as they are."""
+    """Keeps the hand-written examples in each command's epilog as they are, and shows a
+    ``[PROJECT] NAME`` argument (:func:`postline.cli.output.add_target`) as written, not as
+    argparse's ``X [X ...]`` for ``nargs="+"``, which reads like a repeatable argument."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if getattr(action, "shape_as_written", False):
+            return str(action.metavar)
+        return super()._format_args(action, default_metavar)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error: ``postline send: error: ...; see 'postline send
+    --help'`` on stderr and exit status 2 (argparse prints the whole usage text first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+    def _check_value(self, action: argparse.Action, value) -> None:
+        # argparse lists every choice (suggest_on_error came in 3.14); name the closest
+        # one first. _check_value is argparse's one place that checks a choice.
+        if action.choices is not None and value not in action.choices:
+            import difflib
+
+            choices = [str(c) for c in action.choices]
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise argparse.ArgumentError(action, f"invalid choice: '{value}' ({hint}choose "
+                                                 f"from {', '.join(choices)})")
+        super()._check_value(action, value)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # A subcommand reports its own unrecognised arguments, so the line names it
+        # ('postline ledger list --help'), not just 'postline'. Safe: a subparser is
+        # handed every argument after its name, so what it leaves is not anyone's.
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self.prog != "postline":
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="postline", formatter_class=HelpFormatter,
         description="Move email in and out of data pipelines.",
         epilog="Examples:\n  postline validate examples/local\n"
@@ -59,7 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
     _accept_verbose_everywhere(parser)
+    _upper_case_metavars(parser)
     return parser
+
+
+def _upper_case_metavars(parser: argparse.ArgumentParser) -> None:
+    """Positional arguments read ``PROJECT NAME`` in every usage line, as in the docs; a
+    command group without its action (``postline ledger``) is a one-line usage error."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.required = parser.prog != "postline"   # bare `postline` prints the help
+            for child in action.choices.values():
+                _upper_case_metavars(child)
+        elif not action.option_strings and action.metavar is None:
+            action.metavar = action.dest.upper()
 
 
 def _accept_verbose_everywhere(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"postline: {exc}")
         return 1
     except PostlineError as exc:  # an expected failure, worded for the user: no traceback
+        several = exc.problems if isinstance(exc, MessageError) else ()
+        if len(several) > 1:  # every problem of a message to send: one line each
+            for problem in several:
+                _say(f"postline: error: {problem}")
+            _say(f"postline: error: {len(several)} problems; nothing was sent")
+            return 1
         _say(f"postline: error: {exc}")
         return 1
     except BrokenPipeError:

@@ -27,20 +27,24 @@ LEDGER_EPILOG = """Examples:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from postline.cli import HelpFormatter
+    from postline.cli.output import add_target
 
     lp = sub.add_parser("ledger", help="list, reset, prune or retry what a source has seen",
                         formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
     lsub = lp.add_subparsers(dest="ledger_command", metavar="ACTION")
     ls = lsub.add_parser("list", help="list ledger entries of a source",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    ls.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
-    ls.add_argument("--state", choices=["acquired", "done", "failed", "ignored"])
-    ls.add_argument("--limit", type=int, default=None)
+    add_target(ls, "SOURCE", "the Email Source")
+    ls.add_argument("--state", choices=["acquired", "done", "failed", "ignored"],
+                    help="only entries in this state (acquired: being processed, or "
+                         "interrupted)")
+    ls.add_argument("--limit", type=int, default=None, metavar="N",
+                    help="at most N entries (default: all)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(handler=cmd_ledger_list)
     rs = lsub.add_parser("reset", help="forget entries so that the mails are read again",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    rs.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
+    add_target(rs, "SOURCE", "the Email Source")
     g = rs.add_mutually_exclusive_group(required=True)
     g.add_argument("--id", action="append", metavar="KEY", help="a ledger key (repeatable)")
     g.add_argument("--all", action="store_true", help="every entry of the source")
@@ -48,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr = lsub.add_parser("prune", help="forget old entries of mails that were moved or "
                                        "deleted (keeps the ledger small over months)",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    pr.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
+    add_target(pr, "SOURCE", "the Email Source")
     pr.add_argument("--older-than", required=True, metavar="AGE",
                     help="last updated longer ago than this: 90d, 12h, 30m (a bare number: "
                          "days)")
@@ -59,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "forget their failure, so that the next round "
                                        "processes them again",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
-    rt.add_argument("target", nargs="+", metavar="[PROJECT] SOURCE")
+    add_target(rt, "SOURCE", "the Email Source")
     g = rt.add_mutually_exclusive_group(required=True)
     g.add_argument("--id", action="append", metavar="KEY", help="a failed entry's key "
                                                                 "(repeatable)")
@@ -94,29 +98,25 @@ def cmd_ledger_list(args) -> int:
     if args.json:
         print(json.dumps([asdict(e) for e in entries], ensure_ascii=False, indent=2))
         return 0
-    if not entries:
-        print(f"no entries for source {source}" + (f" in state {args.state}" if args.state
-                                                    else ""))
-        return 0
-    cols = ("key", "state", "settled", "attempts", "updated", "subject", "reason")
-    rows = [(e.key, e.state, "yes" if e.settled else "no", str(e.attempts),
-             datetime.fromtimestamp(e.updated, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-             (e.subject or "")[:60], (e.reason or "")[:200]) for e in entries]
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
+    from rich.table import Table
 
-        table = Table(show_lines=False)
-        for col in cols:
-            table.add_column(col, overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
-    else:  # pipes and files get one tab-separated line per entry, for grep and cut
-        print("\t".join(cols))
-        for row in rows:
-            print("\t".join(v.replace("\t", " ").replace("\n", " ") for v in row))
-    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    from postline.cli.output import cells, console
+
+    table = Table(title=f"Ledger of {source}" + (f" ({args.state})" if args.state else ""),
+                  title_justify="left")
+    for col in ("key", "state", "settled", "tries", "updated", "subject", "reason"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        table.add_row(*cells(e.key, e.state, "yes" if e.settled else "no", str(e.attempts),
+                             datetime.fromtimestamp(e.updated, tz=timezone.utc)
+                             .strftime("%Y-%m-%d %H:%M:%SZ"), (e.subject or "")[:60],
+                             (e.reason or "")[:200]))
+    if entries:
+        console().print(table)
+    state = f" in state {args.state}" if args.state else ""
+    n = len(entries)
+    print(f"{n} entr{'y' if n == 1 else 'ies'}{state}" if n else
+          f"no entries for source {source}{state}")
     return 0
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 
 from postline.assets import render
 from postline.assets.kinds.secret import value_source
-from postline.cli.output import console, print_json
+from postline.cli.output import cells, console, print_json
 from postline.project import Project, load_project
 
 
@@ -40,7 +40,8 @@ def cmd_validate(args) -> int:
         print_json({"project": args.project, "valid": not errors,
                     "assets": len(project.entries()),
                     "errors": [p.as_dict() for p in errors],
-                    "warnings": [p.as_dict() for p in warnings]})
+                    "warnings": [p.as_dict() for p in warnings],
+                    "notes": [p.as_dict() for p in project.notes]})
         return 1 if errors else 0
     for problem in project.problems:
         print(problem, file=sys.stderr)
@@ -49,7 +50,10 @@ def cmd_validate(args) -> int:
         print(f"postline: {args.project}: {len(errors)} error(s), {len(warnings)} "
               f"warning{plural}", file=sys.stderr)
         return 1
-    print(f"{args.project}: valid: {_summary(project)}, {len(warnings)} warning{plural}")
+    skipped = len(project.notes)
+    other = f"; {skipped} YAML file{'s' if skipped != 1 else ''} without assets skipped" \
+        if skipped else ""
+    print(f"{args.project}: valid: {_summary(project)}, {len(warnings)} warning{plural}{other}")
     return 0
 
 
@@ -83,8 +87,8 @@ def cmd_assets(args) -> int:
             table.add_column(col, overflow="fold")
         for r in rows:
             name = r["name"] if r["valid"] else f"{r['name']} (invalid)"
-            table.add_row(r["kind"], name, r["description"], str(r["used_by"]),
-                          f"{r['file']}:{r['line']}")
+            table.add_row(*cells(r["kind"], name, r["description"], str(r["used_by"]),
+                                 f"{r['file']}:{r['line']}"))
         console().print(table)
     _note_errors(project, args)
     return 0

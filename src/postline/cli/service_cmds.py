@@ -44,10 +44,11 @@ The bearer token comes from POSTLINE_API_TOKEN, or from a key of a Secret asset 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from postline.cli import HelpFormatter
+    from postline.cli.output import add_target
 
     p = sub.add_parser("send", help="send an EmailMessage (JSON) through an Email Service",
                        formatter_class=HelpFormatter, epilog=SEND_EPILOG)
-    p.add_argument("target", nargs="+", metavar="[PROJECT] SERVICE")
+    add_target(p, "SERVICE", "the Email Service")
     p.add_argument("--message", "-m", required=True, metavar="FILE|-",
                    help="the EmailMessage as JSON: a file, or - for stdin")
     p.add_argument("--forget", action="store_true",
@@ -62,14 +63,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     osub = op.add_subparsers(dest="outbox_command", metavar="ACTION")
     ls = osub.add_parser("list", help="list the outbox of a service",
                          formatter_class=HelpFormatter, epilog=OUTBOX_EPILOG)
-    ls.add_argument("target", nargs="+", metavar="[PROJECT] SERVICE")
-    ls.add_argument("--state", choices=["queued", "sending", "sent", "failed", "unknown"])
-    ls.add_argument("--limit", type=int, default=100)
+    add_target(ls, "SERVICE", "the Email Service")
+    ls.add_argument("--state", choices=["queued", "sending", "sent", "failed", "unknown"],
+                    help="only mails in this state (unknown: interrupted while sending)")
+    ls.add_argument("--limit", type=int, default=100, metavar="N",
+                    help="at most N mails, newest first (default 100)")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(handler=cmd_outbox_list)
     rt = osub.add_parser("retry", help="queue failed (or unknown) mails again",
                          formatter_class=HelpFormatter, epilog=OUTBOX_EPILOG)
-    rt.add_argument("target", nargs="+", metavar="[PROJECT] SERVICE")
+    add_target(rt, "SERVICE", "the Email Service")
     g = rt.add_mutually_exclusive_group(required=True)
     g.add_argument("--id", type=int, help="one mail (failed or unknown) by its outbox id")
     g.add_argument("--all-failed", action="store_true", help="every failed mail")
@@ -151,13 +154,16 @@ def cmd_send(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
+    from postline.cli.output import cells
+
     con = _console()
-    con.print(f"sent {result.message_id}: {result.server_reply}")
+    con.print(f"sent {result.message_id}: {result.server_reply}", markup=False)
     table = Table()
     for col in ("recipient", "status", "code", "server said"):
         table.add_column(col)
     for r in result.recipients:
-        table.add_row(r.address, "accepted" if r.accepted else "REFUSED", str(r.code), r.message)
+        table.add_row(*cells(r.address, "accepted" if r.accepted else "REFUSED", str(r.code),
+                             r.message))
     con.print(table)
     return 0 if not result.refused else 1
 
@@ -180,6 +186,7 @@ def _print_queued(args, svc, queued) -> None:
 
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from postline.cli.output import cells
     from postline.service.outbox import Outbox
 
     project, name = _open(args)
@@ -200,7 +207,7 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
     for e in entries:
         when = datetime.fromtimestamp(e.updated_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
         detail = e.reason or (e.result or {}).get("server_reply", "")
-        table.add_row(str(e.id), e.state, when, str(e.attempts), e.summary, detail)
+        table.add_row(*cells(str(e.id), e.state, when, str(e.attempts), e.summary, detail))
     _console().print(table)
     if not entries:
         print("no mails" + (f" in state {args.state}" if args.state else ""), file=sys.stderr)

@@ -13,6 +13,7 @@ from pathlib import Path
 from postline.errors import PostlineError
 
 DEFAULT_DIR = ".devstack"
+DEMO_KEY = "demo.key"   # the private key of `make demo`'s project (scripts/demo.sh)
 
 EPILOG = """\
 Examples:
@@ -20,6 +21,7 @@ Examples:
   postline dev-stack start                   # in ./.devstack, ports 10143 (imap) ... 18443 (oidc)
   postline dev-stack start --dir /tmp/s2 --base-port 20000   # a second stack beside the first
   eval "$(postline dev-stack env)"           # POSTLINE_STACK_* variables for a project's macros
+                                             # (and POSTLINE_KEY_FILE after `make demo`)
   postline dev-stack status
   postline dev-stack stop
 
@@ -74,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the stack's details as JSON")
     p.set_defaults(handler=cmd_status)
 
-    p = sub.add_parser("env", help="print export lines (POSTLINE_STACK_*) for a shell",
+    p = sub.add_parser("env", help="print export lines (POSTLINE_STACK_*, and the demo's "
+                                   "POSTLINE_KEY_FILE) for a shell",
                        formatter_class=HelpFormatter,
                        epilog='Examples:\n  eval "$(postline dev-stack env)"\n  postline dev-stack env --dir /tmp/stack2 > stack.env\n')
     _dir_arg(p)
@@ -175,7 +178,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def env_vars(info) -> dict[str, str]:
-    """The POSTLINE_STACK_* variables of a stack (``info`` is a StackInfo)."""
+    """The POSTLINE_STACK_* variables of a stack (``info`` is a StackInfo), and
+    POSTLINE_KEY_FILE when the stack directory holds the demo project's key."""
     env = {"POSTLINE_STACK_DIR": str(info.dir), "POSTLINE_STACK_HOST": info.host}
     for name, port in info.ports.items():
         env[f"POSTLINE_STACK_{name.upper()}_PORT"] = str(port)
@@ -191,6 +195,11 @@ def env_vars(info) -> dict[str, str]:
         "POSTLINE_STACK_USER": "alice@example.test",
         "POSTLINE_STACK_PASSWORD": info.password("alice@example.test"),
     })
+    # `make demo` seals the demo project's password to a key kept beside the stack; without
+    # it every command on the demo project that needs the password fails
+    demo_key = Path(info.dir) / DEMO_KEY
+    if demo_key.is_file():
+        env["POSTLINE_KEY_FILE"] = str(demo_key.resolve())
     return env
 
 

@@ -2,8 +2,9 @@
 
 Pure: no I/O except reading attachment files named by ``Path``. Keys are matched in any
 case, and ``_``/``-`` are ignored (``ReplyTo``, ``reply_to`` and ``reply-to`` are one key).
-Every problem raises :class:`postline.errors.MessageError` whose ``field`` names the key as
-the user wrote it (``To[1].Address``, ``Attachments[0].Content``, ...).
+A problem raises :class:`postline.errors.MessageError` whose ``field`` names the key as
+the user wrote it (``To[1].Address``, ``Attachments[0].Content``, ...); when a message has
+several, one MessageError sums them up and lists each in ``problems``.
 """
 
 from __future__ import annotations
@@ -96,23 +97,63 @@ _SEPARATORS = re.compile(r"[_\-\s]")
 _canonical: dict[str, str] = {}
 
 
-def _fold_keys(data: dict, known: dict[str, str], where: str) -> dict[str, tuple[str, Any]]:
-    """Map canonical key -> (key as written, value); unknown or duplicate keys raise."""
+def _fold_keys(data: dict, known: dict[str, str], where: str,
+               problems: list[MessageError] | None = None) -> dict[str, tuple[str, Any]]:
+    """Map canonical key -> (key as written, value). Unknown or duplicate keys raise, or,
+    with a ``problems`` list, are added to it and left out."""
     out: dict[str, tuple[str, Any]] = {}
     for key, value in data.items():
-        if not isinstance(key, str):
-            raise MessageError(f"{where}keys must be strings, got {key!r}", field=f"{where}{key}")
-        c = canonical(key)
-        if c not in known:
-            guess = difflib.get_close_matches(c, known, n=1, cutoff=0.6)
-            hint = f"; did you mean {known[guess[0]]}?" if guess else \
-                f"; known keys: {', '.join(sorted(set(known.values())))}"
-            raise MessageError(f"unknown key {where}{key}{hint}", field=f"{where}{key}")
-        if c in out:
-            raise MessageError(f"{where}{out[c][0]} and {where}{key} are the same key; give it "
-                               f"once", field=f"{where}{key}")
+        try:
+            if not isinstance(key, str):
+                raise MessageError(f"{where}keys must be strings, got {key!r}",
+                                   field=f"{where}{key}")
+            c = canonical(key)
+            if c not in known:
+                guess = difflib.get_close_matches(c, known, n=1, cutoff=0.6)
+                hint = f"; did you mean {known[guess[0]]}?" if guess else \
+                    f"; known keys: {', '.join(sorted(set(known.values())))}"
+                raise MessageError(f"unknown key {where}{key}{hint}", field=f"{where}{key}")
+            if c in out:
+                raise MessageError(f"{where}{out[c][0]} and {where}{key} are the same key; "
+                                   "give it once", field=f"{where}{key}")
+        except MessageError as exc:
+            if problems is None:
+                raise
+            problems.append(exc)
+            continue
         out[c] = (key, value)
     return out
+
+
+class _Problems:
+    """Collects the MessageErrors of independent parts of a message, so that one answer
+    lists every problem (a user fixing them one per attempt would send many times)."""
+
+    def __init__(self) -> None:
+        self.found: list[MessageError] = []
+
+    def attempt(self, fn, default):
+        """``fn()``, or ``default`` with its MessageError kept."""
+        try:
+            return fn()
+        except MessageError as exc:
+            self.found.append(exc)
+            return default
+
+    def failed(self, *fields: str) -> bool:
+        """Whether a problem was found in one of ``fields`` (as written, case-insensitive)."""
+        names = {canonical(f) for f in fields}
+        return any(canonical(str(p.field or "").split("[")[0].split(".")[0].split(",")[0])
+                   in names for p in self.found)
+
+    def raise_any(self) -> None:
+        """Raise the one problem found, or one MessageError listing all of them."""
+        if len(self.found) == 1:
+            raise self.found[0]
+        if self.found:
+            raise MessageError(f"{len(self.found)} problems in the message: "
+                               + "; ".join(p.message for p in self.found),
+                               field=self.found[0].field, problems=tuple(self.found))
 
 
 def refuse_file_paths(data: Any) -> None:
@@ -141,33 +182,45 @@ def normalise(data: Any, *, default_from: str | None = None) -> OutgoingMessage:
     """Validate an EmailMessage (a dict in any supported shape) into an OutgoingMessage.
 
     ``default_from`` is used when the message has no ``From``. Raises MessageError naming
-    the offending field.
+    the offending field; with several problems, one MessageError whose ``problems`` holds
+    each of them.
     """
     if not isinstance(data, dict):
         raise MessageError(f"an EmailMessage must be a JSON object, got {type(data).__name__}",
                            field="message")
-    keys = _fold_keys(data, KEYS, "")
+    found = _Problems()
+    keys = _fold_keys(data, KEYS, "", found.found)
+    sender: tuple[Address, ...] = ()
     if "from" in keys:
-        sender = _addresses(*keys["from"], allow_string=True)
+        sender = found.attempt(lambda: _addresses(*keys["from"], allow_string=True), ())
     elif default_from:
-        sender = (parse_address(default_from, "default_from"),)
-    else:
-        sender = ()
-    if not sender:
-        raise MessageError("From is missing; give From as an address or {Address, PersonalName}",
-                           field="From")
-    to, cc, bcc = (_recipients(keys, kind) for kind in ("to", "cc", "bcc"))
-    if not (to or cc or bcc):
-        raise MessageError("no recipient: give at least one of To, Cc, Bcc (or ToList, CcList, "
-                           "BccList)", field="To")
-    reply_to = _addresses(*keys["replyto"], allow_string=True) if "replyto" in keys else ()
-    subject = _string(keys, "subject")
-    check_header_text(subject, keys["subject"][0] if "subject" in keys else "Subject")
-    text, html = _bodies(keys)
+        sender = found.attempt(lambda: (parse_address(default_from, "default_from"),), ())
+    if not sender and not found.failed("From", "default_from"):
+        found.found.append(MessageError("From is missing; give From as an address or "
+                                        "{Address, PersonalName}", field="From"))
+    to, cc, bcc = (found.attempt(lambda kind=kind: _recipients(keys, kind), ())
+                   for kind in ("to", "cc", "bcc"))
+    if not (to or cc or bcc) and not found.failed("To", "Cc", "Bcc", "ToList", "CcList",
+                                                  "BccList"):
+        found.found.append(MessageError("no recipient: give at least one of To, Cc, Bcc (or "
+                                        "ToList, CcList, BccList)", field="To"))
+    reply_to = found.attempt(lambda: _addresses(*keys["replyto"], allow_string=True)
+                             if "replyto" in keys else (), ())
+
+    def subject_line() -> str:
+        subject = _string(keys, "subject")
+        check_header_text(subject, keys["subject"][0] if "subject" in keys else "Subject")
+        return subject
+
+    subject = found.attempt(subject_line, "")
+    text, html = found.attempt(lambda: _bodies(keys), ("", ""))
+    attachments = _attachments(keys, found)
+    headers = found.attempt(lambda: _headers(keys), ())
+    priority = found.attempt(lambda: _priority(keys), "normal")
+    found.raise_any()
     return OutgoingMessage(
         sender=sender, to=to, cc=cc, bcc=bcc, reply_to=reply_to, subject=subject,
-        text=text, html=html, attachments=_attachments(keys), headers=_headers(keys),
-        priority=_priority(keys))
+        text=text, html=html, attachments=attachments, headers=headers, priority=priority)
 
 
 def _string(keys: dict, name: str) -> str:
@@ -262,14 +315,17 @@ def _bodies(keys: dict) -> tuple[str, str]:
     return content, ""
 
 
-def _attachments(keys: dict) -> tuple[Attachment, ...]:
+def _attachments(keys: dict, found: _Problems) -> tuple[Attachment, ...]:
     if "attachments" not in keys or keys["attachments"][1] is None:
         return ()
     written, value = keys["attachments"]
     if not isinstance(value, list):
-        raise MessageError(f"{written} must be a list of {{FileName, ContentType, Content|Path}}",
-                           field=written)
-    return tuple(_attachment(item, f"{written}[{i}]") for i, item in enumerate(value))
+        found.found.append(MessageError(f"{written} must be a list of {{FileName, "
+                                        "ContentType, Content|Path}", field=written))
+        return ()
+    done = (found.attempt(lambda i=i, item=item: _attachment(item, f"{written}[{i}]"), None)
+            for i, item in enumerate(value))
+    return tuple(a for a in done if a is not None)
 
 
 def _attachment(item: Any, where: str) -> Attachment:

@@ -45,4 +45,6 @@ def error_to_json(exc: Exception) -> dict:
         "retriable": bool(getattr(exc, "retriable", False)),
         "outcome": getattr(exc, "outcome", None),
         "code": getattr(exc, "code", None),
+        **({"problems": [{"error": str(p), "field": p.field} for p in exc.problems]}
+           if getattr(exc, "problems", ()) else {}),
     }

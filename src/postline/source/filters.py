@@ -42,7 +42,8 @@ class PatternRules:
         """None to process, else why the mail is ignored."""
         for pattern in self.blacklist:
             if any(pattern.search(v) for v in values):
-                return f"{what} matches blacklist pattern {pattern.pattern!r}"
+                # the pattern as the user wrote it (a repr would double each backslash)
+                return f"{what} matches blacklist pattern '{pattern.pattern}'"
         if self.whitelist:
             if any(p.search(v) for p in self.whitelist for v in values):
                 return None

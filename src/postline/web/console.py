@@ -7,6 +7,8 @@
 ``GET  /sources/{name}``       ledger of an EmailSource: counts, latest 200 entries
 ``GET  /services/{name}``      outbox of an EmailService: counts, latest 200 rows
 ``GET/POST /login``, ``POST /logout``  the session cookie
+any other URL                  an HTML "Not found" page (404) linking back to ``/``;
+                               under ``/api`` the API's JSON 404 instead
 =============================  ====================================================
 
 Pages need the API token: ``Authorization: Bearer <token>`` or the session cookie set by
@@ -21,6 +23,7 @@ is escaped with :func:`html.escape`.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from html import escape
@@ -52,7 +55,11 @@ pre{background:#fff;border:1px solid #d0d7de;padding:10px 12px;overflow:auto}
 .box{background:#fff;border:1px solid #d0d7de;border-left:4px solid #0969da;padding:8px 14px;margin:8px 0}
 .counts span{display:inline-block;background:#fff;border:1px solid #d0d7de;border-radius:12px;padding:1px 10px;margin:0 6px 6px 0}
 ul.problems{background:#fff;border:1px solid #d0d7de;padding:8px 8px 8px 28px}
-button{font:inherit;padding:4px 12px;cursor:pointer}input{font:inherit;padding:4px 8px;width:320px}
+button{font:inherit;padding:4px 12px;cursor:pointer}input{font:inherit;padding:4px 8px;width:320px;max-width:100%;box-sizing:border-box}
+.wide{overflow-x:auto;max-width:100%}td code{overflow-wrap:anywhere}
+@media (max-width:640px){header{padding:8px 12px;gap:10px}main{padding:10px 12px}
+h1{font-size:19px;overflow-wrap:anywhere}th,td{padding:4px 6px}td.k{white-space:normal}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}}
 """
 
 
@@ -76,7 +83,9 @@ def _table(cols: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     """An HTML table; ``rows`` hold HTML already escaped by the caller."""
     head = "".join(f"<th>{escape(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # in a scrolling box: on a phone a wide table scrolls on its own, the page does not
+    return (f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
 
 def _link(kind: str, name: str) -> str:
@@ -112,15 +121,19 @@ def index_page(project: Any) -> str:
         by_kind.setdefault(e.kind, []).append(e)
     if not by_kind:
         parts.append('<p class="muted">No assets.</p>')
+    # as `postline assets` counts: assets that reference it, each once
+    pairs = {(r.target_kind, r.target, r.source_kind, r.source) for r in project.references}
+    users = Counter((kind, name) for kind, name, _, _ in pairs)
     for kind in sorted(by_kind):
         rows = []
         for e in by_kind[kind]:
             status = ('<span class="ok">valid</span>' if e.model is not None else
                       f'<span class="err">{escape(first_error.get(e.label, "invalid"))}</span>')
-            rows.append((_link(e.kind, e.name), escape(_description(e)),
+            name = _link(e.kind, e.name) + _runtime_link(e.kind, e.name)
+            rows.append((name, escape(_description(e)), str(users[(e.kind, e.name)]),
                          f"<code>{escape(f'{e.doc.file}:{e.doc.line}')}</code>", status))
         parts.append(f"<h2>{escape(kind)} <span class='muted'>({len(rows)})</span></h2>")
-        parts.append(_table(("Name", "Description", "Location", "Status"), rows))
+        parts.append(_table(("Name", "Description", "Used by", "Location", "Status"), rows))
     errors, warnings = project.errors, project.warnings
     parts.append(f"<h2>Validation: <span class='{'err' if errors else 'ok'}'>{len(errors)} "
                  f"error(s)</span>, <span class='{'warn' if warnings else 'ok'}'>"
@@ -130,6 +143,24 @@ def index_page(project: Any) -> str:
                         f"<code>{escape(str(p))}</code></li>" for p in project.problems)
         parts.append(f"<ul class='problems'>{items}</ul>")
     return "".join(parts)
+
+
+def _runtime_link(kind: str, name: str) -> str:
+    """`` · ledger`` for a source, `` · outbox`` for a service (what they did), else ''."""
+    where = {"EmailSource": ("sources", "ledger"), "EmailService": ("services", "outbox")}
+    if kind not in where:
+        return ""
+    path, what = where[kind]
+    href = f"/{path}/{quote(name, safe='')}"
+    return f' <span class="muted">·</span> <a href="{escape(href)}">{what}</a>'
+
+
+def not_found_page(path: str) -> str:
+    """HTML body for a URL the console does not have."""
+    return (f"<h1>Not found</h1><p>There is no page <code>{escape(path)}</code>.</p>"
+            "<p><a href='/'>Back to the project</a> (every asset, ledger and outbox is "
+            "linked from there; the HTTP API is under <code>/api</code>, its docs at "
+            "<code>/docs</code>).</p>")
 
 
 def usage_box(project: Any, e: Any) -> str:
@@ -286,6 +317,20 @@ def add_console(app: FastAPI, project: Any, *, guard: Guard) -> None:
     app.add_api_route("/services/{name}", guarded(
         "Outbox", lambda name: outbox_page(project, name)), methods=["GET"],
         include_in_schema=False)
+
+    from fastapi.exception_handlers import http_exception_handler
+    from starlette.exceptions import HTTPException
+
+    async def not_found(request: Request, exc: HTTPException) -> Response:
+        # a person who mistypes a console URL gets a page; API clients keep their JSON
+        path = request.url.path
+        if exc.status_code != 404 or path == "/api" or path.startswith(("/api/", "/docs",
+                                                                        "/openapi", "/redoc")):
+            return await http_exception_handler(request, exc)
+        return _page("Not found", not_found_page(path), status=404,
+                     logged_in=authed(request))
+
+    app.add_exception_handler(HTTPException, not_found)
 
     @app.get("/login", include_in_schema=False)
     async def login_form(next: str = "/") -> Response:

@@ -34,6 +34,10 @@ log = logging.getLogger("postline.workflow")
 ReaderFactory = Callable[[Any], MailboxReader]   # connection model -> reader
 
 
+# shorter runs get no mails/s in the summary line
+MIN_RATE_SECONDS = 1.0
+
+
 @dataclass
 class Summary:
     """What ``postline run`` prints at exit."""
@@ -51,9 +55,13 @@ class Summary:
         for extra in ("duplicate", "interrupted"):
             if self.counts.get(extra):
                 parts.append(f"{self.counts[extra]} {extra}")
-        rate = self.mails / self.seconds if self.seconds > 0 else 0.0
-        return (f"{self.mails} mails: {', '.join(parts)} in {self.seconds:.1f}s "
-                f"({rate:.0f} mails/s)")
+        noun = "mail" if self.mails == 1 else "mails"
+        text = f"{self.mails} {noun}: {', '.join(parts)} in {self.seconds:.1f}s"
+        # a rate of a run shorter than a second (or of one mail) measures start-up, not speed
+        if self.seconds >= MIN_RATE_SECONDS and self.mails > 1:
+            rate = self.mails / self.seconds
+            text += f" ({rate:.1f} mails/s)" if rate < 10 else f" ({rate:.0f} mails/s)"
+        return text
 
 
 class _Counting(Events):

@@ -337,7 +337,8 @@ class WorkflowRunner:
             reason = o.reason if o.reason and res.label != "done" else None
             mail_log.info("workflow=%s key=%s subject=%r outcome=%s ms=%.0f%s", self.name,
                           o.key, res.subject[:120], res.label, res.ms,
-                          f" reason={reason!r}" if reason else "",
+                          # quotes escaped, backslashes kept: a regex reads as written
+                          f' reason="{_one_line(reason)}"' if reason else "",
                           extra={"fields": {"workflow": self.name, "key": o.key,
                                             "subject": res.subject, "outcome": res.label,
                                             "ms": round(res.ms, 1), "reason": reason}})
@@ -412,3 +413,7 @@ def clean_work_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
 
+
+def _one_line(text: str) -> str:
+    """``text`` for a double-quoted log field: quotes and line breaks escaped, nothing else."""
+    return text.replace('"', '\\"').replace("\r", "\\r").replace("\n", "\\n")

@@ -146,7 +146,7 @@ def test_duplicate_names(tmp_path):
     root = write_project(tmp_path / "p", {"a.yaml": env, "b.yaml": env})
     assert only_error(validate(root)) == (
         f"{root}/b.yaml:2: Environment/E: name: duplicate name: Environment/E is also defined "
-        f"at {root}/a.yaml:2")
+        f"at {root}/a.yaml:1")    # where `postline assets` locates it (issue 13)
 
 
 def test_missing_ca_file_is_a_warning_naming_the_field(tmp_path):

@@ -22,6 +22,12 @@ def seal_password(p, key_file: Path) -> None:
     assert p.user.password not in (p.root / "secrets.yaml").read_text()
 
 
+def _kid(root: Path) -> str:
+    from postline.assets import secrets as keys
+
+    return keys.key_id(keys.read_public_key(root))
+
+
 @pytest.fixture
 def sealed(stack_project, tmp_path):
     p = stack_project()
@@ -46,8 +52,11 @@ def test_missing_private_key_file(sealed, tmp_path):
     assert run.code == 1
     run.assert_clean(sealed.user.password)
     assert run.error == (f"postline: error: workflow W: cannot decrypt secret "
-                         f"MailSecrets.password: no private key at {missing} (run 'postline "
-                         "keys create' or set POSTLINE_KEY_FILE)")
+                         f"MailSecrets.password: no private key at {missing} "
+                         "(POSTLINE_KEY_FILE points there; point it at the file holding the "
+                         f"private key of key id {_kid(sealed.root)}; if the key is lost, "
+                         "'postline keys create PROJECT --force' makes a new pair and every "
+                         "sealed value must be set again)")
 
 
 def test_private_key_of_another_project(sealed, tmp_path):

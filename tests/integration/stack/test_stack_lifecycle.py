@@ -19,6 +19,37 @@ from postline.testing.ports import listening_ports, ports_from_base
 from postline.testing.stack import Stack
 
 
+def _try_commands_on_the_demo_project(stack_dir: Path, capsys, monkeypatch) -> None:
+    """The README's advice after `make demo`: eval "$(postline dev-stack env)", then try
+    commands on the demo project; its sealed password needs the demo's key (issue 13)."""
+    import io
+    import shlex
+
+    for name in ("POSTLINE_KEY_FILE", "POSTLINE_DEMO_PASSWORD", "DEMO_USER",
+                 "POSTLINE_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(stack_dir / "no-config"))
+    demo = stack_dir / "demo-project"           # as scripts/demo.sh prepares it
+    shutil.copytree(Path(__file__).resolve().parents[3] / "examples" / "local", demo)
+    assert main(["keys", "create", str(demo), "--key-file", str(stack_dir / "demo.key")]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("alice-pass"))
+    assert main(["secret", "set", str(demo), "DemoSecrets", "password"]) == 0
+    capsys.readouterr()
+    # without the exported key: where it is looked for and how to point at it
+    assert main(["test-connection", str(demo), "LocalMail", "--direction", "incoming"]) == 1
+    out, err = capsys.readouterr()
+    assert "no private key at " in out + err and "export POSTLINE_KEY_FILE=" in out + err
+
+    assert main(["dev-stack", "env", "--dir", str(stack_dir)]) == 0
+    env = capsys.readouterr().out
+    assert f"export POSTLINE_KEY_FILE={stack_dir / 'demo.key'}\n" in env
+    for line in env.splitlines():               # eval "$(postline dev-stack env)"
+        key, _, value = line.removeprefix("export ").partition("=")
+        monkeypatch.setenv(key, shlex.split(value)[0] if value else "")
+    assert main(["test-connection", str(demo), "LocalMail", "--direction", "incoming"]) == 0
+    capsys.readouterr()
+
+
 @pytest.fixture
 def stack_dir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="postline-cli-"))
@@ -28,7 +59,8 @@ def stack_dir() -> Path:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_start_status_env_stop(mail_stack: StackInfo, stack_dir: Path, capsys) -> None:
+def test_start_status_env_stop(mail_stack: StackInfo, stack_dir: Path, capsys,
+                               monkeypatch) -> None:
     assert main(["dev-stack", "start", "--dir", str(stack_dir), "--random-ports", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     ports = info["ports"]
@@ -52,6 +84,8 @@ def test_start_status_env_stop(mail_stack: StackInfo, stack_dir: Path, capsys) -
     assert f"export POSTLINE_STACK_IMAP_PORT={ports['imap']}\n" in env
     assert f"export POSTLINE_STACK_CA_FILE={stack_dir / 'tls' / 'ca.pem'}\n" in env
     assert "export POSTLINE_STACK_OIDC_AUTHORITY=https://127.0.0.1:" in env
+    assert "POSTLINE_KEY_FILE" not in env
+    _try_commands_on_the_demo_project(stack_dir, capsys, monkeypatch)
 
     assert main(["dev-stack", "stop", "--dir", str(stack_dir)]) == 0
     assert "stopped" in capsys.readouterr().out

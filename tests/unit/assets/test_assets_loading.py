@@ -51,8 +51,10 @@ def test_duplicate_key_names_key_and_never_values(load):
 
 
 def test_document_must_be_a_mapping(load):
-    p = load({"a.yaml": "- just\n- a list\n"})
-    assert messages(p) == ["a.yaml:1: a document must be a mapping with kind and name "
+    # (the file has an asset too: a file with no document that has a kind or a name is
+    # skipped as other YAML, see test_yaml_without_assets_is_skipped_with_a_note)
+    p = load({"a.yaml": "kind: Environment\nname: E\n---\n- just\n- a list\n"})
+    assert messages(p) == ["a.yaml:4: a document must be a mapping with kind and name "
                            "(one asset per document)"]
 
 
@@ -82,7 +84,7 @@ def test_duplicate_names_per_kind_name_both_places(load):
     env = "kind: Environment\nname: Dev\n"
     p = load({"a.yaml": env, "b/c.yaml": env, "d.yaml": "kind: Secret\nname: Dev\n"})
     assert messages(p) == ["b/c.yaml:2: Environment/Dev: name: duplicate name: Environment/Dev "
-                           f"is also defined at {p.root}/a.yaml:2".replace(str(p.root) + "/", "")]
+                           f"is also defined at {p.root}/a.yaml:1".replace(str(p.root) + "/", "")]
 
 
 def test_not_a_directory_and_empty_directory(tmp_path):

@@ -82,7 +82,14 @@ def test_missing_private_key(keyed, tmp_path):
     with pytest.raises(SecretError) as info:
         p.secret("S.pw")
     assert str(info.value).startswith("cannot decrypt secret S.pw: no private key at ")
-    assert str(info.value).endswith("(run 'postline keys create' or set POSTLINE_KEY_FILE)")
+    # where the key is looked for and how to point at an existing one (issue 13); making a
+    # new pair comes last, with its price
+    kid = keys.key_id(keys.read_public_key(root))
+    assert str(info.value) == (
+        f"cannot decrypt secret S.pw: no private key at {tmp_path}/elsewhere/postline/keys/"
+        f"{kid}.key (the private key of key id {kid} is looked for there; if it is elsewhere, "
+        "export POSTLINE_KEY_FILE=/path/to/the.key; if the key is lost, 'postline keys create "
+        "PROJECT --force' makes a new pair and every sealed value must be set again)")
 
 
 def test_wrong_private_key(keyed, tmp_path):

@@ -286,7 +286,8 @@ def test_no_secret_value_in_any_output(capsys, local, monkeypatch):
     text = (local / "secrets.yaml").read_text() + "  user: env:POSTLINE_DEMO_USER_SECRET\n"
     (local / "secrets.yaml").write_text(text)
     conn = (local / "connection.yaml").read_text().replace(
-        "description: Alice's mailbox", "description: ${sec:DemoSecrets.user} mailbox", 1)
+        "description: Mailbox of ${env:DEMO_USER:-alice@example.test}",
+        "description: Mailbox of ${sec:DemoSecrets.user}", 1)
     (local / "connection.yaml").write_text(conn.replace(
         "  user: ${env:DEMO_USER:-alice@example.test}", "  user: ${sec:DemoSecrets.password}", 1))
     outputs = []

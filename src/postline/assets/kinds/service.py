@@ -20,7 +20,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -65,3 +65,7 @@ class EmailService(AssetModel):
     max_connections: int = Field(default=4, ge=1, le=64)
     idle_timeout: float = Field(default=30.0, gt=0)
     retry: Retry = Field(default_factory=Retry)
+
+    def shown_defaults(self) -> dict[str, tuple[Any, str]]:
+        """``postline show`` says there is no throttle rather than leaving it out."""
+        return {"throttle": (None, "default: no limit")} if self.throttle is None else {}

@@ -28,7 +28,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -136,6 +136,10 @@ class Throttle(BaseModel):
     model_config = _STRICT
     max_streams: int | None = Field(default=None, ge=1)
     per: Literal["second", "minute", "hour"] = "minute"
+
+    def shown_defaults(self) -> dict[str, tuple[Any, str]]:
+        """``postline show`` says there is no limit rather than leaving max_streams out."""
+        return {"max_streams": (None, "default: no limit")} if self.max_streams is None else {}
 
 
 class Backoff(BaseModel):

@@ -22,9 +22,9 @@ import ast
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from postline.assets.kinds.base import AssetModel, ProjectPath, Ref, field_error, register_kind
+from postline.assets.kinds.base import AssetModel, ProjectPath, Ref, register_kind
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -78,28 +78,30 @@ class Workflow(AssetModel):
     sinks: list[Sink] = Field(min_length=1)
     attachments_dir: str | None = None
 
-    @model_validator(mode="after")
-    def _processor_loads(self) -> "Workflow":
+    @field_validator("processor")
+    @classmethod
+    def _processor_loads(cls, processor: str | None) -> str | None:
         # Checked at validation time so a typo or a syntax error shows up in
         # `postline validate`, not hours later when the first mail arrives. Only an absolute
-        # path (resolved against the project root by the loader) can be checked here.
-        if not self.processor or not Path(self.processor).is_absolute():
-            return self
-        path = Path(self.processor)
+        # path (resolved against the project root by the loader) can be checked here. A
+        # field validator, not a model validator: it runs (and reports) even when another
+        # field of the Workflow is wrong, so one pass lists every problem.
+        if not processor or not Path(processor).is_absolute():
+            return processor
+        path = Path(processor)
         if not path.is_file():
-            raise field_error("processor", f"processor file {path} not found")
+            raise ValueError(f"processor file {path} not found")
         try:
             code = path.read_bytes()
             compile(code, str(path), "exec")
         except SyntaxError as exc:
-            raise field_error("processor", f"{path}:{exc.lineno}: syntax error in the "
-                                           f"processor: {exc.msg}") from None
+            raise ValueError(f"{path}:{exc.lineno}: syntax error in the processor: "
+                             f"{exc.msg}") from None
         except (OSError, ValueError) as exc:
-            raise field_error("processor", f"cannot read the processor {path}: {exc}") from None
+            raise ValueError(f"cannot read the processor {path}: {exc}") from None
         if not _binds_on_message(ast.parse(code, str(path))):
-            raise field_error("processor", f"{path}: defines no on_message(message, ctx) "
-                                           "function")
-        return self
+            raise ValueError(f"{path}: defines no on_message(message, ctx) function")
+        return processor
 
 
 def _binds_on_message(tree: ast.Module) -> bool:
