@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
+from typing import Any
 
 from postline.errors import ConfigError, MessageError, PostlineError
 
@@ -241,7 +242,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     register_secret(token)  # never in a log line, whatever logs a header
     app = create_app(project, token=token)
+    services = _resume_services(project)
     print(f"postline console and API on http://{args.host}:{args.port}/ (API docs: /docs)",
           file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        for svc in services:
+            svc.close()
     return 0
+
+
+def _resume_services(project: Any) -> list[Any]:
+    """Open every EmailService at start (not on its first API call), so mails left queued
+    by an earlier process are delivered now; says so for each service that has some."""
+    from postline.logs import say
+    from postline.service import open_services
+
+    opened, failed = open_services(project)
+    for name, why in failed.items():
+        say(f"EmailService {name} is not running: {why}", level="WARNING")
+    for name, svc in opened.items():
+        counts = svc.outbox.counts(name)
+        queued = counts["queued"] + counts["sending"]   # the first may be on their way
+        if queued and svc.delivers_outbox:
+            say(f"EmailService {name}: delivering {queued} mail(s) queued before this start")
+        elif queued:
+            say(f"EmailService {name}: {queued} queued mail(s) are delivered by another "
+                "postline process that holds its outbox")
+    return list(opened.values())
