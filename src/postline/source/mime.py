@@ -209,7 +209,9 @@ def _header_lines(block: bytes, defects: list[str]
             continue
         name, sep, value = line.partition(b":")
         name = name.rstrip()
-        if first and line.startswith(b"From "):   # an mbox envelope line
+        if line.startswith(b"From "):   # an mbox envelope line: a header, not the body
+            if not first:
+                defects.append(f"malformed header line {line[:40]!r}")
             first = False
             continue
         if not sep or b" " in name or b"\t" in name:
