@@ -264,6 +264,11 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
             runners.append(build_runner(project, wf, stop=stop, ledger=ledger,
                                         reader_factory=reader_factory, clock=clock,
                                         events=counting, service_opener=service_opener))
+        for runner in runners:
+            if runner.s.context is not None:
+                # now, not on the processor's first call: mails queued before this start
+                # are delivered even when no new mail comes in
+                runner.s.context.services.open_all()
 
         def work(runner: WorkflowRunner) -> None:
             try:

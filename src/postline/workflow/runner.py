@@ -324,9 +324,11 @@ class WorkflowRunner:
             sink.committed(st)
         for _, res in results:
             self._report(res)
+        # duplicates too: to the ignore folder (or POP3's ignore action), like an ignored
+        # mail; one listed again after a UIDVALIDITY change is settled already (left alone)
         self._settle(reader, [(ref, res.outcome.key, res.outcome.state)
                               for ref, res in results
-                              if res.label not in ("interrupted", "duplicate")
+                              if res.label != "interrupted" and not res.outcome.settled
                               and self._action(res.outcome.state)[0]],
                      later=True)
         return acquired
