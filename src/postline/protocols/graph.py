@@ -181,15 +181,18 @@ def merge_delta(refs: dict[str, MessageRef], removed: set[str], page: dict[str, 
 
     Delta reports created *and* updated messages (a flag change is an update), may report
     one message more than once, and marks deletions and moves out with ``@removed``
-    (https://learn.microsoft.com/en-us/graph/delta-query-messages): the last word on an id
-    wins, so a mail listed and then removed in the same round is not returned."""
+    (https://learn.microsoft.com/en-us/graph/delta-query-messages); the order is not
+    guaranteed. The latest state of an id wins, and an id reported present in the round
+    stays listed even when it is also reported removed (moved out and back, or in either
+    order): listing a mail that is gone only costs a 404 when it is fetched, dropping one
+    that is there would lose it."""
     for item in page.get("value", []):
         mid = item.get("id")
         if not mid:
             continue
         if "@removed" in item:
-            refs.pop(str(mid), None)
-            removed.add(str(mid))
+            if str(mid) not in refs:
+                removed.add(str(mid))
         else:
             removed.discard(str(mid))
             refs[str(mid)] = ref_of(item, folder=folder, folder_id=folder_id)

@@ -142,8 +142,9 @@ class DeltaEngine:
         items = [("created", u, ids[u]) for u in sorted(now) if u not in state.snapshot]
         items += [("updated", u, ids[u]) for u in sorted(now)
                   if u in state.snapshot and now[u] != state.snapshot[u]]
+        present = set(ids.values())   # moved out and back in: present, not removed
         items += [("deleted", u, state.ids[u]) for u in sorted(state.snapshot)
-                  if u not in now]
+                  if u not in now and state.ids[u] not in present]
         if state.replay is not None and state.replay in now and self.quirks:
             items.append(("updated", state.replay, ids[state.replay]))
         return _Round(items=items, snapshot=now, ids=ids, folder=folder, uv=uv,
@@ -155,8 +156,10 @@ class DeltaEngine:
         if not uids:
             return {}
         data = c.fetch(uids, ["FLAGS"])
-        return {uid: tuple(sorted(f.decode() if isinstance(f, bytes) else str(f)
-                                  for f in d[b"FLAGS"])) for uid, d in data.items()}
+        # \Recent is per IMAP session, not a change of the message
+        return {uid: tuple(sorted(n for n in (f.decode() if isinstance(f, bytes) else str(f)
+                                              for f in d[b"FLAGS"]) if n != "\\Recent"))
+                for uid, d in data.items()}
 
     def _items(self, c: IMAPClient, user: str, rnd: _Round,
                page: list[tuple[str, int, str]]) -> list[dict[str, Any]]:

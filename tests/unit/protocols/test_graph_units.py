@@ -104,15 +104,16 @@ def test_large_attachments_are_taken_out_largest_first():
     assert len(rest) < 10_000 and b"small.txt" in rest and b"big.bin" not in rest
 
 
-def test_delta_pages_merge_by_id_last_word_wins():
+def test_delta_pages_merge_by_id_latest_state_and_presence_win():
     refs, removed = {}, set()
     item = {"id": "A", "receivedDateTime": "2024-01-01T00:00:00Z"}
-    merge_delta(refs, removed, {"value": [item, {"id": "B"}]}, folder="inbox", folder_id="F")
-    merge_delta(refs, removed, {"value": [{**item, "isRead": True},
-                                          {"id": "B", "@removed": {"reason": "deleted"}}]},
+    gone = {"@removed": {"reason": "deleted"}}
+    merge_delta(refs, removed, {"value": [item, {"id": "B"}, {"id": "C", **gone}]},
                 folder="inbox", folder_id="F")
-    assert [(r.id, r.flags) for r in refs.values()] == [("A", ("\\Seen",))]
-    assert removed == {"B"}
+    merge_delta(refs, removed, {"value": [{**item, "isRead": True}, {"id": "B", **gone}]},
+                folder="inbox", folder_id="F")
+    assert [(r.id, r.flags) for r in refs.values()] == [("A", ("\\Seen",)), ("B", ())]
+    assert removed == {"C"}
 
 
 def test_errors_are_told_apart_by_code():
