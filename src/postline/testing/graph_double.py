@@ -109,6 +109,7 @@ class GraphDouble:
         self.unusable: dict[str, str] = {}       # mailbox -> error code it answers with
         self.delegates: dict[str, set[str]] = {}  # mailbox -> users granted access
         self._per_app: dict[str, int] = {}
+        self.max_in_flight_per_app: dict[str, int] = {}   # for assertions
         self.outbox = Outbox()
         self.accept_test_tokens = accept_test_tokens
         self.audience = audience
@@ -194,6 +195,7 @@ class GraphDouble:
             self._faults.clear()
             self.requests.clear()
             self.max_in_flight = 0
+            self.max_in_flight_per_app.clear()
             self.unusable.clear()
             self.delegates.clear()
             self.store.hidden.clear()
@@ -306,6 +308,8 @@ class GraphDouble:
                                  "Application is over its MailboxConcurrency limit.",
                                  {"Retry-After": f"{self.throttle_retry_after:g}"})
             self._per_app[app] = self._per_app.get(app, 0) + 1
+            self.max_in_flight_per_app[app] = max(self.max_in_flight_per_app.get(app, 0),
+                                                  self._per_app[app])
         try:
             yield
         finally:

@@ -174,3 +174,37 @@ def test_test_connection_fails_clearly_with_a_wrong_secret(project, mail_stack, 
     assert "check client_id, the client secret and scopes" in report.hint
     assert "not-the-secret" not in str(report.as_dict())
     assert [(s.name, s.ok) for s in report.steps] == [("token", False)]
+
+
+def test_bcc_never_travels_as_a_header_and_graph_has_no_envelope(project, mail_stack, graph,
+                                                                mailbox_user):
+    # the double delivers MIME as sent (Microsoft does not say Exchange drops a Bcc header)
+    conn = project.add(m365_data(mail_stack, graph.url, credential="oauth_client_credentials",
+                                 mailbox=mail_stack.cc_mailbox))
+    from postline.testing.info import MailUser
+
+    hidden = MailUser.fresh()
+    subject = f"bcc {uuid.uuid4().hex[:8]}"
+    raw = make_mail(subject, to=mailbox_user.email).replace(
+        b"Subject:", f"Bcc: {hidden.email}\nSubject:".encode(), 1)
+
+    async def send(env: Envelope, data: bytes):
+        async with open_sender(project, conn) as sender:
+            return await sender.send(env, data)
+
+    everyone = Envelope(sender=mail_stack.cc_mailbox, recipients=(mailbox_user.email,
+                                                                   hidden.email))
+    assert asyncio.run(send(everyone, raw)).accepted == [mailbox_user.email, hidden.email]
+    for user in (mailbox_user, hidden):
+        got = wait_for_subject(mail_stack, user, "INBOX", subject)
+        assert hidden.email.encode() not in got.split(b"\r\n\r\n")[0]
+    with pytest.raises(DeliveryError, match=f"headers name {hidden.email}, which the "
+                                            "recipients do not list"):
+        asyncio.run(send(Envelope(sender=mail_stack.cc_mailbox,
+                                  recipients=(mailbox_user.email,)), raw))
+    graph.inject(200, match="/sendMail")
+    with pytest.raises(DeliveryError, match="HTTP 200 instead of 202") as err:
+        asyncio.run(send(Envelope(sender=mail_stack.cc_mailbox,
+                                  recipients=(mailbox_user.email,)),
+                         make_mail("odd", to=mailbox_user.email)))
+    assert err.value.outcome == "unknown"
