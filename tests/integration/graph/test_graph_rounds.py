@@ -91,3 +91,30 @@ def test_ledger_retry_finds_a_mail_without_message_id_by_its_immutable_id(
     assert not [s for s in graph.requests if s.path.endswith("/$value")]  # matched by id
     assert main(["run", str(root), "--once"]) == 0
     assert "1 done, 0 failed" in capsys.readouterr().err
+
+
+def test_the_tenant_check_script_runs_read_only_by_default(tmp_path, mail_stack, graph,
+                                                          mailbox_user, capsys, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    root = tmp_path / "proj"
+    write_project(root, mail_stack, graph.url, folders={"input": "inbox"})
+    sign_in(root, tmp_path, mail_stack, mailbox_user, monkeypatch)
+    for i in range(3):
+        mail_stack.deliver(mailbox_user.email, make_mail(f"c{i}"))
+    script = Path(__file__).resolve().parents[3] / "scripts/m365-check.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(root), "Box"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "delta, full round" in out and "'items': 3" in out
+    assert "made-up delta token            HTTP 410 syncStateNotFound" in out
+    assert "two downloads identical" in out
+    assert not [s for s in graph.requests if s.method not in ("GET",)]   # read-only
+    monkeypatch.setattr(sys, "argv", [str(script), str(root), "Box", "--write"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(script), run_name="__main__")
+    assert "creating an existing folder    HTTP 400 ErrorFolderExists" in capsys.readouterr().out
