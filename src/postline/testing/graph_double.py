@@ -111,6 +111,8 @@ class GraphDouble:
         self._per_app: dict[str, int] = {}
         self.max_in_flight_per_app: dict[str, int] = {}   # for assertions
         self.outbox = Outbox()
+        self._flowing = threading.Event()   # cleared by pause(): admitted requests wait
+        self._flowing.set()
         self.accept_test_tokens = accept_test_tokens
         self.audience = audience
         self.issuer = issuer or stack.oidc_issuer
@@ -199,6 +201,7 @@ class GraphDouble:
             self.unusable.clear()
             self.delegates.clear()
             self.store.hidden.clear()
+        self._flowing.set()
 
     def lose_sync_state(self, status: int = 410) -> None:
         """Forget every delta sync state: the next delta page or round of any client
@@ -210,6 +213,19 @@ class GraphDouble:
         with the ``.Shared`` scopes."""
         with self._lock:
             self.delegates.setdefault(mailbox.lower(), set()).add(to.lower())
+
+    def pause(self) -> None:
+        """Hold every admitted request until :meth:`resume` (requests over the per-app
+        limit are still answered 429 at once): makes concurrency testable without timing."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def in_flight(self, app: str) -> int:
+        """Requests of ``app`` being answered now."""
+        with self._lock:
+            return self._per_app.get(app, 0)
 
     def hide(self, imap_folder: str) -> None:
         """Make a folder hidden (``isHidden``): listed only with includeHiddenFolders."""
@@ -262,7 +278,8 @@ class GraphDouble:
             if fault is not None:
                 code, message = _CODES.get(fault.status, ("ErrorInjected", "Injected fault."))
                 extra = {}
-                if fault.retry_after is not None:  # "2.128" in Microsoft's sample
+                # seconds, fractional in https://learn.microsoft.com/en-us/graph/throttling
+                if fault.retry_after is not None:
                     extra["Retry-After"] = f"{fault.retry_after:g}"
                 raise GraphFault(fault.status, fault.code or code, message, extra)
             claims = self._authenticate(headers)
@@ -299,7 +316,10 @@ class GraphDouble:
 
     @contextmanager
     def _app_slot(self, claims: dict[str, Any]) -> Iterator[None]:
-        """Count a request of the token's app; over the limit it is answered 429."""
+        """Count a request of the token's app; over the limit it is answered 429, as Outlook
+        does: "4 concurrent requests" per app
+        (https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits),
+        "Application is over its MailboxConcurrency limit." (users' reports)."""
         app = str(claims.get("appid") or claims.get("azp") or claims.get("client_id")
                   or claims.get("email") or "")
         with self._lock:
@@ -311,6 +331,7 @@ class GraphDouble:
             self.max_in_flight_per_app[app] = max(self.max_in_flight_per_app.get(app, 0),
                                                   self._per_app[app])
         try:
+            self._flowing.wait(30)
             yield
         finally:
             with self._lock:

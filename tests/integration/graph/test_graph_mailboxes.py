@@ -131,3 +131,36 @@ def test_four_requests_per_app_across_mailboxes(mail_stack, graph):
     assert [mail_stack.subjects(u.email, "Done").__len__() for u in users] == [8, 8]
     assert graph.max_in_flight_per_app["one-app"] <= 4
     assert 429 not in {s.status for s in graph.requests}
+
+
+def test_the_double_answers_a_fifth_concurrent_request_of_an_app_with_429(mail_stack, graph):
+    import time
+
+    import httpx
+
+    token = mail_stack.mint_token(MailUser.fresh().email, claims={"appid": "busy-app"})
+    client = httpx.Client(verify=mail_stack.ssl_context(), trust_env=False, timeout=30,
+                          headers={"Authorization": f"Bearer {token}"})
+    statuses: list[int] = []
+
+    def ask() -> None:
+        statuses.append(client.get(f"{graph.url}/me/mailFolders/inbox").status_code)
+
+    graph.pause()
+    try:
+        held = [threading.Thread(target=ask) for _ in range(4)]
+        for t in held:
+            t.start()
+        deadline = time.monotonic() + 10
+        while graph.in_flight("busy-app") < 4:      # wait for the condition, not a time
+            assert time.monotonic() < deadline, "four requests never arrived"
+            time.sleep(0.01)
+        fifth = client.get(f"{graph.url}/me/mailFolders/inbox")
+    finally:
+        graph.resume()
+    for t in held:
+        t.join()
+    assert fifth.status_code == 429 and float(fifth.headers["Retry-After"]) > 0
+    assert fifth.json()["error"]["code"] == "ApplicationThrottled"
+    assert statuses == [200] * 4
+    client.close()
