@@ -23,6 +23,7 @@ log = logging.getLogger("postline.graph")
 
 GRAPH_DIRECTION = "microsoft365"   # the token cache name of Graph logins (one for both uses)
 SHARED_SCOPES = ("mail.readwrite.shared", "mail.send.shared")
+_WARNED: set[tuple[str, str]] = set()   # once per connection and mailbox in a process
 
 
 def graph_provider(project: Any, conn: Any) -> Any:
@@ -97,14 +98,17 @@ def warn_delegation(name: str, mailbox: str | None, scopes: Iterable[str]) -> bo
     """Log a warning when a device-flow connection names a mailbox (maybe someone else's)
     but its scopes lack ``Mail.ReadWrite.Shared`` / ``Mail.Send.Shared``: a delegate needs
     them *and* Exchange permissions on that mailbox
-    (https://learn.microsoft.com/en-us/graph/outlook-share-messages-folders). Returns
-    whether it warned."""
+    (https://learn.microsoft.com/en-us/graph/outlook-share-messages-folders). Logged once
+    per connection and mailbox in a process; returns whether the scopes are missing."""
     if not mailbox:
         return False
     have = {s.rsplit("/", 1)[-1].lower() for s in scopes}
     missing = [s for s in SHARED_SCOPES if s not in have]
     if not missing:
         return False
+    if (name, mailbox.lower()) in _WARNED:
+        return True
+    _WARNED.add((name, mailbox.lower()))
     log.warning("connection %r signs in a person but names mailbox %s: if that is not the "
                 "person's own mailbox, Graph needs the delegated scope(s) %s and Exchange "
                 "permissions on it (see docs/microsoft365.md, 'Another person's mailbox')",

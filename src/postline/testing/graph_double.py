@@ -192,7 +192,8 @@ class GraphDouble:
                                       method=method.upper(), code=code))
 
     def clear(self) -> None:
-        """Forget injected faults, the request log, hidden/unusable mailboxes and grants."""
+        """Forget injected faults, the request log, hidden folders, unusable mailboxes,
+        grants and the status of a lost sync state (sync states themselves stay)."""
         with self._lock:
             self._faults.clear()
             self.requests.clear()
@@ -201,6 +202,7 @@ class GraphDouble:
             self.unusable.clear()
             self.delegates.clear()
             self.store.hidden.clear()
+        self.delta.lost_status = 410
         self._flowing.set()
 
     def lose_sync_state(self, status: int = 410) -> None:

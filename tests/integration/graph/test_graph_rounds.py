@@ -59,8 +59,8 @@ def test_an_idle_round_costs_one_delta_request(tmp_path, mail_stack, graph, mail
     assert not any("$deltatoken" in q for q in delta_calls(graph))
     assert "26 mails: 26 done" in capsys.readouterr().err   # (the JSONL sink skips repeats)
     # the delta link lost on the server: one full round, nothing processed twice
-    graph.lose_sync_state(status=400)
     graph.clear()
+    graph.lose_sync_state(status=400)
     assert main(["run", str(root), "--once"]) == 0
     assert "0 mails" in capsys.readouterr().err
     assert [s.status for s in graph.requests if s.path.endswith("/delta")][0] == 400
