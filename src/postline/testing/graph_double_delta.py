@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from imapclient import IMAPClient
@@ -89,10 +89,11 @@ class DeltaEngine:
              size: int) -> tuple[list[dict[str, Any]], str, str]:
         """One page for ``query``: (items, "next" or "delta", token for that link)."""
         if "$skiptoken" in query:
-            with self._lock:
-                rnd = self._rounds.pop(query["$skiptoken"][0], None)
-            if rnd is None or rnd.folder != folder:
+            with self._lock:  # not popped: a page asked for again answers the same
+                parked = self._rounds.get(query["$skiptoken"][0])
+            if parked is None or parked.folder != folder:
                 raise lost(self.lost_status)
+            rnd = replace(parked)
             info = c.select_folder(folder, readonly=True)
             if str(info[b"UIDVALIDITY"]) != rnd.uv:
                 raise lost(self.lost_status)
@@ -101,16 +102,14 @@ class DeltaEngine:
         kinds = set(query.get("changeType", ["created,updated,deleted"])[0].split(","))
         rnd.items = [i for i in rnd.items if i[0] in kinds]
         if rnd.first and self.quirks and not rnd.incremental and rnd.items:
-            rnd.first = False  # users see an empty first page with a nextLink
-            return [], "next", self._park(rnd)
-        rnd.first = False
+            # users see an empty first page with a nextLink
+            return [], "next", self._park(replace(rnd, first=False))
         page, rest = rnd.items[:size], rnd.items[size:]
-        if rest and self.quirks:
+        if rest and self.quirks and size > 1:
             rest = [page[-1], *rest]  # the item that ends this page starts the next again
         out = self._items(c, user, rnd, page)
         if rest:
-            rnd.items = rest
-            return out, "next", self._park(rnd)
+            return out, "next", self._park(replace(rnd, items=rest))
         replay = page[-1][1] if page and self.quirks else None
         token = secrets.token_hex(12)
         with self._lock:
