@@ -222,3 +222,22 @@ def test_sender_maps_answers():
     with pytest.raises(DeliveryError, match="HTTP 200 instead of 202") as err:
         asyncio.run(sender.send(env, b"To: x@y.test\r\n\r\nhi\r\n"))
     assert err.value.outcome == "unknown" and not err.value.retriable
+
+
+def test_a_draft_left_by_a_failure_is_deleted():
+    seen = []
+
+    def handler(req):
+        seen.append((req.method, req.url.path.rsplit("/", 1)[-1]))
+        if req.method == "POST" and req.url.path.endswith("/messages"):
+            return httpx.Response(201, json={"id": "D1"})
+        if req.method == "PATCH":
+            return httpx.Response(400, json={"error": {"code": "ErrorInvalidRecipients",
+                                                       "message": "bad"}})
+        return httpx.Response(204)
+
+    s, _, _ = session(handler)
+    env = Envelope(sender="a@b.test", recipients=("x@y.test", "hidden@y.test"))
+    with pytest.raises(DeliveryError, match="ErrorInvalidRecipients 400.*adding Bcc"):
+        asyncio.run(GraphSender(session=s).send(env, b"To: x@y.test\r\n\r\nhi\r\n"))
+    assert seen == [("POST", "messages"), ("PATCH", "D1"), ("DELETE", "D1")]
