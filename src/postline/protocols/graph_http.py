@@ -146,7 +146,8 @@ def mailbox_path(mailbox: str | None) -> str:
 
 
 class GraphThrottled(ConnectError):
-    """Graph kept answering 429/503 beyond the retry policy (retriable)."""
+    """Graph kept answering 429/503 (or 504 to an idempotent request) beyond the retry
+    policy (retriable)."""
 
 
 def _slots_for(host: str, app: str, limit: int) -> threading.BoundedSemaphore:
