@@ -186,7 +186,7 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
         def reader_factory(c: Any) -> MailboxReader:
             return open_reader(project, c)
     # delta links (Graph): an idle round then costs what changed, not a listing of the folder
-    cursors = (DeltaLinks(path=delta_links_path(state_dir)) if protocol == "graph"
+    cursors = (DeltaLinks(path=delta_links_path(Path(project.state_dir))) if protocol == "graph"
                and isinstance(ledger, SqliteLedger) else None)
     return WorkflowRunner(name=workflow.name, source=source, settings=settings, ledger=ledger,
                           reader_factory=lambda: reader_factory(conn),
