@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from postline.files import make_dirs
+
 if TYPE_CHECKING:
     from postline.source.mime import ParsedMail
 
@@ -225,11 +227,14 @@ class _Store:
 
 
 def _create(path: Path) -> BinaryIO:
+    # 0600 (the rename to the part's home keeps it); no link is followed
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return open(path, "wb")
+        fd = os.open(path, flags, 0o600)
     except FileNotFoundError:   # the first part ever: the runner's work dir is new
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "wb")
+        make_dirs(path.parent)
+        fd = os.open(path, flags, 0o600)
+    return open(fd, "wb")
 
 
 _STORE = _Store()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from postline.errors import ConfigError, StorageError
+from postline.files import private_sqlite
 
 STATES = ("acquired", "done", "failed", "ignored")
 LEDGER_VERSION = 1
@@ -208,7 +209,7 @@ class SqliteLedger(Ledger):
             return
         db = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self.path)   # 0600 (and its -wal/-shm), in a 0700 directory
             self._db = db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                             check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -220,7 +221,7 @@ class SqliteLedger(Ledger):
             self._rdb = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                         check_same_thread=False)
             self._rdb.execute("PRAGMA query_only=ON")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             if db is not None:
                 db.close()  # nobody else holds it: the constructor failed
             raise ConfigError(f"ledger {self.path} cannot be opened: {exc}",

@@ -45,10 +45,26 @@ def ledger_key(connection: str, folder: str, folder_version: str, server_id: str
     return f"{connection}/{folder}/{folder_version}/{server_id}"
 
 
-def safe_name(text: str, limit: int = 120) -> str:
-    """``text`` as a file-name part: no path separators or control characters."""
-    cleaned = re.sub(r'[\x00-\x1f/\\:*?"<>|]+', "_", text).strip(" .")
-    return cleaned[:limit] or "_"
+NAME_BYTES = 200   # of an attachment's file name part: file systems allow 255 a name
+
+
+def safe_name(text: str, limit: int = 120, max_bytes: int = NAME_BYTES) -> str:
+    """``text`` as a file-name part: no path separators or control characters, at most
+    ``limit`` characters and ``max_bytes`` bytes of UTF-8 (a CJK letter takes 3 bytes, and
+    file systems count bytes), cut before a short extension so that it stays (the full
+    name stays in the record)."""
+    text = text.encode("utf-8", "replace").decode("utf-8")   # (lone surrogates)
+    cleaned = re.sub(r'[\x00-\x1f\x7f/\\:*?"<>|]+', "_", text).strip(" .")
+    if len(cleaned) > limit or len(cleaned.encode("utf-8")) > max_bytes:
+        stem, dot, ext = cleaned.rpartition(".")
+        if not (dot and stem and 0 < len(ext) <= 16 and ext.isalnum()):
+            stem, ext = cleaned, ""
+        else:
+            ext = "." + ext
+        room = max_bytes - len(ext.encode("utf-8"))
+        stem = stem[:limit - len(ext)].encode("utf-8")[:room].decode("utf-8", "ignore")
+        cleaned = stem.rstrip(" .") + ext
+    return cleaned or "_"
 
 
 def file_key(key: str) -> str:

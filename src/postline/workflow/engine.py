@@ -27,6 +27,7 @@ from postline.workflow.mailjob import MailSettings
 from postline.workflow.processor import Context, Services, load_processor
 from postline.workflow.events import Broadcast, Events, MailEvent
 from postline.workflow.runner import WorkflowRunner, clean_work_dir
+from postline.files import FILE_MODE
 from postline.workflow.sinks import DirectorySink, make_sink
 
 log = logging.getLogger("postline.workflow")
@@ -112,6 +113,7 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
     clean_work_dir(work_dir)
     sinks = [make_sink(cfg, root=root) for cfg in workflow.sinks]
     first_dir = next((s for s in sinks if isinstance(s, DirectorySink)), None)
+    file_mode = FILE_MODE
     if workflow.attachments_dir:
         att_root = _resolve(root, workflow.attachments_dir)
 
@@ -119,6 +121,7 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
             return att_root / file_key(key)
     elif first_dir is not None:
         home = first_dir.attachments_dir
+        file_mode = first_dir.mode   # beside its records, as private as they are
     else:
         def home(key: str) -> Path:
             return state_dir / "attachments" / workflow.name / file_key(key)
@@ -141,7 +144,8 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
         attachments=AttachmentRules.from_config(source.attachments),
         reprocess=source.reprocess, on_failure=f.on_failure, max_retries=f.max_retries,
         min_backoff=f.min_backoff, max_backoff=f.max_backoff, work_dir=work_dir,
-        attachments_home=home, sinks=sinks, processor=processor, context=context)
+        attachments_home=home, sinks=sinks, processor=processor, context=context,
+        file_mode=file_mode)
     if reader_factory is None:
         from postline.protocols import open_reader
 
