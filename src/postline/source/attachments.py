@@ -17,6 +17,9 @@ from postline.files import make_dirs
 if TYPE_CHECKING:
     from postline.source.mime import ParsedMail
 
+MAX_STORED = 200   # attachment files stored per mail (docs/source.md, "Limits")
+
+
 class AttachmentPolicy(Protocol):
     load: bool
 
@@ -262,6 +265,9 @@ def add_attachment(mail: ParsedMail, *, chunks: Iterable[bytes], filename: str |
     Raises what decoding ``chunks`` or writing raises."""
     reason = policy.type_reason(content_type) if policy.load else \
         "not loaded (attachments.load is false)"
+    if reason is None and mail.stored_count >= MAX_STORED:
+        # (a file each: 50,000 tiny parts made 50,000 files)
+        reason = f"over the limit of {MAX_STORED} stored attachments per mail"
     temp = scratch.new_file() if reason is None else None
     size, sha256 = _hash_and_store(chunks, temp)
     if temp is not None:
@@ -274,6 +280,7 @@ def add_attachment(mail: ParsedMail, *, chunks: Iterable[bytes], filename: str |
             temp = None
         else:
             mail.stored_total += size
+            mail.stored_count += 1
     mail.attachments.append(Attachment(
         filename=filename, content_type=content_type, disposition=disposition,
         content_id=content_id.strip() if content_id else None, size=size, sha256=sha256,

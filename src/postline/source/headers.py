@@ -39,8 +39,16 @@ def raw_header_text(raw: bytes, defects: list[str], name: str = "") -> str:
 _UNUSABLE_CODECS = {"undefined", "idna", "punycode"}
 
 
-@functools.lru_cache(maxsize=512)
 def text_codec(charset: str) -> str | None:
+    """:func:`_text_codec`, not cached for names no charset has (a header may carry a
+    megabyte of them; the cache must not keep them)."""
+    if len(charset) > 64:
+        return None
+    return _text_codec(charset)
+
+
+@functools.lru_cache(maxsize=512)
+def _text_codec(charset: str) -> str | None:
     """The codec name to decode text declared as ``charset`` (already stripped and lower
     case), or None when it names no usable text encoding. Never raises.
 
@@ -182,13 +190,48 @@ def _unfold(value: str) -> str:
     return value.replace("\r\n", "").replace("\n", "").strip()
 
 
-def addresses(values: list[str], defects: list[str]) -> list[dict[str, str]]:
-    """``[{name, address}]`` from the raw values of one address header (may repeat)."""
+MAX_ADDRESSES = 1000          # per address field of the record (docs/source.md, "Limits")
+MAX_ADDRESS_TEXT = 128 * 1024  # characters of an address header read (300,000 Cc: 12 MB)
+
+
+def addresses(values: list[str], defects: list[str], name: str = "address"
+              ) -> list[dict[str, str]]:
+    """``[{name, address}]`` from the raw values of one address header (may repeat), at
+    most MAX_ADDRESSES of them, read from the first MAX_ADDRESS_TEXT characters (cut at a
+    comma); what was left out is a defect naming header ``name``."""
     if not values:
         return []
-    pairs, found = _addresses(tuple(values))
+    total = sum(map(len, values))
+    if total > MAX_ADDRESS_TEXT:
+        values = _first_addresses(values)
+        defects.append(f"{name} header of {total:,} characters; only its first "
+                       f"{MAX_ADDRESS_TEXT:,} are read")
+    if total > 4096:   # not cached: the cache would keep such texts for later mails
+        pairs, found = _addresses.__wrapped__(tuple(values))
+    else:
+        pairs, found = _addresses(tuple(values))
     defects.extend(found)
-    return [{"name": name, "address": addr} for name, addr in pairs]
+    if len(pairs) > MAX_ADDRESSES:
+        defects.append(f"{name} has {len(pairs):,} addresses; the first {MAX_ADDRESSES:,} "
+                       "are kept")
+        pairs = pairs[:MAX_ADDRESSES]
+    return [{"name": n, "address": addr} for n, addr in pairs]
+
+
+def _first_addresses(values: list[str]) -> list[str]:
+    """``values`` cut to MAX_ADDRESS_TEXT characters in all, the last one at a comma."""
+    out: list[str] = []
+    room = MAX_ADDRESS_TEXT
+    for v in values:
+        if len(v) <= room:
+            out.append(v)
+            room -= len(v)
+            continue
+        cut = v.rfind(",", 0, room)
+        if cut > 0:
+            out.append(v[:cut])
+        break
+    return out
 
 
 @functools.lru_cache(maxsize=4096)
@@ -404,6 +447,9 @@ def content_info(content_type: str | None, disposition: str | None, defects: lis
     costs ~15 us. Returns a new object each time (callers may change it)."""
     key = (content_type, disposition, default_type)
     hit = _INFO_CACHE.get(key)
+    if hit is None and len(content_type or "") + len(disposition or "") > 2048:
+        # not cached: the cache would keep such (hostile) values for later mails
+        return ContentInfo(content_type, disposition, defects, default_type)
     if hit is None:
         found: list[str] = []
         info = ContentInfo(content_type, disposition, found, default_type)

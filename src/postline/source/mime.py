@@ -39,7 +39,18 @@ except ImportError:  # pragma: no cover - depends on the installation
     def _b64decode(data: memoryview) -> bytes:
         return binascii.a2b_base64(data)
 CHUNK = 1 << 20
-MAX_DEPTH = 40
+# Bounds on what one mail may make us hold, whatever its shape (docs/source.md, "Limits"):
+# a mail of 200,000 headers or 50,000 parts took 20-40x its size in memory, and one
+# nested 1,000 deep ended in a RecursionError. What is cut is named in a defect.
+MAX_DEPTH = 40          # multipart nesting read; deeper parts are left out
+MAX_PARTS = 1000        # MIME parts read per mail
+MAX_HEADERS = 1000      # headers kept per header block (later Subject, From... still read)
+# The headers the record and the parser read: kept past MAX_HEADERS when none of that name
+# was kept yet, so that 200,000 filler lines cannot hide the Subject.
+NEEDED_HEADERS = frozenset({
+    b"subject", b"from", b"to", b"cc", b"bcc", b"reply-to", b"sender", b"date", b"message-id",
+    b"received", b"mime-version", b"content-type", b"content-transfer-encoding",
+    b"content-disposition", b"content-id"})
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _NON_B64 = bytes(b for b in range(256) if b not in _B64)
 _TAIL_OK = (b"", b"\r", b"\n", b" ", b"\t", b"-")
@@ -47,6 +58,11 @@ _TAIL_OK = (b"", b"\r", b"\n", b" ", b"\t", b"-")
 
 class FastPathError(Exception):
     """The fast parser gives up on this mail; the caller falls back to the stdlib parser."""
+
+
+class TooDeep(FastPathError):
+    """Multipart nesting past MAX_DEPTH: the stdlib parser reads deeper, and failing that,
+    ``parse_fast(cut_deep=True)`` reads the mail without its deepest parts."""
 
 
 class ParsedMail:
@@ -59,6 +75,9 @@ class ParsedMail:
         self.attachments: list[Attachment] = []
         self.defects: list[str] = []
         self.stored_total = 0
+        self.stored_count = 0
+        self.parts = 0                            # MIME parts read so far (MAX_PARTS)
+        self.cut_deep = False                     # parts past the depth limit: left out
         self.parser = "fast"
         self.scratch: Scratch | None = None       # set by parse_mail: stored part files
         self._by_name: dict[str, list[str]] | None = None
@@ -106,7 +125,10 @@ def read_headers(buf: Buffer, start: int, end: int, defects: list[str]
     else:
         hdr_end = body = end
     block = bytes(buf[start:hdr_end])
-    fast = _header_lines_ascii(block)
+    if block.count(b"\n") > MAX_HEADERS:   # (a C scan of a few hundred bytes, as a rule)
+        fast = None   # more lines than headers kept: read them one by one, bounded
+    else:
+        fast = _header_lines_ascii(block)
     if fast is not None:
         return fast, body
     # Only blocks the fast reader declined get here (it declines any lone CR), and the
@@ -166,18 +188,36 @@ def _header_lines_ascii(block: bytes) -> list[tuple[str, str]] | None:
     return out
 
 
+def _lines(block: bytes) -> Iterator[bytes]:
+    """The lines of ``block`` one at a time (a split() of a 14 MB block of a million
+    headers would hold a million line objects at once)."""
+    pos, end = 0, len(block)
+    while pos < end:
+        nl = block.find(b"\n", pos)
+        if nl < 0:
+            nl = end
+        yield block[pos:nl]
+        pos = nl + 1
+
+
 def _header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]]:
-    headers: list[tuple[bytes, bytes]] = []
+    # a value's lines are joined at the end: adding each continuation line to the value
+    # copied it every time (a Cc of 300,000 folded lines: minutes)
+    headers: list[tuple[bytes, list[bytes]]] = []
     first = True
-    for line in block.split(b"\n"):
+    seen = malformed = 0
+    dropping = False          # the current header was not kept: nor are its continuations
+    kept: set[bytes] | None = None    # names kept, once past MAX_HEADERS
+    for line in _lines(block):
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line:
             continue
         if line[:1] in (b" ", b"\t"):
+            if dropping:
+                continue
             if headers:
-                name, value = headers[-1]
-                headers[-1] = (name, value + line)
+                headers[-1][1].append(line)
             else:
                 defects.append("continuation line before the first header")
             first = False
@@ -186,14 +226,32 @@ def _header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]]:
         name = name.rstrip()
         if not sep or not name or b" " in name or b"\t" in name:
             if not (first and line.startswith(b"From ")):
-                defects.append(f"malformed header line {line[:40]!r}")
+                malformed += 1
+                if malformed <= 10:
+                    defects.append(f"malformed header line {line[:40]!r}")
             first = False
             continue
         first = False
-        headers.append((name, value))
+        seen += 1
+        if len(headers) >= MAX_HEADERS:
+            if kept is None:
+                kept = {n.lower() for n, _ in headers}
+            lower = name.lower()
+            dropping = lower not in NEEDED_HEADERS or lower in kept
+            if dropping:
+                continue
+            kept.add(lower)
+        dropping = False
+        headers.append((name, [value]))
+    if malformed > 10:
+        defects.append(f"{malformed:,} malformed header lines; the first 10 named")
+    if seen > len(headers):
+        defects.append(f"{seen:,} headers in one header block; the first {MAX_HEADERS:,} "
+                       "kept (and the first Subject, From, To, Cc, Date... after them)")
     out = []
-    for name, value in headers:
+    for name, lines in headers:
         n = name.decode("ascii", errors="replace")
+        value = lines[0] if len(lines) == 1 else b"".join(lines)
         out.append((n, raw_header_text(value, defects, n).strip()))
     return out
 
@@ -221,9 +279,10 @@ def _find_delim(buf: Buffer, delim: bytes, pos: int, end: int) -> int:
     return buf.find(delim, pos, end)
 
 
-def split_multipart(buf: Buffer, start: int, end: int, boundary: str, defects: list[str]
-                    ) -> list[tuple[int, int]] | None:
-    """Spans of the body parts between ``--boundary`` lines; None when none is found."""
+def split_multipart(buf: Buffer, start: int, end: int, boundary: str, defects: list[str],
+                    limit: int = MAX_PARTS) -> list[tuple[int, int]] | None:
+    """Spans of the body parts between ``--boundary`` lines (at most ``limit``, the rest
+    is not looked for); None when none is found."""
     delim = b"--" + boundary.encode("latin-1", errors="replace")
     dl = len(delim)
     marks: list[int] = []
@@ -242,6 +301,9 @@ def split_multipart(buf: Buffer, start: int, end: int, boundary: str, defects: l
             if buf[pos:pos + 1] == b"-":
                 continue
             marks.append(i)
+            if len(marks) > limit:
+                closed = True   # (not read further: _walk names the cut)
+                break
     if not marks:
         return None
     if not closed:
@@ -331,10 +393,13 @@ def _release(buf: Buffer, start: int, stop: int) -> None:
             pass
 
 
-def parse_fast(buf: Buffer, *, policy: AttachmentPolicy, scratch: Scratch) -> ParsedMail:
-    """Parse a whole mail. Raises FastPathError (or any error) to ask for the fallback."""
+def parse_fast(buf: Buffer, *, policy: AttachmentPolicy, scratch: Scratch,
+               cut_deep: bool = False) -> ParsedMail:
+    """Parse a whole mail. Raises FastPathError (or any error) to ask for the fallback;
+    ``cut_deep``: leave out parts nested past MAX_DEPTH (with a defect) instead."""
     mail = ParsedMail()
     mail.scratch = scratch
+    mail.cut_deep = cut_deep
     if buf.find(b"\n") < 0 and buf.find(b"\r") >= 0:
         # Only CR line ends (classic Mac OS): read as CRLF, so that the header block, the
         # boundaries and the body are found. A copy, but of a rare mail (the stdlib
@@ -349,10 +414,30 @@ def parse_fast(buf: Buffer, *, policy: AttachmentPolicy, scratch: Scratch) -> Pa
     return mail
 
 
+def beyond_limits(mail: ParsedMail, depth: int, max_depth: int = MAX_DEPTH) -> bool:
+    """True when a part at ``depth`` is not to be read (past ``max_depth`` or MAX_PARTS);
+    the first such part of each kind leaves a defect. Counts the part otherwise. Raises
+    FastPathError past ``max_depth`` unless ``mail.cut_deep``: the stdlib parser reads
+    deeper (a few hundred levels), and is asked first."""
+    if depth > max_depth:
+        if not mail.cut_deep:
+            raise TooDeep("MIME nesting too deep")
+        note = f"MIME parts nested deeper than {max_depth} levels are not read"
+        if note not in mail.defects:
+            mail.defects.append(note)
+        return True
+    mail.parts += 1
+    if mail.parts > MAX_PARTS:
+        if mail.parts == MAX_PARTS + 1:
+            mail.defects.append(f"more than {MAX_PARTS:,} MIME parts; the rest is not read")
+        return True
+    return False
+
+
 def _walk(buf: Buffer, mail: ParsedMail, headers: list[tuple[str, str]], start: int, end: int,
           depth: int, default_type: str, policy: AttachmentPolicy, scratch: Scratch) -> None:
-    if depth > MAX_DEPTH:
-        raise FastPathError("MIME nesting too deep")
+    if beyond_limits(mail, depth):
+        return
     d = mail.defects
     info = content_info(_get(headers, "content-type"), _get(headers, "content-disposition"),
                        d, default_type)
@@ -368,6 +453,9 @@ def _walk(buf: Buffer, mail: ParsedMail, headers: list[tuple[str, str]], start: 
         if spans is not None:
             child = "message/rfc822" if info.type == "multipart/digest" else "text/plain"
             for s, e in spans:
+                if mail.parts >= MAX_PARTS:   # (beyond_limits names it, once)
+                    beyond_limits(mail, depth + 1)
+                    break
                 hdrs, body = read_headers(buf, s, e, d)
                 _walk(buf, mail, hdrs, body, e, depth + 1, child, policy, scratch)
             return

@@ -21,6 +21,9 @@ SCHEMA_PATH = Path(__file__).with_name("record.schema.json")
 
 _ADDRESS_HEADERS = {"from": "from", "to": "to", "cc": "cc", "bcc": "bcc",
                     "reply_to": "reply-to", "sender": "sender"}
+_HEADER_NAMES = {"from": "From", "to": "To", "cc": "Cc", "bcc": "Bcc", "reply-to": "Reply-To",
+                 "sender": "Sender"}
+MAX_HEADER_VALUE = 64 * 1024   # characters of one header value in the record's headers
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def header_summary(mail: ParsedMail) -> dict[str, Any]:
         subject = subject.replace("\x00", "")
     out: dict[str, Any] = {"subject": subject}
     for field, header in _ADDRESS_HEADERS.items():
-        out[field] = addresses(mail.header_all(header), d)
+        out[field] = addresses(mail.header_all(header), d, _HEADER_NAMES[header])
     out["message_id"] = message_id(mail.header_all("message-id"), d)
     return out
 
@@ -184,6 +187,10 @@ def _decoded_headers(mail: ParsedMail, summary: dict[str, Any], defects: list[st
         done[subject_raw] = summary["subject"]
     out = []
     for n, v in mail.headers:
+        if len(v) > MAX_HEADER_VALUE:
+            defects.append(f"header {n[:40]} of {len(v):,} characters cut to "
+                           f"{MAX_HEADER_VALUE:,} in the record")
+            v = v[:MAX_HEADER_VALUE]
         if "=?" in v:
             value = done.get(v)
             if value is None:
