@@ -125,8 +125,10 @@ def read_headers(buf: Buffer, start: int, end: int, defects: list[str]
     else:
         hdr_end = body = end
     block = bytes(buf[start:hdr_end])
-    if block.count(b"\n") > MAX_HEADERS:   # (a C scan of a few hundred bytes, as a rule)
-        fast = None   # more lines than headers kept: read them one by one, bounded
+    lines = block.count(b"\n")   # (a C scan of a few hundred bytes, as a rule)
+    if lines > MAX_HEADERS and (lines - block.count(b"\n ") - block.count(b"\n\t")
+                                > MAX_HEADERS):
+        fast = None   # more headers than are kept: read them one by one, bounded
     else:
         fast = _header_lines_ascii(block)
     if fast is not None:
