@@ -216,3 +216,21 @@ def test_a_failed_mail_leaves_no_attachments_directory(project_at, box, tmp_path
     out = project.root / "out"
     assert list(out.iterdir()) == []
     assert list((project.state_dir / "work").rglob("*.part")) == []
+
+
+def test_the_directory_sink_copies_a_spooled_mail(tmp_path, loose_umask):
+    from postline.protocols.base import MessageRef, RawMessage
+    from postline.workflow.sinks import DirectorySink
+
+    spooled = tmp_path / "spool.eml"
+    spooled.write_bytes(mail("big", body="x" * 3_000_000 + "\n"))
+    sink = DirectorySink(path=tmp_path / "out", mode=0o640)
+    sink.open()
+    try:
+        sink.write({"key": KEY}, RawMessage(ref=MessageRef(folder="INBOX", folder_version="1000",
+                                                           id="1"), path=spooled))
+    finally:
+        sink.close()
+    eml = tmp_path / "out" / f"{STEM}.eml"
+    assert eml.read_bytes() == spooled.read_bytes() and mode_of(eml) == 0o640
+    assert mode_of(tmp_path / "out") == 0o750
