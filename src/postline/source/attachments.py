@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from postline.files import make_dirs
+from postline.source.limits import MAX_STORED
 
 if TYPE_CHECKING:
     from postline.source.mime import ParsedMail
-
-MAX_STORED = 200   # attachment files stored per mail (docs/source.md, "Limits")
-
 
 class AttachmentPolicy(Protocol):
     load: bool

@@ -15,6 +15,8 @@ import re
 from datetime import datetime, timedelta, timezone
 from email.message import Message
 
+from postline.source.limits import MAX_ADDRESS_TEXT, MAX_ADDRESSES, first_addresses
+
 ASCII_ALIASES = {"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "646", "us"}
 
 
@@ -190,10 +192,6 @@ def _unfold(value: str) -> str:
     return value.replace("\r\n", "").replace("\n", "").strip()
 
 
-MAX_ADDRESSES = 1000          # per address field of the record (docs/source.md, "Limits")
-MAX_ADDRESS_TEXT = 128 * 1024  # characters of an address header read (300,000 Cc: 12 MB)
-
-
 def addresses(values: list[str], defects: list[str], name: str = "address"
               ) -> list[dict[str, str]]:
     """``[{name, address}]`` from the raw values of one address header (may repeat), at
@@ -203,7 +201,7 @@ def addresses(values: list[str], defects: list[str], name: str = "address"
         return []
     total = sum(map(len, values))
     if total > MAX_ADDRESS_TEXT:
-        values = _first_addresses(values)
+        values = first_addresses(values)
         defects.append(f"{name} header of {total:,} characters; only its first "
                        f"{MAX_ADDRESS_TEXT:,} are read")
     if total > 4096:   # not cached: the cache would keep such texts for later mails
@@ -216,22 +214,6 @@ def addresses(values: list[str], defects: list[str], name: str = "address"
                        "are kept")
         pairs = pairs[:MAX_ADDRESSES]
     return [{"name": n, "address": addr} for n, addr in pairs]
-
-
-def _first_addresses(values: list[str]) -> list[str]:
-    """``values`` cut to MAX_ADDRESS_TEXT characters in all, the last one at a comma."""
-    out: list[str] = []
-    room = MAX_ADDRESS_TEXT
-    for v in values:
-        if len(v) <= room:
-            out.append(v)
-            room -= len(v)
-            continue
-        cut = v.rfind(",", 0, room)
-        if cut > 0:
-            out.append(v[:cut])
-        break
-    return out
 
 
 @functools.lru_cache(maxsize=4096)

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from typing import Union
 
 from postline.source.attachments import Attachment, AttachmentPolicy, Scratch, add_attachment
+from postline.source.limits import (MAX_DEPTH, MAX_HEADERS, MAX_MALFORMED, MAX_PARTS,
+                                    HeaderCap)
 from postline.source.headers import (
     content_info,
     body_text,
@@ -39,18 +41,6 @@ except ImportError:  # pragma: no cover - depends on the installation
     def _b64decode(data: memoryview) -> bytes:
         return binascii.a2b_base64(data)
 CHUNK = 1 << 20
-# Bounds on what one mail may make us hold, whatever its shape (docs/source.md, "Limits"):
-# a mail of 200,000 headers or 50,000 parts took 20-40x its size in memory, and one
-# nested 1,000 deep ended in a RecursionError. What is cut is named in a defect.
-MAX_DEPTH = 40          # multipart nesting read; deeper parts are left out
-MAX_PARTS = 1000        # MIME parts read per mail
-MAX_HEADERS = 1000      # headers kept per header block (later Subject, From... still read)
-# The headers the record and the parser read: kept past MAX_HEADERS when none of that name
-# was kept yet, so that 200,000 filler lines cannot hide the Subject.
-NEEDED_HEADERS = frozenset({
-    b"subject", b"from", b"to", b"cc", b"bcc", b"reply-to", b"sender", b"date", b"message-id",
-    b"received", b"mime-version", b"content-type", b"content-transfer-encoding",
-    b"content-disposition", b"content-id"})
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _NON_B64 = bytes(b for b in range(256) if b not in _B64)
 _TAIL_OK = (b"", b"\r", b"\n", b" ", b"\t", b"-")
@@ -207,9 +197,9 @@ def _header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]]:
     # copied it every time (a Cc of 300,000 folded lines: minutes)
     headers: list[tuple[bytes, list[bytes]]] = []
     first = True
-    seen = malformed = 0
+    cap = HeaderCap()
+    malformed = 0
     dropping = False          # the current header was not kept: nor are its continuations
-    kept: set[bytes] | None = None    # names kept, once past MAX_HEADERS
     for line in _lines(block):
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -229,27 +219,19 @@ def _header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]]:
         if not sep or not name or b" " in name or b"\t" in name:
             if not (first and line.startswith(b"From ")):
                 malformed += 1
-                if malformed <= 10:
+                if malformed <= MAX_MALFORMED:
                     defects.append(f"malformed header line {line[:40]!r}")
             first = False
             continue
         first = False
-        seen += 1
-        if len(headers) >= MAX_HEADERS:
-            if kept is None:
-                kept = {n.lower() for n, _ in headers}
-            lower = name.lower()
-            dropping = lower not in NEEDED_HEADERS or lower in kept
-            if dropping:
-                continue
-            kept.add(lower)
-        dropping = False
-        headers.append((name, [value]))
-    if malformed > 10:
-        defects.append(f"{malformed:,} malformed header lines; the first 10 named")
-    if seen > len(headers):
-        defects.append(f"{seen:,} headers in one header block; the first {MAX_HEADERS:,} "
-                       "kept (and the first Subject, From, To, Cc, Date... after them)")
+        dropping = not cap.keep(name, headers)
+        if not dropping:
+            headers.append((name, [value]))
+    if malformed > MAX_MALFORMED:
+        defects.append(f"{malformed:,} malformed header lines; the first {MAX_MALFORMED} "
+                       "named")
+    if (cut := cap.defect(len(headers))) is not None:
+        defects.append(cut)
     out = []
     for name, lines in headers:
         n = name.decode("ascii", errors="replace")

@@ -26,13 +26,11 @@ from postline.source.headers import (
     raw_header_text,
 )
 from postline.source.attachments import AttachmentPolicy, Scratch, add_attachment
-from postline.source.mime import (MAX_HEADERS, NEEDED_HEADERS, Buffer, ParsedMail,
-                                  FastPathError, TooDeep, beyond_limits, parse_fast)
+from postline.source.limits import MAX_STDLIB_DEPTH, HeaderCap
+from postline.source.mime import (Buffer, FastPathError, ParsedMail, TooDeep, beyond_limits,
+                                  parse_fast)
 
 log = logging.getLogger(__name__)
-# Nesting the stdlib fallback reads (the fast path gives up past 40 levels); its own parser
-# overflows Python's stack at ~1,000 levels. Past this, parts are left out with a defect.
-MAX_STDLIB_DEPTH = 100
 
 
 @contextmanager
@@ -128,26 +126,20 @@ def _raw_headers(part: Message, defects: list[str]) -> list[tuple[str, str]]:
     ``raw_items`` gives the values as parsed, the 8-bit bytes kept as surrogate escapes;
     ``items``/``get`` of compat32 would turn those into ``Header`` objects whose text has
     U+FFFD in place of every such byte."""
-    out = []
+    out: list[tuple[str, str]] = []
+    cap = HeaderCap()   # as the fast path keeps them
     for name, value in part.raw_items():
         n = str(name)
+        if not cap.keep(n.encode("ascii", "replace"), out):
+            continue
         text = str(value)
         try:
             text = raw_header_text(text.encode("ascii", "surrogateescape"), defects, n)
         except UnicodeEncodeError:   # not from the bytes parser: already text
             pass
         out.append((n, text.replace("\r\n", "").replace("\n", "").replace("\r", "").strip()))
-    if len(out) > MAX_HEADERS:   # as the fast path keeps them
-        kept, names = out[:MAX_HEADERS], {n.lower() for n, _ in out[:MAX_HEADERS]}
-        for n, v in out[MAX_HEADERS:]:
-            lower = n.lower()
-            if lower.encode("ascii", "replace") in NEEDED_HEADERS and lower not in names:
-                names.add(lower)
-                kept.append((n, v))
-        defects.append(f"{len(out):,} headers in one header block; the first "
-                       f"{MAX_HEADERS:,} kept (and the first Subject, From, To, Cc, Date... "
-                       "after them)")
-        out = kept
+    if (cut := cap.defect(len(out))) is not None:
+        defects.append(cut)
     return out
 
 

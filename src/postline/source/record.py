@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from postline.source.headers import addresses, decode_words, parse_date, received_date
+from postline.source.limits import MAX_HEADER_VALUE
 from postline.source.mime import ParsedMail
 
 SCHEMA_VERSION = 1

@@ -58,9 +58,7 @@ def test_mails_of_hostile_shapes_are_done_with_bounded_records(source_project, m
     sys.path.insert(0, str(Path(__file__).parents[2] / "unit" / "source"))
     from hostile_mail import SHAPES
 
-    from postline.source.attachments import MAX_STORED
-    from postline.source.headers import MAX_ADDRESSES
-    from postline.source.mime import MAX_HEADERS
+    from postline.source.limits import MAX_ADDRESSES, MAX_HEADERS, MAX_STORED
 
     for make in SHAPES.values():
         mailbox.append("INBOX", make())

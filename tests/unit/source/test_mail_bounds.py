@@ -15,14 +15,11 @@ from pathlib import Path
 import pytest
 from hostile_mail import SHAPES
 
-from postline.source.attachments import MAX_STORED
 from postline.source.filters import AttachmentRules
-from postline.source.headers import MAX_ADDRESSES
-from postline.source.mime import MAX_HEADERS, MAX_PARTS
+from postline.source.limits import (MAX_ADDRESSES, MAX_HEADER_VALUE, MAX_HEADERS, MAX_PARTS,
+                                    MAX_STORED)
 from postline.source.parse import parse_mail
-from postline.source.record import MAX_HEADER_VALUE, MailPlace, build_record, validate_record
-
-sys.path.insert(0, str(Path(__file__).parent))
+from postline.source.record import MailPlace, build_record, validate_record
 
 PLACE = MailPlace(connection="Box", folder="INBOX", folder_version="7", server_id="1")
 
