@@ -24,7 +24,6 @@ _ADDRESS_HEADERS = {"from": "from", "to": "to", "cc": "cc", "bcc": "bcc",
                     "reply_to": "reply-to", "sender": "sender"}
 _HEADER_NAMES = {"from": "From", "to": "To", "cc": "Cc", "bcc": "Bcc", "reply-to": "Reply-To",
                  "sender": "Sender"}
-MAX_HEADER_VALUE = 64 * 1024   # characters of one header value in the record's headers
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from postline.errors import Busy, ConfigError, PostlineError, os_error_message
+from postline.files import FILE_MODE
 from postline.locks import ProcessLock
 from postline.protocols.base import MailboxReader
 from postline.source.filters import AttachmentRules, MailFilter
@@ -27,7 +28,6 @@ from postline.workflow.mailjob import MailSettings
 from postline.workflow.processor import Context, Services, load_processor
 from postline.workflow.events import Broadcast, Events, MailEvent
 from postline.workflow.runner import WorkflowRunner, clean_work_dir
-from postline.files import FILE_MODE
 from postline.workflow.sinks import DirectorySink, make_sink
 
 log = logging.getLogger("postline.workflow")
