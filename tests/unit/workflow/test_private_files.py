@@ -234,3 +234,25 @@ def test_the_directory_sink_copies_a_spooled_mail(tmp_path, loose_umask):
     eml = tmp_path / "out" / f"{STEM}.eml"
     assert eml.read_bytes() == spooled.read_bytes() and mode_of(eml) == 0o640
     assert mode_of(tmp_path / "out") == 0o750
+
+
+def test_token_cache_lock_and_spool_files_are_private(tmp_path, loose_umask):
+    from postline.auth import token_cache
+    from postline.locks import ProcessLock
+    from postline.protocols.spool import open_spool
+
+    class Sealer:
+        def seal(self, data: bytes) -> str:
+            return data.hex()
+
+    state = tmp_path / "state"
+    path = token_cache.cache_path(state, "Box", "incoming")
+    token_cache.save(Sealer(), path, "{}")
+    lock = ProcessLock(state / "locks" / "x.lock")
+    assert lock.try_acquire()
+    fh, spooled = open_spool(state / "spool", "mail")
+    fh.close()
+    lock.release()
+    assert [mode_of(p) for p in (path, state / "locks" / "x.lock", spooled)] == [0o600] * 3
+    assert [mode_of(d) for d in (state, path.parent, state / "locks", state / "spool")] == \
+        [0o700] * 4
