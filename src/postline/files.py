@@ -14,12 +14,15 @@ predictable from the ledger key, is refused with :class:`UnsafePathError`, never
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import stat
 from pathlib import Path
 
 from postline.errors import UnsafePathError
+
+log = logging.getLogger("postline.files")
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -64,17 +67,32 @@ def private_sqlite(path: Path) -> None:
     make_dirs(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, FILE_MODE)
+        set_mode(fd, FILE_MODE, path, only_tighten=True)
     finally:
         os.close(fd)
     for suffix in ("-wal", "-shm", "-journal"):
         side = path.with_name(path.name + suffix)
         try:
-            if os.lstat(side).st_mode & 0o077:
-                os.chmod(side, FILE_MODE)
-        except FileNotFoundError:
-            pass
+            fd = os.open(side, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:   # none (or a link: not ours to change)
+            continue
+        try:
+            set_mode(fd, FILE_MODE, side, only_tighten=True)
+        finally:
+            os.close(fd)
+
+
+def set_mode(fd: int, mode: int, path: Path, *, only_tighten: bool = False) -> None:
+    """Give the open file ``fd`` (at ``path``) ``mode``; ``only_tighten``: only when group
+    or others may read it now. A file of another user (a shared setup) is left as it is,
+    with a warning. Raises OSError otherwise."""
+    now = stat.S_IMODE(os.fstat(fd).st_mode)
+    if now == mode or (only_tighten and not now & 0o077):
+        return
+    try:
+        os.fchmod(fd, mode)
+    except PermissionError:
+        log.warning("%s has mode %04o and is not ours to change to %04o", path, now, mode)
 
 
 class SafeDir:

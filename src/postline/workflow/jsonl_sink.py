@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from postline.files import FILE_MODE, dir_mode_for, make_dirs
+from postline.files import FILE_MODE, dir_mode_for, make_dirs, set_mode
 from postline.protocols.base import RawMessage
 from postline.workflow.sinks import Sink, Staged, _line
 
@@ -244,7 +244,7 @@ def _open_with_mode(path: Path, how: str, mode: int):
                                                         else os.O_WRONLY)
     fd = os.open(path, flags, mode)
     try:
-        os.fchmod(fd, mode)
+        set_mode(fd, mode, path)
         return open(fd, how)
     except BaseException:
         os.close(fd)
