@@ -25,7 +25,6 @@ never by message text: :func:`graph_error_of`, :func:`sync_state_lost`,
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import ssl
@@ -49,6 +48,7 @@ from postline.errors import (
 )
 from postline.protocols import tls
 from postline.protocols.trace import NULL_TRACE, Trace
+from postline.retry import backoff, retry_after
 
 log = logging.getLogger("postline.graph")
 
@@ -74,27 +74,6 @@ class RetryPolicy:
     max_retries: int = 4
     max_wait: float = 120.0        # a longer Retry-After is not waited for: the call fails
     default_wait: float = 2.0      # without Retry-After; doubles per attempt
-
-
-def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None
-    when absent or unreadable. Never negative."""
-    if not value:
-        return None
-    value = value.strip()
-    try:  # a number first: Graph's throttling sample sends "Retry-After: 2.128"
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def graph_error_of(body: bytes | str) -> tuple[str, str]:
@@ -344,9 +323,9 @@ class GraphSession:
 
     def _retry_wait(self, resp: httpx.Response, attempt: int, what: str) -> float:
         p = self._policy
-        wait = retry_after_seconds(resp.headers.get("Retry-After"))
+        wait = retry_after(resp.headers.get("Retry-After"), now=time.time())
         if wait is None:
-            wait = p.default_wait * (2 ** attempt)
+            wait = backoff(attempt + 1, first=p.default_wait)
         if attempt >= p.max_retries or wait > p.max_wait:
             raise GraphThrottled(f"Microsoft Graph kept throttling {what} ({describe(resp)}, "
                                f"Retry-After {resp.headers.get('Retry-After', '-')}) after "

@@ -7,7 +7,7 @@
 ...           "Subject": "Hi", "Body": "<p>Hello</p>"})                      # doctest: +SKIP
 
 Modules: ``message`` (normalise the EmailMessage shapes), ``addresses``, ``html_text``,
-``mime`` (build the wire form), ``throttle``, ``outbox`` (durable queue), ``engine``
+``mime`` (build the wire form), ``outbox`` (durable queue), ``engine``
 (delivery loop), ``email_service`` (the user-facing object), ``results``.
 """
 
@@ -91,7 +91,7 @@ def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interv
     from postline.service.engine import EngineSettings
     from postline.locks import ProcessLock
     from postline.service.outbox import Outbox
-    from postline.service.throttle import NoThrottle, Throttle
+    from postline.limiter import SlidingWindow
 
     asset = project.get("EmailService", name)
     conn = project.get("EmailConnection", asset.connection)
@@ -106,8 +106,9 @@ def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interv
             return open_sender(project, conn, max_connections=asset.max_connections)
 
     clock = clock or time.time
-    throttle = NoThrottle() if asset.throttle is None else Throttle(
-        max_messages=asset.throttle.max_messages, window=asset.throttle.window,
+    throttle = SlidingWindow(
+        limit=None if asset.throttle is None else asset.throttle.max_messages,
+        window=1.0 if asset.throttle is None else asset.throttle.window,
         clock=time.monotonic if clock is time.time else clock)
     settings = EngineSettings(
         service=name, max_connections=asset.max_connections, idle_timeout=asset.idle_timeout,

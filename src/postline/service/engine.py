@@ -34,10 +34,12 @@ from postline.errors import (
     MessageError,
     PostlineError,
 )
+from postline.limiter import SlidingWindow
+from postline.locks import ProcessLock
 from postline.protocols.base import MailSender, SendResult
+from postline.retry import backoff
 from postline.service.message import OutgoingMessage
 from postline.service.mime import Identity, build, check_size, message_from_json
-from postline.locks import ProcessLock
 from postline.service.outbox import Outbox
 from postline.service.results import result_to_json
 
@@ -71,7 +73,7 @@ class Engine:
     """Runs on one event loop; every public coroutine must be awaited on that loop."""
 
     def __init__(self, *, settings: EngineSettings, open_sender: Callable[[], MailSender],
-                 outbox: Outbox, lock: ProcessLock, throttle,
+                 outbox: Outbox, lock: ProcessLock, throttle: SlidingWindow,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.time) -> None:
         self.s = settings
@@ -79,7 +81,7 @@ class Engine:
         self.outbox = outbox
         self.lock = lock
         self.throttle = throttle
-        self._throttled = getattr(throttle, "limited", True)   # NoThrottle: skip the await
+        self._throttled = throttle.limited   # no limit: skip the await
         self._sleep = sleep
         self._clock = clock
         self._sender: MailSender | None = None
@@ -226,7 +228,7 @@ class Engine:
                 f"gave up after {job.attempts} attempt(s): {exc.message}", retriable=True,
                 code=getattr(exc, "code", None), hint="the server may accept it later"),
                 attempt=not counted)
-        delay = min(self.s.max_backoff, self.s.min_backoff * 2 ** (job.attempts - 1))
+        delay = backoff(job.attempts, first=self.s.min_backoff, cap=self.s.max_backoff)
         # a warning, so a user waiting on `postline send` sees why it takes long
         log.warning("mail %s: attempt %d failed (%s), retrying in %.1fs",
                     job.identity.message_id, job.attempts, exc, delay)

@@ -1,20 +1,20 @@
 """Time-based decisions, all against an injectable :class:`Clock` (tests use a fake one).
 
 * :class:`PollSchedule` - when the next polling round is due (interval or cron);
-* :class:`Throttle` - at most N new streams per second / minute / hour (sliding window);
 * :class:`FailureBackoff` - pause after failures, doubling from min to max, reset after N
-  successful streams or T seconds without a failure;
-* :func:`retry_delay` - the delay before retry number n of one mail.
+  successful streams or T seconds without a failure.
+
+The limit on new streams is :class:`postline.limiter.SlidingWindow`, the delays
+:func:`postline.retry.backoff`.
 """
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from datetime import datetime, timezone
 
-_PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+from postline.retry import backoff
 
 
 class Clock:
@@ -78,37 +78,6 @@ class PollSchedule:
         return max(0.0, self.next_after(last_start) - self.clock.now())
 
 
-class Throttle:
-    """At most ``max_streams`` new streams in any window of one ``per``."""
-
-    def __init__(self, *, max_streams: int | None, per: str = "minute", clock: Clock) -> None:
-        self.max = max_streams
-        self.window = _PER[per]
-        self.clock = clock
-        self._starts: collections.deque[float] = collections.deque()
-
-    def delay(self) -> float:
-        """Seconds to wait before the next stream may start (0 = now)."""
-        if not self.max:
-            return 0.0
-        now = self.clock.monotonic()
-        while self._starts and self._starts[0] <= now - self.window:
-            self._starts.popleft()
-        if len(self._starts) < self.max:
-            return 0.0
-        return self._starts[0] + self.window - now
-
-    def record(self) -> None:
-        """A stream started now."""
-        if self.max:
-            self._starts.append(self.clock.monotonic())
-
-    def give_back(self, n: int) -> None:
-        """The last ``n`` recorded starts made no stream after all (a filter, a duplicate)."""
-        for _ in range(min(n, len(self._starts))):
-            self._starts.pop()
-
-
 class FailureBackoff:
     """Pause after failures; the pause doubles from ``min`` to ``max`` per failure in a row."""
 
@@ -143,7 +112,7 @@ class FailureBackoff:
         self._maybe_reset_by_time()
         if not self.failures:
             return 0.0
-        return min(self.max, self.min * (2 ** (self.failures - 1)))
+        return backoff(self.failures, first=self.min, cap=self.max)
 
     def reset(self) -> None:
         self.failures = 0
@@ -153,8 +122,3 @@ class FailureBackoff:
         if (self.failures and self.reset_seconds and self._last_failure is not None
                 and self.clock.monotonic() - self._last_failure >= self.reset_seconds):
             self.reset()
-
-
-def retry_delay(attempt: int, *, min_backoff: float, max_backoff: float) -> float:
-    """Delay before retry ``attempt`` (1-based): min, 2*min, 4*min ... capped at max."""
-    return min(max_backoff, min_backoff * (2 ** max(0, attempt - 1)))

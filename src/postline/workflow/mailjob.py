@@ -32,7 +32,8 @@ from postline.source.ledger import Entry, Ledger, Outcome
 from postline.source.mime import ParsedMail
 from postline.source.parse import parse_mail
 from postline.source.record import MailPlace, build_record, file_key, header_summary, safe_name
-from postline.source.schedule import Clock, retry_delay
+from postline.retry import backoff
+from postline.source.schedule import Clock
 from postline.workflow.processor import Context, Ignore, Processor, ProcessorError, apply
 from postline.workflow.sinks import DirectorySink, Sink
 
@@ -414,7 +415,7 @@ def _deliver(prep: Prepared, *, s: MailSettings, done: list[DoneMail],
             if s.on_failure != "retry" or attempt >= s.max_retries:
                 return result("failed", "failed", why)
             attempt += 1
-            delay = retry_delay(attempt, min_backoff=s.min_backoff, max_backoff=s.max_backoff)
+            delay = backoff(attempt, first=s.min_backoff, cap=s.max_backoff)
             log.warning("key=%s retry %d/%d in %.1fs after %s", key, attempt, s.max_retries,
                         delay, why)
             if clock.wait(delay, stop):

@@ -31,7 +31,8 @@ from postline.protocols.base import MailboxReader, MessageRef, RawMessage
 from postline.source.delta_links import DeltaLinks
 from postline.source.ledger import Ledger, Place, SqliteLedger
 from postline.source.record import ledger_key
-from postline.source.schedule import Clock, FailureBackoff, PollSchedule, Throttle
+from postline.limiter import WINDOWS, SlidingWindow
+from postline.source.schedule import Clock, FailureBackoff, PollSchedule
 from postline.workflow.events import Events, MailEvent
 from postline.workflow.commit import Committer, InlineCommitter, Job, Pending, open_committer
 from postline.workflow.batch import INLINE_LIMIT, FetchStream, process_mails, split_batches
@@ -66,8 +67,9 @@ class WorkflowRunner:
         self.events = events or Events()
         self.schedule = PollSchedule(interval=source.polling.interval,
                                      cron=source.polling.cron, clock=self.clock)
-        self.throttle = Throttle(max_streams=source.throttle.max_streams,
-                                 per=source.throttle.per, clock=self.clock)
+        self.throttle = SlidingWindow(limit=source.throttle.max_streams,
+                                      window=WINDOWS[source.throttle.per],
+                                      clock=self.clock.monotonic)
         b = source.backoff
         self.backoff = FailureBackoff(min=b.min, max=b.max,
                                       reset_after_streams=b.reset_after_streams,
@@ -200,7 +202,7 @@ class WorkflowRunner:
             return False
         self.events.backlog(self.name, len(todo))
         deadline = self.clock.monotonic() + src.polling.timeout
-        if self.throttle.max:
+        if self.throttle.limited:
             return self._work_throttled(reader, todo, deadline)
         return self._work_streamed(reader, todo, deadline)
 
@@ -273,7 +275,7 @@ class WorkflowRunner:
 
     def _throttled(self, n: int) -> int:
         """How many mails may start now (waits for the window when none may)."""
-        if not self.throttle.max:
+        if not self.throttle.limited:
             return n
         while True:
             delay = self.throttle.delay()

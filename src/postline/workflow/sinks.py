@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +33,8 @@ from postline.files import FILE_MODE, SafeDir, dir_mode_for
 from postline.logs import redact
 from postline.protocols.base import RawMessage
 from postline.source.record import file_key
-from postline.source.schedule import Clock, retry_delay
+from postline.retry import Interrupted, attempts, backoff, retry_after
+from postline.source.schedule import Clock
 from postline.workflow.commit import sync_path
 
 log = logging.getLogger("postline.sinks")
@@ -228,23 +228,6 @@ class StdoutSink(Sink):
 _RETRY_AFTER_STATUSES = (429, 503)
 
 
-def retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds the ``Retry-After`` header ``value`` asks to wait (delay-seconds or an HTTP
-    date; a date in the past is 0), or None when it is missing or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:   # RFC 9110: HTTP dates are GMT
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
 class HttpSink(Sink):
     label = "http"
 
@@ -279,8 +262,7 @@ class HttpSink(Sink):
     def _delay(self, attempt: int, resp) -> float:
         """The pause before retry ``attempt``: the backoff, or longer when a 429/503 said
         ``Retry-After`` (never more than ``max_backoff``)."""
-        delay = retry_delay(attempt, min_backoff=self.min_backoff,
-                            max_backoff=self.max_backoff)
+        delay = backoff(attempt, first=self.min_backoff, cap=self.max_backoff)
         if resp is not None and resp.status_code in _RETRY_AFTER_STATUSES:
             now = self._clock.now() if self._clock is not None else time.time()
             asked = retry_after(resp.headers.get("Retry-After"), now=now)
@@ -312,26 +294,29 @@ class HttpSink(Sink):
                    "Idempotency-Key": record["key"]}
         last = ""
         resp = None
-        for attempt in range(self.retries + 1):
-            if attempt and self._pause(self._delay(attempt, resp)):
-                raise DeliveryError(
-                    f"http sink {_shown_url(self.url)}: stopped before retry {attempt} of "
-                    f"{self.retries} (last: {redact(last)})", retriable=True,
-                    hint="the run was asked to stop; the next run delivers the mail")
-            resp = None
-            try:
-                resp = self._client.post(self.url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if resp.status_code < 300:
-                return
-            last = f"HTTP {resp.status_code}"
-            if resp.status_code < 500 and resp.status_code not in (408, 429):
-                raise DeliveryError(f"http sink {_shown_url(self.url)} refused the record: "
-                                    f"{last}",
-                                    code=resp.status_code,
-                                    hint="check the webhook's URL and headers")
+        try:
+            # the pause before a retry looks at the last answer (its Retry-After)
+            for _ in attempts(self.retries + 1, delay=lambda n: self._delay(n, resp),
+                              pause=self._pause):
+                resp = None
+                try:
+                    resp = self._client.post(self.url, content=body, headers=headers)
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                    continue
+                if resp.status_code < 300:
+                    return
+                last = f"HTTP {resp.status_code}"
+                if resp.status_code < 500 and resp.status_code not in (408, 429):
+                    raise DeliveryError(f"http sink {_shown_url(self.url)} refused the record: "
+                                        f"{last}",
+                                        code=resp.status_code,
+                                        hint="check the webhook's URL and headers")
+        except Interrupted as stopped:
+            raise DeliveryError(
+                f"http sink {_shown_url(self.url)}: stopped before retry {stopped.attempt} of "
+                f"{self.retries} (last: {redact(last)})", retriable=True,
+                hint="the run was asked to stop; the next run delivers the mail") from None
         raise DeliveryError(f"http sink {_shown_url(self.url)} failed after "
                             f"{self.retries + 1} attempt(s): {redact(last)}", retriable=True,
                             hint="is the receiver up? the mail is retried or rolled back")

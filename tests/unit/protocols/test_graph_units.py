@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import time
 
 import httpx
 import pytest
@@ -14,8 +12,7 @@ from postline.protocols.base import Envelope
 from postline.protocols.graph import (flag_patch, merge_delta, permanent_delete_supported,
                                       ref_of, split_path, warn_delegation)
 from postline.protocols.graph_http import (GraphSession, RetryPolicy, graph_error_of,
-                                           mailbox_path, mailbox_unusable,
-                                           retry_after_seconds, sync_state_lost)
+                                           mailbox_path, mailbox_unusable, sync_state_lost)
 from postline.protocols.graph_mime import MAX_MIME_BYTES, split_attachments, without_bcc
 from postline.protocols.graph_send import GraphSender, plan
 
@@ -38,16 +35,6 @@ def session(handler, **kw) -> tuple[GraphSession, Tokens, list[float]]:
                      sleep=slept.append, **kw)
     s._client = httpx.Client(transport=httpx.MockTransport(handler))
     return s, tokens, slept
-
-
-def test_retry_after_forms():
-    assert retry_after_seconds("7") == 7.0
-    assert retry_after_seconds("2.128") == 2.128     # Microsoft's throttling sample
-    assert retry_after_seconds("-1") == 0.0 and retry_after_seconds("nan") is None
-    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
-    later = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 < retry_after_seconds(later) <= 30
-    assert retry_after_seconds(email.utils.formatdate(0, usegmt=True)) == 0.0
 
 
 def test_graph_error_body():

@@ -12,7 +12,7 @@ from postline.service.email_service import EmailService
 from postline.service.engine import EngineSettings
 from postline.locks import ProcessLock
 from postline.service.outbox import Outbox
-from postline.service.throttle import NoThrottle
+from postline.limiter import SlidingWindow
 
 
 class _FullDiskOutbox(Outbox):
@@ -25,7 +25,7 @@ def test_a_failed_start_raises_and_releases_everything(tmp_path):
     lock = ProcessLock(tmp_path / "outbox-Notify.lock")
     with pytest.raises(StorageError, match="no space left"):
         EmailService(settings=EngineSettings(service="Notify"), open_sender=FakeSender,
-                     outbox=outbox, lock=lock, throttle=NoThrottle())
+                     outbox=outbox, lock=lock, throttle=SlidingWindow(limit=None, window=1))
     assert not any(t.name == "postline-service-Notify" for t in threading.enumerate())
     other = ProcessLock(tmp_path / "outbox-Notify.lock")
     assert other.try_acquire()          # the next process can deliver the outbox

@@ -7,7 +7,7 @@ import bisect
 
 import pytest
 
-from postline.service.throttle import Throttle
+from postline.limiter import SlidingWindow
 
 
 class FakeClock:
@@ -25,7 +25,7 @@ def max_in_any_window(times: list[float], window: float) -> int:
 
 def test_12_per_minute_over_five_minutes_is_exact():
     clock = FakeClock()
-    th = Throttle(max_messages=12, window=60, clock=clock)
+    th = SlidingWindow(limit=12, window=60, clock=clock)
     starts = []
     # a producer that always has mail: 100 mails, each sent as soon as its slot comes
     for _ in range(100):
@@ -40,7 +40,7 @@ def test_12_per_minute_over_five_minutes_is_exact():
 
 def test_bursty_arrivals_keep_the_window():
     clock = FakeClock()
-    th = Throttle(max_messages=12, window=60, clock=clock)
+    th = SlidingWindow(limit=12, window=60, clock=clock)
     starts = []
     for i in range(60):
         clock.t = 1000.0 + i * 7.3            # mails arrive every 7.3 s, faster than 12/min at times
@@ -52,7 +52,7 @@ def test_bursty_arrivals_keep_the_window():
 
 def test_slow_traffic_is_not_delayed():
     clock = FakeClock()
-    th = Throttle(max_messages=2, window=1, clock=clock)
+    th = SlidingWindow(limit=2, window=1, clock=clock)
     delays = []
     for _ in range(10):
         delays.append(th.reserve())
@@ -62,7 +62,7 @@ def test_slow_traffic_is_not_delayed():
 
 def test_acquire_waits_with_the_injected_sleep():
     clock = FakeClock()
-    th = Throttle(max_messages=1, window=10, clock=clock)
+    th = SlidingWindow(limit=1, window=10, clock=clock)
     slept = []
 
     async def sleep(d):
@@ -79,4 +79,4 @@ def test_acquire_waits_with_the_injected_sleep():
 
 def test_invalid_settings_raise():
     with pytest.raises(ValueError):
-        Throttle(max_messages=0, window=1)
+        SlidingWindow(limit=0, window=1)

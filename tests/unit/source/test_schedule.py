@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 
-from postline.source.schedule import FailureBackoff, FakeClock, PollSchedule, Throttle, retry_delay
+from postline.limiter import WINDOWS, SlidingWindow
+from postline.retry import backoff
+from postline.source.schedule import FailureBackoff, FakeClock, PollSchedule
 
 
 def ts(text: str) -> float:
@@ -32,7 +34,7 @@ def test_cron_schedule_in_utc():
 
 def test_throttle_sliding_window():
     clock = FakeClock(start=0.0)
-    t = Throttle(max_streams=3, per="minute", clock=clock)
+    t = SlidingWindow(limit=3, window=WINDOWS["minute"], clock=clock.monotonic)
     for _ in range(3):
         assert t.delay() == 0
         t.record()
@@ -44,7 +46,7 @@ def test_throttle_sliding_window():
 
 
 def test_throttle_off():
-    t = Throttle(max_streams=None, clock=FakeClock())
+    t = SlidingWindow(limit=None, window=60, clock=FakeClock().monotonic)
     for _ in range(1000):
         t.record()
     assert t.delay() == 0
@@ -75,7 +77,7 @@ def test_backoff_resets_after_quiet_time():
 
 
 def test_retry_delay():
-    assert [retry_delay(n, min_backoff=1, max_backoff=10) for n in (1, 2, 3, 4, 5)] == \
+    assert [backoff(n, first=1, cap=10) for n in (1, 2, 3, 4, 5)] == \
         [1, 2, 4, 8, 10]
 
 
