@@ -1,8 +1,15 @@
-"""SASL encoders and decoders as pure functions, shared by IMAP, POP3 and SMTP.
+"""SASL, shared by IMAP, POP3 and SMTP: pure encoders and decoders, and the OAuth dialogue.
 
 Nothing here does I/O. Each encoder returns the *unencoded* client response (bytes); the
 protocol adapter base64-encodes it where its protocol wants that (IMAP's imaplib does it
 itself, SMTP and POP3 send ``base64(...)`` on the AUTH line).
+
+:func:`oauth_dialogue` is the XOAUTH2/OAUTHBEARER exchange with its refresh-and-retry-once
+rule, as a generator in the manner of httpx's ``Auth.auth_flow``: it yields what it needs
+(:class:`NeedToken`, :class:`Start`, :class:`Answer`) and is sent what came back (the token,
+a :class:`Challenge` or the :class:`Outcome`). :func:`drive` and :func:`adrive` run it over a
+protocol's send-and-read functions, sync and async; an adapter whose library owns the
+exchange (imapclient calls back per challenge) steps it by hand.
 """
 
 from __future__ import annotations
@@ -10,7 +17,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+import logging
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+
+from postline.errors import TokenError
+
+log = logging.getLogger("postline.auth")
 
 
 def plain(user: str, password: str, *, authzid: str = "") -> bytes:
@@ -97,3 +110,125 @@ def choose_oauth_mechanism(offered: set[str] | frozenset[str]) -> str | None:
         if mech in upper:
             return mech
     return None
+
+
+# -- the OAuth dialogue ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NeedToken:
+    """The dialogue needs an access token; ``refresh``: a new one, the last was refused."""
+
+    refresh: bool
+
+
+@dataclass(frozen=True)
+class Start:
+    """Send ``AUTH mechanism`` with ``response`` (unencoded) as the initial response."""
+
+    mechanism: str
+    response: bytes = field(repr=False)     # carries the token
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Answer the server's challenge with ``response`` (unencoded; empty: an empty line)."""
+
+    response: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The server asked for more (IMAP/POP3 ``+``, SMTP 334) with ``data``, as sent."""
+
+    data: bytes | str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The server's final reply: ``ok`` when it accepted, ``text`` for messages."""
+
+    ok: bool
+    text: str = ""
+
+
+Step = NeedToken | Start | Answer
+Reply = Challenge | Outcome
+Dialogue = Generator[Step, "str | Reply", str]
+
+
+def oauth_dialogue(*, mechanism: str, user: str, protocol: str, host: str,
+                   port: int) -> Dialogue:
+    """The XOAUTH2 or OAUTHBEARER exchange for ``user`` at ``protocol`` server host:port.
+
+    Asks for a token and starts; a challenge after the initial response is the server's
+    error report (RFC 7628), answered with an empty response so the final refusal can be
+    read. A refusal gets one more try with a refreshed token. Returns ``mechanism``.
+
+    Raises TokenError naming the server, the user and what the server said, when the
+    refreshed token is refused too; TypeError when sent something it did not ask for.
+    """
+    last, failure = "", None
+    for attempt in (1, 2):
+        token = yield NeedToken(refresh=attempt == 2)
+        if not isinstance(token, str):
+            raise TypeError(f"the OAuth dialogue wants a token, got {type(token).__name__}")
+        initial = (xoauth2(user, token) if mechanism == "XOAUTH2"
+                   else oauthbearer(user, token, host=host, port=port))
+        reply = yield Start(mechanism, initial)
+        failure = None
+        while isinstance(reply, Challenge):
+            failure = failure or decode_error_challenge(reply.data)
+            reply = yield Answer(b"")
+        if not isinstance(reply, Outcome):
+            raise TypeError(f"the OAuth dialogue wants the server's reply, got "
+                            f"{type(reply).__name__}")
+        if reply.ok:
+            return mechanism
+        last = reply.text
+        log.info("%s %s refused the token (attempt %d): %s", protocol, mechanism, attempt,
+                 failure.describe() if failure else last)
+    reason = failure.describe() if failure else last
+    raise TokenError(f"{protocol} server {host}:{port} rejected the OAuth token for {user} "
+                     f"({reason}; server said: {last})",
+                     hint="the token may be expired, for another user, or lack the mail "
+                          "scope; check user, scopes and the authority's client settings")
+
+
+def drive(dialogue: Dialogue, *, token: Callable[[bool], str],
+          start: Callable[[Start], Reply], answer: Callable[[bytes], Reply]) -> str:
+    """Run ``dialogue`` with blocking I/O: ``token(refresh)`` gets a token, ``start`` sends
+    the AUTH command and ``answer`` a response, each returning what the server replied.
+    Returns what the dialogue returns; raises what it and the callables raise."""
+    step = next(dialogue)
+    while True:
+        got: str | Reply
+        if isinstance(step, NeedToken):
+            got = token(step.refresh)
+        elif isinstance(step, Start):
+            got = start(step)
+        else:
+            got = answer(step.response)
+        try:
+            step = dialogue.send(got)
+        except StopIteration as done:
+            return done.value
+
+
+async def adrive(dialogue: Dialogue, *, token: Callable[[bool], Awaitable[str]],
+                 start: Callable[[Start], Awaitable[Reply]],
+                 answer: Callable[[bytes], Awaitable[Reply]]) -> str:
+    """:func:`drive` for asyncio: the same steps, each awaited."""
+    step = next(dialogue)
+    while True:
+        got: str | Reply
+        if isinstance(step, NeedToken):
+            got = await token(step.refresh)
+        elif isinstance(step, Start):
+            got = await start(step)
+        else:
+            got = await answer(step.response)
+        try:
+            step = dialogue.send(got)
+        except StopIteration as done:
+            return done.value

@@ -21,8 +21,7 @@ from imapclient import exceptions as imx
 
 from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
-from postline.errors import (AuthError, ConnectError, PostlineError, ProtocolError,
-                             TokenError)
+from postline.errors import AuthError, ConnectError, PostlineError, ProtocolError
 from postline.protocols import net, tls
 from postline.protocols.base import Capabilities, MailboxReader
 from postline.protocols.imap_ops import MailboxOperations, _server_text, _text
@@ -179,43 +178,51 @@ class ImapReader(MailboxOperations, MailboxReader):
         return f"{'AUTHENTICATE PLAIN' if use_plain else 'LOGIN'} as {login.user}"
 
     def _oauth_login(self, login: OAuthLogin, mechs: set[str]) -> str:
-        assert self._client is not None
         mech = sasl.choose_oauth_mechanism(mechs)
         if mech is None:
             raise AuthError(f"IMAP server {self.host}:{self.port} offers no OAuth mechanism "
                             f"(it offers AUTH={', '.join(sorted(mechs)) or 'nothing'})",
                             hint="use credential type secret, or another server")
-        failure: sasl.OAuthFailure | None = None
-        for attempt in (0, 1):
-            token = login.provider.token(force_refresh=attempt == 1)
-            initial = (sasl.xoauth2(login.user, token) if mech == "XOAUTH2"
-                       else sasl.oauthbearer(login.user, token, host=self.host, port=self.port))
-            state = {"sent": False, "failure": None}
-
-            # IMAPClient's oauth2_login answers the error challenge with the token again;
-            # we answer with an empty line (RFC 7628) and keep the reason the server gave.
-            def mechanism(challenge: bytes, _init=initial, _st=state) -> bytes:
-                if _st["sent"]:
-                    _st["failure"] = sasl.decode_error_challenge(challenge)
-                    return b""
-                _st["sent"] = True
-                return _init
-
+        dialogue = sasl.oauth_dialogue(mechanism=mech, user=login.user, protocol="IMAP",
+                                       host=self.host, port=self.port)
+        # stepped by hand, not with sasl.drive: imapclient owns the exchange of one attempt
+        step = next(dialogue)
+        while True:
+            got: str | sasl.Reply
+            if isinstance(step, sasl.NeedToken):
+                got = login.provider.token(force_refresh=step.refresh)
+            elif isinstance(step, sasl.Start):
+                got = self._sasl_attempt(step, dialogue)
+            else:
+                raise ProtocolError(f"IMAP authentication at {self.host}:{self.port}: an "
+                                    "answer was asked for outside of a challenge")
             try:
-                with self._errors("authentication", translate_no=False):
-                    self._client.sasl_login(mech, mechanism)
+                step = dialogue.send(got)
+            except StopIteration:
                 return f"AUTHENTICATE {mech} as {login.user}"
-            except imx.IMAPClientError as exc:
-                self._raise_if_lost(exc, "authentication")
-                failure = state["failure"]
-                last = exc
-                log.info("IMAP %s refused the token (attempt %d): %s", mech, attempt + 1,
-                         failure.describe() if failure else _server_text(exc))
-        reason = failure.describe() if failure else _server_text(last)
-        raise TokenError(f"IMAP server {self.host}:{self.port} rejected the OAuth token for "
-                         f"{login.user} ({reason}; server said: {_server_text(last)})",
-                         hint="the token may be expired, for another user, or lack the mail "
-                              "scope; check user, scopes and the authority's client settings")
+
+    def _sasl_attempt(self, step: sasl.Start, dialogue: sasl.Dialogue) -> sasl.Reply:
+        """One AUTHENTICATE of ``dialogue``: imapclient calls back per challenge; the first
+        asks for the initial response, a later one is the server's error report, handed to
+        the dialogue, whose empty answer RFC 7628 wants (imapclient's own oauth2_login
+        would send the token again). Returns the outcome for the dialogue."""
+        pending: bytes | None = step.response
+
+        def mechanism(challenge: bytes) -> bytes:
+            nonlocal pending
+            if pending is not None:
+                first, pending = pending, None
+                return first
+            answer = dialogue.send(sasl.Challenge(challenge))
+            return answer.response if isinstance(answer, sasl.Answer) else b""
+
+        try:
+            with self._errors("authentication", translate_no=False):
+                self._need().sasl_login(step.mechanism, mechanism)
+        except imx.IMAPClientError as exc:
+            self._raise_if_lost(exc, "authentication")
+            return sasl.Outcome(ok=False, text=_server_text(exc))
+        return sasl.Outcome(ok=True)
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -18,8 +18,7 @@ from typing import Any
 
 from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
-from postline.errors import (AuthError, ConnectError, PostlineError, ProtocolError,
-                             TokenError)
+from postline.errors import (AuthError, ConnectError, PostlineError, ProtocolError)
 from postline.protocols import net, tls
 from postline.protocols.base import Capabilities, MailboxReader
 from postline.protocols.pop3_ops import MaildropOperations, _text
@@ -111,7 +110,7 @@ class Pop3Reader(MaildropOperations, MailboxReader):
                 try:
                     with self._errors("login", translate_err=False):
                         if "PLAIN" in mechs:
-                            self._sasl("PLAIN", sasl.plain(login.user, login.password))
+                            self._plain(login)
                             st.detail = f"AUTH PLAIN as {login.user}"
                         else:
                             pop.user(login.user)
@@ -125,41 +124,43 @@ class Pop3Reader(MaildropOperations, MailboxReader):
             else:
                 st.detail = self._oauth(login, mechs)
 
+    def _plain(self, login: PasswordLogin) -> None:
+        """RFC 5034 AUTH PLAIN with an initial response; raises poplib.error_proto when
+        refused (an odd challenge after it is answered with an empty line)."""
+        response = sasl.b64(sasl.plain(login.user, login.password)).decode()
+        reply = self._auth_command(f"AUTH PLAIN {response}")
+        while isinstance(reply, sasl.Challenge):
+            reply = self._auth_command("")
+        if not reply.ok:
+            raise poplib.error_proto(reply.text)
+
     def _oauth(self, login: OAuthLogin, mechs: set[str]) -> str:
         mech = sasl.choose_oauth_mechanism(mechs)
         if mech is None:
             raise AuthError(f"POP3 server {self.host}:{self.port} offers no OAuth mechanism "
                             f"(SASL {' '.join(sorted(mechs)) or 'none'})",
                             hint="use credential type secret, or another server")
-        last = ""
-        failure: list[sasl.OAuthFailure] = []
-        for attempt in (0, 1):
-            token = login.provider.token(force_refresh=attempt == 1)
-            resp = (sasl.xoauth2(login.user, token) if mech == "XOAUTH2"
-                    else sasl.oauthbearer(login.user, token, host=self.host, port=self.port))
-            failure.clear()
-            try:
-                with self._errors("authentication", translate_err=False):
-                    self._sasl(mech, resp, failure)
-                return f"AUTH {mech} as {login.user}"
-            except poplib.error_proto as exc:
-                last = _text(exc.args[0] if exc.args else exc)
-        reason = failure[0].describe() if failure else last
-        raise TokenError(f"POP3 server {self.host}:{self.port} rejected the OAuth token for "
-                         f"{login.user} ({reason}; server said: {last})",
-                         hint="the token may be expired, for another user, or lack the mail "
-                              "scope; check user, scopes and the authority's client settings")
+        dialogue = sasl.oauth_dialogue(mechanism=mech, user=login.user, protocol="POP3",
+                                       host=self.host, port=self.port)
+        with self._errors("authentication", translate_err=False):
+            sasl.drive(
+                dialogue,
+                token=lambda refresh: login.provider.token(force_refresh=refresh),
+                start=lambda step: self._auth_command(
+                    f"AUTH {step.mechanism} {sasl.b64(step.response).decode()}"),
+                answer=lambda data: self._auth_command(sasl.b64(data).decode() if data else ""))
+        return f"AUTH {mech} as {login.user}"
 
-    def _sasl(self, mech: str, response: bytes,
-              failure: list[sasl.OAuthFailure] | None = None) -> None:
-        """RFC 5034 AUTH with an initial response; a ``+ challenge`` after it is the
-        server's error report, answered with an empty line to read the final -ERR."""
-        pop = self._need()
-        reply = pop._shortcmd(f"AUTH {mech} " + sasl.b64(response).decode())
-        while reply.startswith(b"+ ") or reply == b"+":
-            if failure is not None:
-                failure.append(sasl.decode_error_challenge(reply[2:]))
-            reply = pop._shortcmd("")
+    def _auth_command(self, line: str) -> sasl.Reply:
+        """Send one line of an RFC 5034 AUTH exchange: a ``+ challenge`` is a Challenge,
+        ``+OK`` and ``-ERR`` the Outcome."""
+        try:
+            reply = self._need()._shortcmd(line)
+        except poplib.error_proto as exc:
+            return sasl.Outcome(ok=False, text=_text(exc.args[0] if exc.args else exc))
+        if reply.startswith(b"+ ") or reply == b"+":
+            return sasl.Challenge(reply[2:])
+        return sasl.Outcome(ok=True, text=_text(reply))
 
     def close(self) -> None:
         pop, self._pop = self._pop, None

@@ -29,6 +29,7 @@ from postline.auth.credentials import Login
 from postline.errors import ConnectTimeout, DeliveryError, MessageError
 from postline.protocols.base import Envelope, MailSender, RecipientStatus, SendResult
 from postline.protocols.smtp_session import Dropped, Reply, SmtpSession, encode_body
+from postline.protocols.smtp_status import SMTPStatus
 from postline.protocols.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.smtp")
@@ -246,7 +247,7 @@ class SmtpSender(MailSender):
             s.abort()
             return False
         try:
-            if (await s.command(b"RSET")).code == 250:
+            if (await s.command(b"RSET")).code == SMTPStatus.COMPLETED:
                 return True
         except Exception:  # noqa: BLE001 - a session that cannot RSET is closed
             pass
@@ -261,7 +262,8 @@ class SmtpSender(MailSender):
         limit = s.info.extensions.get("SIZE", "")
         if limit.isdigit() and int(limit) and mail.size > int(limit):
             raise DeliveryError(f"the mail is {mail.size} bytes but {host} accepts at most "
-                                f"{limit}", code=552, hint="send smaller attachments")
+                                f"{limit}", code=SMTPStatus.STORAGE_EXCEEDED.value,
+                                hint="send smaller attachments")
         if s.has("SIZE"):
             params += b" SIZE=%d" % mail.size
         if s.has("8BITMIME") and not mail.body.isascii():
@@ -270,7 +272,8 @@ class SmtpSender(MailSender):
                                           and all(r.isascii() for r in mail.rcpts)):
             if not s.has("SMTPUTF8"):
                 raise DeliveryError(f"{host} does not support SMTPUTF8, needed for the "
-                                    "internationalised addresses of this mail", code=553,
+                                    "internationalised addresses of this mail",
+                                    code=SMTPStatus.MAILBOX_NAME_INVALID.value,
                                     hint="use ASCII addresses with this server")
             params += b" SMTPUTF8"
         commands = [b"MAIL FROM:<" + mail.sender + b">" + params]
@@ -307,24 +310,26 @@ class SmtpSender(MailSender):
             replies = await self._exchange(s, commands)
         mail_reply, rcpt_replies = replies[0], replies[1:1 + len(rcpts)]
         data_reply = replies[-1] if len(replies) == len(commands) else None
-        statuses = [RecipientStatus(address=a, accepted=r.code // 100 == 2, code=r.code,
-                                    message=r.text)
+        statuses = [RecipientStatus(address=a, accepted=SMTPStatus.positive(r.code),
+                                    code=r.code, message=r.text)
                     for a, r in zip(env.recipients, rcpt_replies, strict=False)]
-        if mail_reply.code // 100 != 2:
+        if not SMTPStatus.positive(mail_reply.code):
             raise DeliveryError(f"{host} refused the sender <{env.sender}>: {mail_reply}",
-                                code=mail_reply.code, retriable=mail_reply.code // 100 == 4)
+                                code=mail_reply.code,
+                                retriable=SMTPStatus.transient(mail_reply.code))
         accepted = [st for st in statuses if st.accepted]
         if not accepted:
-            if data_reply is not None and data_reply.code == 354:
+            if data_reply is not None and data_reply.code == SMTPStatus.START_INPUT:
                 await self._exchange(s, [], raw=b".\r\n")  # close the empty DATA
             detail = "; ".join(f"{st.address}: {st.code} {st.message}" for st in statuses)
             raise DeliveryError(f"{host} refused every recipient: {detail}",
                                 code=statuses[0].code if statuses else None,
-                                retriable=all(st.code // 100 == 4 for st in statuses))
-        if data_reply is None or data_reply.code != 354:
+                                retriable=all(SMTPStatus.transient(st.code) for st in statuses))
+        if data_reply is None or data_reply.code != SMTPStatus.START_INPUT:
             raise DeliveryError(f"{host} refused DATA: {data_reply}",
                                 code=data_reply.code if data_reply else None,
-                                retriable=bool(data_reply and data_reply.code // 100 == 4))
+                                retriable=bool(data_reply
+                                               and SMTPStatus.transient(data_reply.code)))
         try:
             final = (await self._exchange(s, [], raw=mail.body + self._pipeline_next(s, nxt))
                      )[0]
@@ -335,9 +340,9 @@ class SmtpSender(MailSender):
                                 "to avoid a duplicate", retriable=False, outcome="unknown",
                                 hint="check the recipient's mailbox or the server's log"
                                 ) from exc
-        if final.code // 100 != 2:
+        if not SMTPStatus.positive(final.code):
             raise DeliveryError(f"{host} did not accept the mail: {final}", code=final.code,
-                                retriable=final.code // 100 == 4)
+                                retriable=SMTPStatus.transient(final.code))
         refused = [st for st in statuses if not st.accepted]
         return SendResult(message_id=mail.message_id,
                           accepted=[st.address for st in accepted],
@@ -363,9 +368,9 @@ class SmtpSender(MailSender):
                 for i, c in enumerate(commands):
                     s.write(c + b"\r\n")
                     replies.append(await s.read_reply())
-                    if i == 0 and replies[0].code // 100 != 2:
+                    if i == 0 and not SMTPStatus.positive(replies[0].code):
                         break
-                    if i == len(commands) - 2 and not any(r.code // 100 == 2
+                    if i == len(commands) - 2 and not any(SMTPStatus.positive(r.code)
                                                           for r in replies[1:]):
                         break  # no recipient accepted: do not send DATA
                 return replies

@@ -21,9 +21,9 @@ from typing import Any
 
 from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
-from postline.errors import (AuthError, ConnectError, StartTLSUnavailable,
-                             TokenError)
+from postline.errors import (AuthError, ConnectError, StartTLSUnavailable)
 from postline.protocols import net, tls
+from postline.protocols.smtp_status import SMTPStatus
 from postline.protocols.trace import NULL_TRACE, Trace
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
@@ -132,7 +132,7 @@ class SmtpSession:
             lines.append(line[4:].rstrip(b"\r\n").decode("utf-8", "replace"))
             if line[3:4] != b"-":
                 reply = Reply(int(line[:3]), "\n".join(lines))
-                if reply.code == 421:
+                if reply.code == SMTPStatus.DOMAIN_UNAVAILABLE:
                     raise self._dropped(str(reply))
                 return reply
 
@@ -259,7 +259,7 @@ class SmtpSession:
                                        hint="the server seems to expect TLS; use "
                                             "security: tls") from exc
                 raise
-            if reply.code != 220:
+            if reply.code != SMTPStatus.READY:
                 raise ConnectError(f"SMTP server {self.host}:{self.port} refused the "
                                    f"session: {reply}", hint="try again later, or ask the "
                                    "server's administrator")
@@ -269,13 +269,13 @@ class SmtpSession:
         with self.trace.step("capabilities") as st:
             reply = await self.command(b"EHLO " + self.local_hostname.encode("idna"))
             exts: dict[str, str] = {}
-            if reply.code == 250:
+            if reply.code == SMTPStatus.COMPLETED:
                 for line in reply.text.split("\n")[1:]:
                     key, _, value = line.partition(" ")
                     exts[key.upper()] = value
             else:
                 reply = await self.command(b"HELO " + self.local_hostname.encode("idna"))
-                if reply.code != 250:
+                if reply.code != SMTPStatus.COMPLETED:
                     raise ConnectError(f"SMTP server {self.host}:{self.port} refused "
                                        f"EHLO/HELO: {reply}")
             self.info.extensions = exts
@@ -291,7 +291,7 @@ class SmtpSession:
         ctx = tls.client_context(verify=self.ep.verify_identity, ca_file=self.ep.ca_file)
         with self.trace.step("starttls") as st:
             reply = await self.command(b"STARTTLS")
-            if reply.code != 220:
+            if reply.code != SMTPStatus.READY:
                 raise ConnectError(f"SMTP server {self.host}:{self.port} refused STARTTLS: "
                                    f"{reply}", hint="use security: tls, or check the server")
             assert self._w is not None
@@ -323,18 +323,20 @@ class SmtpSession:
 
     async def _password(self, login: PasswordLogin, mechs: set[str]) -> str:
         if "PLAIN" in mechs:
-            reply = await self._sasl("PLAIN", sasl.plain(login.user, login.password))
             mech = "PLAIN"
+            reply = await self._auth_start("PLAIN", sasl.plain(login.user, login.password))
+            while reply.code == SMTPStatus.AUTH_CONTINUE:   # an odd challenge: end it
+                reply = await self.command(b"")
         elif "LOGIN" in mechs:
             mech = "LOGIN"
             reply = await self.command(b"AUTH LOGIN " + sasl.b64(login.user.encode()))
-            if reply.code == 334:
+            if reply.code == SMTPStatus.AUTH_CONTINUE:
                 reply = await self.command(sasl.b64(login.password.encode()))
         else:
             raise AuthError(f"SMTP server {self.host}:{self.port} offers no password "
                             f"mechanism (AUTH {' '.join(sorted(mechs))})",
                             hint="use an OAuth credential, or another server")
-        if reply.code != 235:
+        if reply.code != SMTPStatus.AUTH_SUCCESSFUL:
             raise AuthError(f"SMTP login as {login.user} at {self.host}:{self.port} failed: "
                             f"{reply}", hint="check the user and the password in the Secret")
         return f"AUTH {mech} as {login.user}"
@@ -345,37 +347,32 @@ class SmtpSession:
             raise AuthError(f"SMTP server {self.host}:{self.port} offers no OAuth mechanism "
                             f"(AUTH {' '.join(sorted(mechs))})",
                             hint="use credential type secret, or another server")
-        for attempt in (0, 1):
-            token = await asyncio.to_thread(login.provider.token, force_refresh=attempt == 1)
-            resp = (sasl.xoauth2(login.user, token) if mech == "XOAUTH2"
-                    else sasl.oauthbearer(login.user, token, host=self.host, port=self.port))
-            failure: list[sasl.OAuthFailure] = []
-            reply = await self._sasl(mech, resp, failure)
-            if reply.code == 235:
-                return f"AUTH {mech} as {login.user}"
-        reason = failure[0].describe() if failure else str(reply)
-        raise TokenError(f"SMTP server {self.host}:{self.port} rejected the OAuth token for "
-                         f"{login.user} ({reason}; server said: {reply})",
-                         hint="the token may be expired, for another user, or lack the mail "
-                              "scope; check user, scopes and the authority's client settings")
 
-    async def _sasl(self, mech: str, response: bytes,
-                    failure: list[sasl.OAuthFailure] | None = None) -> Reply:
-        """AUTH with ``response``; an error challenge (334 after the response) is answered
-        with an empty line so the server's final reply, and its reason, can be read."""
+        async def token(refresh: bool) -> str:
+            return await asyncio.to_thread(login.provider.token, force_refresh=refresh)
+
+        async def start(step: sasl.Start) -> sasl.Reply:
+            return _sasl_reply(await self._auth_start(step.mechanism, step.response))
+
+        async def answer(data: bytes) -> sasl.Reply:
+            return _sasl_reply(await self.command(sasl.b64(data) if data else b""))
+
+        await sasl.adrive(sasl.oauth_dialogue(mechanism=mech, user=login.user, protocol="SMTP",
+                                              host=self.host, port=self.port),
+                          token=token, start=start, answer=answer)
+        return f"AUTH {mech} as {login.user}"
+
+    async def _auth_start(self, mech: str, response: bytes) -> Reply:
+        """``AUTH mech`` with ``response`` as the initial response, or, when that line would
+        be too long, after the server's empty 334; returns the reply to the response."""
         encoded = sasl.b64(response)
         line = f"AUTH {mech} ".encode() + encoded
-        sent = len(line) <= _MAX_IR
-        reply = await self.command(line if sent else f"AUTH {mech}".encode())
-        while reply.code == 334:
-            if not sent:
-                sent = True
-                reply = await self.command(encoded)
-                continue
-            if failure is not None:
-                failure.append(sasl.decode_error_challenge(reply.text))
-            reply = await self.command(b"")
-        return reply
+        if len(line) <= _MAX_IR:
+            return await self.command(line)
+        reply = await self.command(f"AUTH {mech}".encode())
+        if reply.code != SMTPStatus.AUTH_CONTINUE:
+            return reply
+        return await self.command(encoded)
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -402,3 +399,10 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _sasl_reply(reply: Reply) -> sasl.Reply:
+    """An SMTP reply in an AUTH exchange as the SASL dialogue reads it."""
+    if reply.code == SMTPStatus.AUTH_CONTINUE:
+        return sasl.Challenge(reply.text)
+    return sasl.Outcome(ok=reply.code == SMTPStatus.AUTH_SUCCESSFUL, text=str(reply))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import abc
 import json
 import logging
-import os
 import sys
 import threading
 import time
