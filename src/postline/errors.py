@@ -39,6 +39,7 @@ Instances may override it (a 4xx DeliveryError is retriable, a 5xx is not).
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 from typing import Literal
@@ -128,16 +129,30 @@ class LoginRequired(TokenError):
     """Device flow has no usable refresh token: the user must run ``postline login``."""
 
 
+class DeliveryOutcome(enum.StrEnum):
+    """What a failed delivery means for the mail (stored as the plain word)."""
+
+    REJECTED = "rejected"       # the server refused it: sending again will not help
+    TRANSIENT = "transient"     # not now: a retry may help
+    UNKNOWN = "unknown"         # e.g. connection lost after the final dot of DATA: maybe sent
+
+
 class DeliveryError(PostlineError):
-    """A mail was not accepted by the server. ``retriable`` tells whether a retry may help."""
+    """A mail was not accepted by the server. ``retriable`` tells whether a retry may help.
+
+    ``outcome`` defaults from ``retriable``; ``says_not_retried``: the message already tells
+    the user that the mail is not sent again (so the service does not add it twice).
+    """
 
     def __init__(self, message: str, *, code: int | None = None, retriable: bool = False,
-                 hint: str | None = None, outcome: str | None = None) -> None:
+                 hint: str | None = None, outcome: DeliveryOutcome | str | None = None,
+                 says_not_retried: bool = False) -> None:
         super().__init__(message, hint=hint,
                          disposition="retriable" if retriable else "fatal")
         self.code = code
-        # "rejected", "transient", "unknown" (connection lost after the final dot of DATA)
-        self.outcome = outcome or ("transient" if retriable else "rejected")
+        self.outcome = DeliveryOutcome(outcome) if outcome else (
+            DeliveryOutcome.TRANSIENT if retriable else DeliveryOutcome.REJECTED)
+        self.says_not_retried = says_not_retried
 
 
 class MessageError(PostlineError, ValueError):

@@ -194,7 +194,9 @@ def build(entry: Entry, ctx: MacroContext, root: Path, *, strict: bool = False) 
     With ``strict`` (run time), a secret that cannot be read raises SecretError instead.
     """
     model_cls = kind_model(entry.kind)
-    assert model_cls is not None
+    if model_cls is None:
+        raise ConfigError(f"{entry.kind} is not a kind postline knows",
+                          hint=f"known kinds: {', '.join(known_kinds())}")
     state = _Expanding(entry, ctx, strict)
     data = {k: (v if k in _HEADER or k in model_cls.literal_fields
                 else state.walk(v, _child(TypeAt(model_cls), k, entry.doc.data), (k,)))

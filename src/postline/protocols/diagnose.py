@@ -14,12 +14,14 @@ from typing import Any
 
 from postline.errors import PostlineError
 from postline.protocols import endpoint_of, open_reader, open_sender
+from postline.protocols.capability_names import ImapCapability, Pop3Capability, SmtpExtension
 from postline.protocols.trace import Step, Trace
 
 # The capabilities worth showing, per protocol (name shown -> how to find it).
-_NOTABLE = {"imap": ("STARTTLS", "IDLE", "MOVE", "UIDPLUS", "SPECIAL-USE", "LITERAL+"),
-            "pop3": ("STLS", "UIDL", "TOP", "PIPELINING"),
-            "smtp": ("STARTTLS", "PIPELINING", "SIZE", "SMTPUTF8", "8BITMIME", "CHUNKING")}
+_NOTABLE: dict[str, tuple[str, ...]] = {
+    "imap": tuple(c.value for c in ImapCapability),
+    "pop3": tuple(c.value for c in Pop3Capability if c != Pop3Capability.SASL),
+    "smtp": tuple(c.value for c in SmtpExtension if c != SmtpExtension.AUTH)}
 
 
 @dataclass

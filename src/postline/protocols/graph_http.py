@@ -335,10 +335,9 @@ class GraphSession:
 
     def _transport_error(self, exc: httpx.TransportError, what: str) -> PostlineError:
         where = f"{self.host}:{self.port}"
-        cause = exc.__context__ or exc.__cause__
-        if isinstance(cause, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
-            err = cause if isinstance(cause, ssl.SSLError) else ssl.SSLError(str(exc))
-            return tls.translate_ssl_error(err, host=self.host, port=self.port)
+        cause = _ssl_cause(exc)
+        if cause is not None:
+            return tls.translate_ssl_error(cause, host=self.host, port=self.port)
         if isinstance(exc, httpx.ConnectTimeout):
             return ConnectTimeout(f"connecting to Microsoft Graph at {where} timed out",
                                   hint="check graph_url and the network; raise connect_timeout")
@@ -353,6 +352,17 @@ class GraphSession:
 
 
 def _noop() -> None:
+    return None
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl error behind an httpx error, or None: httpx wraps httpcore's error, which
+    wraps the ssl module's, so it is a few links down the cause chain."""
+    seen = exc.__cause__ or exc.__context__
+    for _ in range(8):      # a bound against a cyclic chain
+        if seen is None or isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
     return None
 
 

@@ -30,7 +30,7 @@ from email.parser import BytesHeaderParser
 from typing import Any
 from urllib.parse import quote
 
-from postline.errors import AuthError, DeliveryError, PostlineError
+from postline.errors import AuthError, DeliveryError, DeliveryOutcome, PostlineError
 from postline.protocols.base import Envelope, MailSender, RecipientStatus, SendResult
 from postline.protocols.graph_http import GraphSession, GraphThrottled, describe, graph_error_of
 from postline.protocols.graph_mime import (
@@ -223,12 +223,14 @@ class GraphSender(MailSender):
                         resp.status_code, resp.text[:500])
             raise DeliveryError(f"Microsoft Graph answered {what} for {where} with HTTP "
                                 f"{resp.status_code} instead of 202: the mail may or may not "
-                                "have been sent", code=resp.status_code, outcome="unknown",
+                                "have been sent", code=resp.status_code,
+                                outcome=DeliveryOutcome.UNKNOWN,
                                 hint="look in the mailbox's Sent Items before sending again")
         if resp.status_code >= 500:
             raise DeliveryError(f"Microsoft Graph failed {what} for {where} "
                                 f"({describe(resp)})", code=resp.status_code, retriable=True,
-                                outcome="unknown", hint="it may have been sent; not repeated")
+                                outcome=DeliveryOutcome.UNKNOWN,
+                                hint="it may have been sent; not repeated")
         raise self._refused(resp, what)
 
     def _refused(self, resp: Any, what: str) -> PostlineError:

@@ -24,6 +24,7 @@ from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
 from postline.errors import AuthError, ConnectError, PostlineError, ProtocolError
 from postline.protocols import net, tls
 from postline.protocols.base import Capabilities, MailboxReader
+from postline.protocols.capability_names import ImapCapability
 from postline.protocols.imap_ops import MailboxOperations, _server_text, _text
 from postline.protocols.tls_bio import BioContext
 from postline.protocols.trace import NULL_TRACE, Trace
@@ -125,17 +126,17 @@ class ImapReader(MailboxOperations, MailboxReader):
                 st.detail = "after login: " + " ".join(after)
                 st.data = {"capabilities": after}
         caps = after
-        self.capabilities = Capabilities(folders=True, move="MOVE" in caps,
-                                         idle="IDLE" in caps, flags=True, raw=tuple(caps))
+        self.capabilities = Capabilities(folders=True, move=ImapCapability.MOVE in caps,
+                                         idle=ImapCapability.IDLE in caps, flags=True,
+                                         raw=tuple(caps))
 
     def _caps(self) -> list[str]:
-        assert self._client is not None
+        client = self._need()
         with self._errors("CAPABILITY"):
-            return [_text(c).upper() for c in self._client.capabilities()]
+            return [_text(c).upper() for c in client.capabilities()]
 
     def _starttls(self) -> None:
-        assert self._client is not None
-        client = self._client
+        client = self._need()
 
         def upgrade(ctx: ssl.SSLContext) -> ssl.SSLSocket:
             client.starttls(ssl_context=BioContext(ctx))
@@ -161,15 +162,15 @@ class ImapReader(MailboxOperations, MailboxReader):
                 st.detail = self._oauth_login(login, mechs)
 
     def _password_login(self, login: PasswordLogin, mechs: set[str]) -> str:
-        assert self._client is not None
+        client = self._need()
         # AUTHENTICATE PLAIN carries UTF-8 passwords; imaplib's LOGIN only ASCII ones.
         use_plain = "PLAIN" in mechs
         try:
             with self._errors("login", translate_no=False):
                 if use_plain:
-                    self._client.plain_login(login.user, login.password)
+                    client.plain_login(login.user, login.password)
                 else:
-                    self._client.login(login.user, login.password)
+                    client.login(login.user, login.password)
         except imx.IMAPClientError as exc:
             self._raise_if_lost(exc, "login")
             raise AuthError(f"IMAP login as {login.user} at {self.host}:{self.port} failed: "

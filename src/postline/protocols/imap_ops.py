@@ -17,6 +17,7 @@ from imapclient import exceptions as imx
 
 from postline.errors import ProtocolError
 from postline.protocols.base import FolderInfo, FolderState, MessageRef, RawMessage
+from postline.protocols.capability_names import ImapCapability
 from postline.protocols.imap_bulk import (COMMAND_MAX_MAILS, BulkFetch, Fetched,
                                           ResponseReader, plan)
 
@@ -249,7 +250,7 @@ class MailboxOperations:
     def _expunge(self, uids: list[int]) -> None:
         client = self._need()
         client.add_flags(uids, [b"\\Deleted"], silent=True)
-        if "UIDPLUS" in self.capabilities.raw:
+        if ImapCapability.UIDPLUS in self.capabilities.raw:
             client.uid_expunge(uids)
         else:
             # Without UIDPLUS a plain EXPUNGE also removes other \Deleted mail of the

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from postline.auth.credentials import Login
-from postline.errors import ConnectTimeout, DeliveryError, MessageError
+from postline.errors import ConnectTimeout, DeliveryError, DeliveryOutcome, MessageError
 from postline.protocols.base import Envelope, MailSender, RecipientStatus, SendResult
+from postline.protocols.capability_names import SmtpExtension
 from postline.protocols.smtp_session import Dropped, Reply, SmtpSession, encode_body
 from postline.protocols.smtp_status import SMTPStatus
 from postline.protocols.trace import NULL_TRACE, Trace
@@ -91,9 +92,9 @@ class SmtpSender(MailSender):
         s = SmtpSession(endpoint=self.endpoint, login=self._login, trace=self._trace,
                         local_hostname=self._local_hostname)
         await s.open()
-        size = s.info.extensions.get("SIZE", "")
+        size = s.info.extensions.get(SmtpExtension.SIZE, "")
         self._size = int(size) if size.isdigit() and int(size) > 0 else None
-        self._smtputf8 = s.has("SMTPUTF8")
+        self._smtputf8 = s.has(SmtpExtension.SMTPUTF8)
         if self._reaper is None and self._idle_timeout > 0:
             self._reaper = asyncio.create_task(self._reap(), name="postline-smtp-reaper")
         return s
@@ -259,18 +260,18 @@ class SmtpSender(MailSender):
         Raises DeliveryError when the session cannot take the mail."""
         host = f"{s.host}:{s.port}"
         params = b""
-        limit = s.info.extensions.get("SIZE", "")
+        limit = s.info.extensions.get(SmtpExtension.SIZE, "")
         if limit.isdigit() and int(limit) and mail.size > int(limit):
             raise DeliveryError(f"the mail is {mail.size} bytes but {host} accepts at most "
                                 f"{limit}", code=SMTPStatus.STORAGE_EXCEEDED.value,
                                 hint="send smaller attachments")
-        if s.has("SIZE"):
+        if s.has(SmtpExtension.SIZE):
             params += b" SIZE=%d" % mail.size
-        if s.has("8BITMIME") and not mail.body.isascii():
+        if s.has(SmtpExtension.EIGHTBITMIME) and not mail.body.isascii():
             params += b" BODY=8BITMIME"
         if mail.envelope.smtputf8 or not (mail.sender.isascii()
                                           and all(r.isascii() for r in mail.rcpts)):
-            if not s.has("SMTPUTF8"):
+            if not s.has(SmtpExtension.SMTPUTF8):
                 raise DeliveryError(f"{host} does not support SMTPUTF8, needed for the "
                                     "internationalised addresses of this mail",
                                     code=SMTPStatus.MAILBOX_NAME_INVALID.value,
@@ -284,7 +285,7 @@ class SmtpSender(MailSender):
     def _pipeline_next(self, s: SmtpSession, nxt: list[_Mail]) -> bytes:
         """The commands of the first waiting mail, taken off the queue into ``nxt``, to go
         out right after this body; b"" when there is none or it does not fit this session."""
-        if not self._waiting or not s.has("PIPELINING"):
+        if not self._waiting or not s.has(SmtpExtension.PIPELINING):
             return b""
         mail = self._waiting[0]
         if mail.turn is None or mail.turn.done():
@@ -337,7 +338,8 @@ class SmtpSender(MailSender):
             s.abort()
             raise DeliveryError(f"the connection to {host} was lost after the mail was sent: "
                                 "unknown whether the server accepted the mail; not retried "
-                                "to avoid a duplicate", retriable=False, outcome="unknown",
+                                "to avoid a duplicate", retriable=False,
+                                outcome=DeliveryOutcome.UNKNOWN, says_not_retried=True,
                                 hint="check the recipient's mailbox or the server's log"
                                 ) from exc
         if not SMTPStatus.positive(final.code):
@@ -361,7 +363,7 @@ class SmtpSender(MailSender):
                 if raw:
                     s.write(raw)
                     return [await s.read_reply()]
-                if s.has("PIPELINING"):
+                if s.has(SmtpExtension.PIPELINING):
                     s.write(b"".join(c + b"\r\n" for c in commands))
                     return [await s.read_reply() for _ in commands]
                 replies = []

@@ -23,6 +23,7 @@ from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
 from postline.errors import (AuthError, ConnectError, StartTLSUnavailable)
 from postline.protocols import net, tls
+from postline.protocols.capability_names import SmtpExtension
 from postline.protocols.smtp_status import SMTPStatus
 from postline.protocols.trace import NULL_TRACE, Trace
 
@@ -115,8 +116,9 @@ class SmtpSession:
         return ext.upper() in self.info.extensions
 
     async def read_reply(self) -> Reply:
-        """One (possibly multi-line) reply. Raises Dropped at EOF."""
-        assert self._r is not None
+        """One (possibly multi-line) reply. Raises Dropped at EOF or when not connected."""
+        if self._r is None:
+            raise self._dropped("not connected")
         lines: list[str] = []
         while True:
             try:
@@ -141,8 +143,8 @@ class SmtpSession:
                        hint="it is retried on a new connection")
 
     def write(self, data: bytes) -> None:
-        assert self._w is not None
-        if self._w.is_closing():
+        """Queue ``data`` for sending. Raises Dropped when the connection is closed."""
+        if self._w is None or self._w.is_closing():
             raise self._dropped("connection closed")
         self._w.write(data)
 
@@ -215,8 +217,10 @@ class SmtpSession:
             return tls.translate_ssl_error(exc, host=self.host, port=self.port, names=names)
         if isinstance(exc, (ssl.SSLError, ConnectionResetError)):
             return tls.translate_ssl_error(exc, host=self.host, port=self.port)
-        if isinstance(exc, ConnectionAbortedError) and "longer" in str(exc):
-            exc = TimeoutError(str(exc))  # asyncio's way of saying the handshake timed out
+        if isinstance(exc, ConnectionAbortedError) and exc.errno is None:
+            # asyncio's way of saying the handshake timed out (sslproto raises its only
+            # ConnectionAbortedError without an errno; the system's carries ECONNABORTED)
+            exc = TimeoutError(str(exc))
         if isinstance(exc, (OSError, TimeoutError)):
             return net.translate_os_error(exc, host=self.host, port=self.port,
                                           phase="the TLS handshake",
@@ -283,7 +287,7 @@ class SmtpSession:
             st.data = {"extensions": exts}
 
     async def _starttls(self) -> None:
-        if not self.has("STARTTLS"):
+        if not self.has(SmtpExtension.STARTTLS):
             raise StartTLSUnavailable(f"SMTP server {self.host}:{self.port} does not offer "
                                       "STARTTLS; refusing to continue in plaintext",
                                       hint="use security: tls with port 465, or fix the "
@@ -309,7 +313,7 @@ class SmtpSession:
             return
         what = "password" if isinstance(login, PasswordLogin) else "OAuth token"
         net.check_auth_allowed(self.ep, encrypted=self._encrypted, what=what)
-        mechs = set(self.info.extensions.get("AUTH", "").upper().split())
+        mechs = set(self.info.extensions.get(SmtpExtension.AUTH, "").upper().split())
         if not mechs:
             raise AuthError(f"SMTP server {self.host}:{self.port} does not offer AUTH here",
                             hint="use security: starttls or tls (many servers only offer AUTH "

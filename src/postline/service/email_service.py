@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from postline.errors import DeliveryError
+from postline.errors import DeliveryError, DeliveryOutcome
 from postline.protocols.base import MailSender, SendResult
 from postline.service.engine import Engine, EngineSettings, Job
 from postline.service.message import OutgoingMessage, normalise
@@ -141,7 +141,7 @@ class EmailService:
         self._hand_over(self._job(message, waiter))
         if not waiter.wait(timeout):
             raise DeliveryError(f"Send did not finish within {timeout}s; the mail may still be "
-                                f"sent", outcome="unknown")
+                                f"sent", outcome=DeliveryOutcome.UNKNOWN)
         if waiter.error is not None:
             raise waiter.error
         return waiter.result

@@ -31,6 +31,7 @@ from postline.errors import (
     AuthError,
     ConnectError,
     DeliveryError,
+    DeliveryOutcome,
     MessageError,
     PostlineError,
 )
@@ -159,13 +160,13 @@ class Engine:
                 if job.future is not None and not job.future.done():
                     job.future.set_exception(DeliveryError(
                         "the Email Service was closed while sending; the outcome is unknown",
-                        outcome="unknown"))
+                        outcome=DeliveryOutcome.UNKNOWN))
                 raise
             except Exception as exc:  # a bug must not kill the worker and strand the queue
                 log.exception("unexpected error while sending %s", job.identity.message_id)
                 await self._finish(job, error=DeliveryError(
                     f"unexpected error while sending: {exc!r}; the outcome is unknown",
-                    outcome="unknown"))
+                    outcome=DeliveryOutcome.UNKNOWN))
             finally:
                 self._busy -= 1
                 self._last_activity = time.monotonic()
@@ -210,12 +211,12 @@ class Engine:
         refused) is counted here, in memory and in the same write that requeues or fails
         the row, so the backoff grows and ``max_attempts`` ends it across restarts too.
         """
-        if isinstance(exc, DeliveryError) and exc.outcome == "unknown":
-            text = exc.message if "not retried" in exc.message else \
+        if isinstance(exc, DeliveryError) and exc.outcome == DeliveryOutcome.UNKNOWN:
+            text = exc.message if exc.says_not_retried else \
                 f"{exc.message}: outcome unknown, not retried (the server may have the mail)"
             return await self._finish(job, error=DeliveryError(
                 text,
-                code=exc.code, outcome="unknown",
+                code=exc.code, outcome=DeliveryOutcome.UNKNOWN, says_not_retried=True,
                 hint=f"check the recipient's mailbox for Message-ID {job.identity.message_id}"),
                 attempt=not counted)
         if not counted:
@@ -256,7 +257,8 @@ class Engine:
             if result is not None:
                 state, reason = "sent", ""
             else:
-                state = "unknown" if getattr(error, "outcome", "") == "unknown" else "failed"
+                unknown = getattr(error, "outcome", "") == DeliveryOutcome.UNKNOWN
+                state = "unknown" if unknown else "failed"
                 reason = str(error)
             await asyncio.to_thread(
                 self.outbox.mark, job.entry_id, state, reason=reason,

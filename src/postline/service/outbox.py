@@ -185,7 +185,8 @@ class Outbox:
     def mark(self, entry_id: int, state: str, *, reason: str = "", result: dict | None = None,
              next_attempt_at: float | None = None, attempt: bool = False) -> None:
         """Move a mail to ``state`` (committed to disk before this returns)."""
-        assert state in STATES
+        if state not in STATES:
+            raise ValueError(f"outbox state {state!r} is not one of {', '.join(STATES)}")
         sets = ["state=?", "updated_at=?", "reason=?"]
         args: list = [state, self._clock(), reason]
         if result is not None:

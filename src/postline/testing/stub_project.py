@@ -44,7 +44,8 @@ class StubProject:
         return self._box.decrypt(base64.b64decode(text))
 
     def get(self, kind: str, name: str) -> Any:
-        assert kind == "EmailConnection", kind
+        if kind != "EmailConnection":
+            raise KeyError(f"the stub project holds EmailConnection entries only, not {kind}")
         return self.connections[name]
 
     def add(self, data: dict) -> Any:

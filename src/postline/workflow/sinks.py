@@ -287,7 +287,8 @@ class HttpSink(Sink):
         or a stop request ended the pause before one."""
         import httpx
 
-        assert self._client is not None
+        if self._client is None:
+            self.open()
         body = _dumps(record).encode("utf-8")
         headers = {"Content-Type": "application/json", **self.headers,
                    "Idempotency-Key": record["key"]}

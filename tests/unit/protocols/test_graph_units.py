@@ -228,3 +228,24 @@ def test_a_draft_left_by_a_failure_is_deleted():
     with pytest.raises(DeliveryError, match="ErrorInvalidRecipients 400.*adding Bcc"):
         asyncio.run(GraphSender(session=s).send(env, b"To: x@y.test\r\n\r\nhi\r\n"))
     assert seen == [("POST", "messages"), ("PATCH", "D1"), ("DELETE", "D1")]
+
+
+def test_a_tls_failure_is_found_down_httpx_cause_chain():
+    import ssl
+
+    from postline.protocols.graph_http import _ssl_cause
+
+    def chained() -> httpx.ConnectError:
+        try:
+            try:
+                raise ssl.SSLCertVerificationError(1, "certificate verify failed")
+            except ssl.SSLError as low:
+                raise OSError("httpcore's wrapper") from low
+        except OSError as mid:
+            try:
+                raise httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED]") from mid
+            except httpx.ConnectError as top:
+                return top
+
+    assert isinstance(_ssl_cause(chained()), ssl.SSLCertVerificationError)
+    assert _ssl_cause(httpx.ConnectError("refused")) is None
