@@ -1,7 +1,7 @@
 """postline's errors, grouped by what the runtime should do with them.
 
 Every error postline raises derives from :class:`PostlineError`. Third-party exceptions
-(imaplib, aiosmtplib, MSAL, httpx, ssl, socket) are translated at the boundary of the
+(imaplib, poplib, asyncio streams, MSAL, httpx, ssl, socket) are translated at the boundary of the
 adapter that called the library, with ``raise ... from exc`` so the cause is kept.
 
 ::

@@ -1,6 +1,6 @@
 """``${...}`` macros: a pure expander with a pluggable table of prefix handlers.
 
-Syntax (SPEC section 3)::
+Syntax (docs/assets.md, "Macros")::
 
     ${VAR}              bare name: OS environment, then Environment assets, then Secrets
                         (each later layer wins over an earlier one that also defines VAR)

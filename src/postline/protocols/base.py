@@ -2,7 +2,7 @@
 
 IMAP, POP3 and Microsoft Graph readers implement :class:`MailboxReader`; SMTP and Graph
 senders implement :class:`MailSender`. The source, the service, the CLI and the web layer
-depend only on these types, never on imaplib, poplib, aiosmtplib, MSAL or httpx.
+depend only on these types, never on imaplib, poplib, the SMTP session, MSAL or httpx.
 
 Reading is synchronous (one worker thread per source keeps ordering and back-pressure
 simple, and IMAPClient/poplib are synchronous). Sending is asynchronous (many SMTP

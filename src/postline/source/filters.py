@@ -1,6 +1,6 @@
 r"""Pure decisions: which mails to ignore (From/Subject filters), which attachments to keep.
 
-Filter semantics (SPEC section 5), per header:
+Filter semantics (docs/source.md, "Filters"), per header:
 
 1. blacklist first: any pattern found -> ignore;
 2. then the whitelist, if it has patterns: any pattern found -> process, none -> ignore;

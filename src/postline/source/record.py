@@ -208,7 +208,15 @@ def schema() -> dict[str, Any]:
 
 
 def validate_record(record: dict[str, Any]) -> None:
-    """Raise ``jsonschema.ValidationError`` when ``record`` does not follow the schema."""
-    import jsonschema
+    """Check ``record`` against the schema; returns None when it follows it.
+
+    Raises ``jsonschema.ValidationError`` when it does not, and ImportError naming the
+    package when jsonschema is not installed (it is an extra: ``postline[schema]``).
+    """
+    try:
+        import jsonschema
+    except ImportError as exc:
+        raise ImportError("validate_record needs jsonschema: pip install "
+                          "'postline[schema]' (or jsonschema)") from exc
 
     jsonschema.Draft202012Validator(schema()).validate(record)
