@@ -18,10 +18,10 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Collection, Generator
 from dataclasses import dataclass, field
 
-from postline.errors import TokenError
+from postline.errors import AuthError, TokenError
 
 log = logging.getLogger("postline.auth")
 
@@ -157,17 +157,24 @@ Reply = Challenge | Outcome
 Dialogue = Generator[Step, "str | Reply", str]
 
 
-def oauth_dialogue(*, mechanism: str, user: str, protocol: str, host: str,
+def oauth_dialogue(*, offered: Collection[str], user: str, protocol: str, host: str,
                    port: int) -> Dialogue:
-    """The XOAUTH2 or OAUTHBEARER exchange for ``user`` at ``protocol`` server host:port.
+    """The XOAUTH2 or OAUTHBEARER exchange (by :func:`choose_oauth_mechanism` among the
+    ``offered`` mechanisms) for ``user`` at ``protocol`` server host:port.
 
     Asks for a token and starts; a challenge after the initial response is the server's
     error report (RFC 7628), answered with an empty response so the final refusal can be
-    read. A refusal gets one more try with a refreshed token. Returns ``mechanism``.
+    read. A refusal gets one more try with a refreshed token. Returns the mechanism used.
 
-    Raises TokenError naming the server, the user and what the server said, when the
-    refreshed token is refused too; TypeError when sent something it did not ask for.
+    Raises AuthError at the first step when no OAuth mechanism is offered; TokenError naming
+    the server, the user and what the server said, when the refreshed token is refused too;
+    TypeError when sent something it did not ask for.
     """
+    mechanism = choose_oauth_mechanism(frozenset(offered))
+    if mechanism is None:
+        raise AuthError(f"{protocol} server {host}:{port} offers no OAuth mechanism (it "
+                        f"offers {' '.join(sorted(offered)) or 'none'})",
+                        hint="use credential type secret, or another server")
     last, failure = "", None
     for attempt in (1, 2):
         token = yield NeedToken(refresh=attempt == 2)

@@ -179,12 +179,7 @@ class ImapReader(MailboxOperations, MailboxReader):
         return f"{'AUTHENTICATE PLAIN' if use_plain else 'LOGIN'} as {login.user}"
 
     def _oauth_login(self, login: OAuthLogin, mechs: set[str]) -> str:
-        mech = sasl.choose_oauth_mechanism(mechs)
-        if mech is None:
-            raise AuthError(f"IMAP server {self.host}:{self.port} offers no OAuth mechanism "
-                            f"(it offers AUTH={', '.join(sorted(mechs)) or 'nothing'})",
-                            hint="use credential type secret, or another server")
-        dialogue = sasl.oauth_dialogue(mechanism=mech, user=login.user, protocol="IMAP",
+        dialogue = sasl.oauth_dialogue(offered=mechs, user=login.user, protocol="IMAP",
                                        host=self.host, port=self.port)
         # stepped by hand, not with sasl.drive: imapclient owns the exchange of one attempt
         step = next(dialogue)
@@ -199,8 +194,8 @@ class ImapReader(MailboxOperations, MailboxReader):
                                     "answer was asked for outside of a challenge")
             try:
                 step = dialogue.send(got)
-            except StopIteration:
-                return f"AUTHENTICATE {mech} as {login.user}"
+            except StopIteration as done:
+                return f"AUTHENTICATE {done.value} as {login.user}"
 
     def _sasl_attempt(self, step: sasl.Start, dialogue: sasl.Dialogue) -> sasl.Reply:
         """One AUTHENTICATE of ``dialogue``: imapclient calls back per challenge; the first

@@ -135,15 +135,10 @@ class Pop3Reader(MaildropOperations, MailboxReader):
             raise poplib.error_proto(reply.text)
 
     def _oauth(self, login: OAuthLogin, mechs: set[str]) -> str:
-        mech = sasl.choose_oauth_mechanism(mechs)
-        if mech is None:
-            raise AuthError(f"POP3 server {self.host}:{self.port} offers no OAuth mechanism "
-                            f"(SASL {' '.join(sorted(mechs)) or 'none'})",
-                            hint="use credential type secret, or another server")
-        dialogue = sasl.oauth_dialogue(mechanism=mech, user=login.user, protocol="POP3",
+        dialogue = sasl.oauth_dialogue(offered=mechs, user=login.user, protocol="POP3",
                                        host=self.host, port=self.port)
         with self._errors("authentication", translate_err=False):
-            sasl.drive(
+            mech = sasl.drive(
                 dialogue,
                 token=lambda refresh: login.provider.token(force_refresh=refresh),
                 start=lambda step: self._auth_command(

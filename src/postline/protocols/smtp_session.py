@@ -346,12 +346,6 @@ class SmtpSession:
         return f"AUTH {mech} as {login.user}"
 
     async def _oauth(self, login: OAuthLogin, mechs: set[str]) -> str:
-        mech = sasl.choose_oauth_mechanism(mechs)
-        if mech is None:
-            raise AuthError(f"SMTP server {self.host}:{self.port} offers no OAuth mechanism "
-                            f"(AUTH {' '.join(sorted(mechs))})",
-                            hint="use credential type secret, or another server")
-
         async def token(refresh: bool) -> str:
             return await asyncio.to_thread(login.provider.token, force_refresh=refresh)
 
@@ -361,9 +355,10 @@ class SmtpSession:
         async def answer(data: bytes) -> sasl.Reply:
             return _sasl_reply(await self.command(sasl.b64(data) if data else b""))
 
-        await sasl.adrive(sasl.oauth_dialogue(mechanism=mech, user=login.user, protocol="SMTP",
-                                              host=self.host, port=self.port),
-                          token=token, start=start, answer=answer)
+        mech = await sasl.adrive(
+            sasl.oauth_dialogue(offered=mechs, user=login.user, protocol="SMTP",
+                                host=self.host, port=self.port),
+            token=token, start=start, answer=answer)
         return f"AUTH {mech} as {login.user}"
 
     async def _auth_start(self, mech: str, response: bytes) -> Reply:

@@ -13,9 +13,9 @@ from postline.errors import AuthError, TokenError
 ERROR = base64.b64encode(b'{"status":"401","schemes":"bearer","scope":"mail"}')
 
 
-def dialogue(mechanism: str = "XOAUTH2") -> sasl.Dialogue:
-    return sasl.oauth_dialogue(mechanism=mechanism, user="u@x", protocol="SMTP",
-                               host="mail.test", port=587)
+def dialogue(*offered: str) -> sasl.Dialogue:
+    return sasl.oauth_dialogue(offered=offered or ("PLAIN", "XOAUTH2", "OAUTHBEARER"),
+                               user="u@x", protocol="SMTP", host="mail.test", port=587)
 
 
 def test_accepted_at_once_with_the_cached_token():
@@ -29,7 +29,7 @@ def test_accepted_at_once_with_the_cached_token():
 
 
 def test_oauthbearer_names_host_and_port():
-    d = dialogue("OAUTHBEARER")
+    d = dialogue("PLAIN", "OAUTHBEARER")
     next(d)
     assert d.send("tok").response == sasl.oauthbearer("u@x", "tok", host="mail.test",
                                                        port=587)
@@ -47,12 +47,18 @@ def test_a_refused_token_is_refreshed_once_and_then_accepted():
         d.send(sasl.Outcome(ok=True))
 
 
-def test_the_second_refusal_is_a_clear_token_error():
+def refused_once(first: str) -> sasl.Dialogue:
+    """A dialogue whose first token was refused with ``first`` and that started again."""
     d = dialogue()
     next(d)
     d.send("old")
-    d.send(sasl.Outcome(ok=False, text="535 first"))
+    d.send(sasl.Outcome(ok=False, text=first))
     d.send("new")
+    return d
+
+
+def test_the_second_refusal_is_a_clear_token_error():
+    d = refused_once("535 first")
     d.send(sasl.Challenge(ERROR))
     with pytest.raises(TokenError) as err:
         d.send(sasl.Outcome(ok=False, text="535 5.7.8 no"))
@@ -64,13 +70,18 @@ def test_the_second_refusal_is_a_clear_token_error():
 
 
 def test_without_an_error_challenge_the_server_text_is_the_reason():
-    d = dialogue()
-    next(d)
-    d.send("t")
-    d.send(sasl.Outcome(ok=False, text="-ERR nope"))
-    d.send("t2")
+    d = refused_once("-ERR nope")
     with pytest.raises(TokenError, match=r"\(-ERR nope; server said: -ERR nope\)"):
         d.send(sasl.Outcome(ok=False, text="-ERR nope"))
+
+
+def test_no_oauth_mechanism_offered_is_an_auth_error_before_any_token():
+    d = dialogue("PLAIN", "LOGIN")
+    with pytest.raises(AuthError) as err:
+        next(d)
+    assert not isinstance(err.value, TokenError)
+    assert err.value.message == ("SMTP server mail.test:587 offers no OAuth mechanism "
+                                 "(it offers LOGIN PLAIN)")
 
 
 def test_the_token_is_not_in_the_repr_of_a_step():
