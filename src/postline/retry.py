@@ -26,7 +26,7 @@ def backoff(attempt: int, *, first: float, cap: float | None = None, jitter: boo
     more than ``cap`` (None: no cap). ``jitter`` spreads it uniformly over [0, pause] ("full
     jitter"), so many clients throttled at once do not come back at once; ``rng`` returns a
     number in [0, 1). Attempts below 1 count as 1. Never raises."""
-    delay = first * (2 ** max(0, attempt - 1))
+    delay = first * 2.0 ** max(0, attempt - 1)
     if cap is not None:
         delay = min(cap, delay)
     return delay * rng() if jitter else delay

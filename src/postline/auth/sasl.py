@@ -219,7 +219,8 @@ def drive(dialogue: Dialogue, *, token: Callable[[bool], str],
         try:
             step = dialogue.send(got)
         except StopIteration as done:
-            return done.value
+            mechanism: str = done.value
+            return mechanism
 
 
 async def adrive(dialogue: Dialogue, *, token: Callable[[bool], Awaitable[str]],
@@ -238,4 +239,5 @@ async def adrive(dialogue: Dialogue, *, token: Callable[[bool], Awaitable[str]],
         try:
             step = dialogue.send(got)
         except StopIteration as done:
-            return done.value
+            mechanism: str = done.value
+            return mechanism
