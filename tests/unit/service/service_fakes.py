@@ -14,7 +14,8 @@ from postline.protocols.base import MailSender, RecipientStatus, SendResult
 
 class FakeSender(MailSender):
     """Records every mail; ``script`` pops one behaviour per send: ok, 4xx, 5xx,
-    drop-before (connection lost before the end of DATA), drop-after (after the dot)."""
+    drop-before (connection lost before the end of DATA), drop-after (after the dot),
+    drop-after-said (the same, the message saying it is not retried)."""
 
     def __init__(self, *, script=None, smtputf8=True, max_size=None, delay=0.0, clock=None):
         self.script = list(script or [])
@@ -51,6 +52,9 @@ class FakeSender(MailSender):
                 raise ConnectError("connection lost before the end of DATA")
             if action == "drop-after":
                 raise DeliveryError("connection lost after the final dot", outcome="unknown")
+            if action == "drop-after-said":     # the sender's message says it already
+                raise DeliveryError("connection lost after the final dot; not retried",
+                                    outcome="unknown", says_not_retried=True)
             self.sent.append((envelope, message, self.clock() if self.clock else 0.0))
             recips = [RecipientStatus(r, True, 250, "2.1.5 Ok") for r in envelope.recipients]
             return SendResult(message_id=message_id, accepted=list(envelope.recipients),
