@@ -18,7 +18,7 @@ from typing import Any
 
 from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
-from postline.errors import (AuthError, ConnectError, PostlineError, ProtocolError)
+from postline.errors import AuthError, ConnectError, PostlineError, ProtocolError
 from postline.protocols import net, tls
 from postline.protocols.base import Capabilities, MailboxReader
 from postline.protocols.pop3_ops import MaildropOperations, _text

@@ -21,7 +21,7 @@ from typing import Any
 
 from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
-from postline.errors import (AuthError, ConnectError, StartTLSUnavailable)
+from postline.errors import AuthError, ConnectError, StartTLSUnavailable
 from postline.protocols import net, tls
 from postline.protocols.capability_names import SmtpExtension
 from postline.protocols.smtp_status import SMTPStatus
