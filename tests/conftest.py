@@ -32,6 +32,13 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # `eval "$(postline dev-stack env)"` exports the dev stack's StateStore URL; it would turn
+    # every test project's SQLite state into that database (and add a warning to projects
+    # without a StateStore). Tests set it themselves where they mean to.
+    os.environ.pop("POSTLINE_STATE_URL", None)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "mail_stack" in getattr(item, "fixturenames", ()) or \

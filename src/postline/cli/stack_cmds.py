@@ -199,8 +199,9 @@ def env_vars(info) -> dict[str, str]:
         "POSTLINE_STACK_USER": "alice@example.test",
         "POSTLINE_STACK_PASSWORD": info.password("alice@example.test"),
     })
-    if info.postgres_url:   # the StateStore URL of a project (docs/cluster.md)
-        env["POSTLINE_STATE_URL"] = info.postgres_url
+    url = getattr(info, "postgres_url", None)   # None: started without PostgreSQL
+    if url:   # the StateStore URL of a project (docs/cluster.md)
+        env["POSTLINE_STATE_URL"] = url
     # `make demo` seals the demo project's password to a key kept beside the stack; without
     # it every command on the demo project that needs the password fails
     demo_key = Path(info.dir) / DEMO_KEY
@@ -229,7 +230,8 @@ def describe(status) -> str:
         f"           client credentials: {info.cc_client_id} / {info.cc_client_secret} "
         f"(tokens for {info.cc_mailbox}); device flow: {info.device_client_id}; "
         f"scopes: {' '.join(info.mail_scopes)}",
-        *([f"State:     POSTLINE_STATE_URL={info.postgres_url}"] if info.postgres_url else []),
+        *([f"State:     POSTLINE_STATE_URL={info.postgres_url}"]
+          if getattr(info, "postgres_url", None) else []),
         f"Logs:      {info.dir / 'logs'}/",
         f"Use:       eval \"$(postline dev-stack env --dir {status.dir})\"",
     ]
