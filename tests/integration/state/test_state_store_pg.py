@@ -195,3 +195,19 @@ def test_state_migrate_without_a_postgresql_store(tmp_path, capsys):
     (tmp_path / "s.yaml").write_text("kind: Environment\nname: E\n")
     code, _, err = run(capsys, "state", "migrate", str(tmp_path))
     assert code == 1 and "has no StateStore asset" in err
+
+
+def test_a_pool_from_the_store_and_its_first_login_checked(store_project, pg_server):
+    from postline.errors import AuthError
+    from postline.project import open_project
+    from postline.state.postgres import open_pool, target_of
+
+    target = target_of(open_project(store_project()))
+    assert "postline-pass" not in repr(target)
+    with open_pool(target, max_size=2) as pool:
+        with pool.connection() as conn:
+            assert conn.execute("SELECT current_setting('application_name')").fetchone() == \
+                ("postline",)
+    bad = target_of(open_project(store_project(url=pg_server.url.replace("-pass", "-no"))))
+    with pytest.raises(AuthError, match=r"^StateStore/Shared: PostgreSQL refused the password"):
+        open_pool(bad)
