@@ -38,7 +38,7 @@ class Target:
     host: str
     port: int
     database: str
-    user: str
+    user: str                        # "the default user" when the URL names none (libpq's)
     schema: str
     connect_timeout: float
     conninfo: str = field(repr=False)
@@ -75,20 +75,10 @@ class Target:
             extra["password"] = password
         return cls(label=label, host=parts.hostname or "", port=parts.port or 5432,
                    database=unquote(parts.path.lstrip("/")),
-                   user=unquote(parts.username) if parts.username else _default_user(),
+                   user=unquote(parts.username) if parts.username else "the default user",
                    schema=store.schema_name, connect_timeout=store.connect_timeout,
                    conninfo=make_conninfo(store.url, **extra), password_from=password_from,
                    url_from=url_from)
-
-
-def _default_user() -> str:
-    # libpq logs in as the operating-system user when the URL names none
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "?"
 
 
 def target_of(project: Any, name: str | None = None) -> Target:

@@ -25,6 +25,7 @@ import os
 import pwd
 import secrets
 import signal
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,7 @@ class DevPostgres:
         """Create the cluster unless it exists. Raises StackUnavailable/StackError."""
         bindir = check_installed()
         owner = self._owner()
+        self._check_dir(owner)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         self.socket_dir.mkdir(exist_ok=True)
@@ -212,6 +214,17 @@ class DevPostgres:
         return True
 
     # ---- internals -----------------------------------------------------------------------
+    def _check_dir(self, owner: pwd.struct_passwd) -> None:
+        socket_file = self.socket_dir / f".s.PGSQL.{self.port}"
+        if len(str(socket_file)) > 107:
+            raise StackError(f"directory {self.dir} is too long for PostgreSQL's Unix socket "
+                             f"({socket_file}); choose a shorter one")
+        for parent in reversed(self.dir.parents):
+            st = parent.stat() if parent.exists() else None
+            if st is not None and not (st.st_mode & stat.S_IXOTH or st.st_uid == owner.pw_uid):
+                raise StackError(f"PostgreSQL runs as user {owner.pw_name}, which cannot enter "
+                                 f"{parent}; choose another directory or run: chmod o+x {parent}")
+
     def _owner(self) -> pwd.struct_passwd:
         # PostgreSQL refuses root; as root run it as the package's system user
         if os.geteuid() != 0:

@@ -73,3 +73,22 @@ def test_pg_fixture_gives_a_working_url(pg_server, pg_url: str) -> None:
     with psycopg.connect(pg_server.admin_url, connect_timeout=5) as conn:
         assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
                             ).fetchone() == (True,)
+
+
+def test_a_directory_postgres_cannot_enter_is_named_with_the_fix() -> None:
+    from postline.testing.errors import StackError
+    from postline.testing.postgres import DevPostgres
+
+    if os.geteuid() != 0:
+        pytest.skip("only as root does the server run as another user")
+    parent = Path(tempfile.mkdtemp(prefix="postline-pgdir-"))   # pytest's tmp_path is 0700
+    try:
+        os.chmod(parent, 0o755)
+        closed = parent / "closed"
+        closed.mkdir(mode=0o700)
+        with pytest.raises(StackError, match=rf"^PostgreSQL runs as user postgres, which cannot "
+                                             rf"enter {closed}; choose another directory or "
+                                             rf"run: chmod o\+x {closed}$"):
+            DevPostgres(dir=closed / "pg", port=15432).prepare()
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
