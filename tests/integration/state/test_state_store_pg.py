@@ -202,8 +202,11 @@ def test_a_pool_from_the_store_and_its_first_login_checked(store_project, pg_ser
     from postline.project import open_project
     from postline.state.postgres import open_pool, target_of
 
+    from postline.logs import redact
+
     target = target_of(open_project(store_project()))
     assert "postline-pass" not in repr(target)
+    assert redact("login with postline-pass") == "login with ***"   # no log line shows it
     with open_pool(target, max_size=2) as pool:
         with pool.connection() as conn:
             assert conn.execute("SELECT current_setting('application_name')").fetchone() == \

@@ -141,3 +141,16 @@ def test_validate_assets_usage_know_the_kind(project_dir, capsys, monkeypatch):
     assert "StateStore/Shared  password -> Db.password" in out
     code, out, _ = _cli(capsys, "show", str(root), "Shared")
     assert "password: Db.password (sealed)" in out
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u:p%40ss@h:5432/db?sslmode=require",
+     "postgresql://u:***@h:5432/db?sslmode=require"),
+    ("postgresql://u@h/db", "postgresql://u@h/db"),
+    ("postgresql://h/db", "postgresql://h/db"),
+    ("postgresql://u:@h/db", "postgresql://u:***@h/db"),
+])
+def test_mask_url(url, shown):
+    from postline.assets.kinds.state_store import mask_url
+
+    assert mask_url(url) == shown
