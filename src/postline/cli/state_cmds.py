@@ -41,15 +41,20 @@ def register(sub: Any) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    import psycopg
+
     from postline.project import open_project
     from postline.state.migrations import MIGRATIONS, migrate
-    from postline.state.postgres import connect, target_of
+    from postline.state.postgres import connect, query_failure, target_of
 
     project = open_project(args.project)
     target = target_of(project)
     with connect(target, autocommit=True) as conn:
-        result = migrate(conn, MIGRATIONS, schema=target.schema, label=target.label,
-                         where=target.where)
+        try:
+            result = migrate(conn, MIGRATIONS, schema=target.schema, label=target.label,
+                             where=target.where)
+        except psycopg.Error as exc:
+            raise query_failure(target, exc) from exc
     if args.json:
         print(json.dumps({"state_store": target.label.split("/", 1)[1], "where": target.where,
                           "schema": result.schema, "created_schema": result.created_schema,

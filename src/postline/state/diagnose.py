@@ -18,7 +18,7 @@ from postline.errors import PostlineError
 from postline.protocols.trace import Step, Trace
 from postline.state.migrations import (MIGRATIONS, SchemaState, SchemaStatus, no_privilege,
                                        refuse_newer, schema_state)
-from postline.state.postgres import Target, connect, reach, shown_url
+from postline.state.postgres import Target, connect, query_failure, reach, shown_url
 
 
 @dataclass
@@ -93,7 +93,13 @@ def _steps(target: Target, report: StoreReport, trace: Trace, project_arg: str) 
                     f"{conn.info.dbname}"
         st.data = {"server_version": report.server_version, "user": conn.info.user}
     with conn, trace.step("schema") as st:
-        status = schema_state(conn, MIGRATIONS, schema=target.schema)
+        try:
+            status = schema_state(conn, MIGRATIONS, schema=target.schema)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise no_privilege(label=target.label, where=target.where, schema=target.schema,
+                               conn=conn) from exc
+        except psycopg.Error as exc:
+            raise query_failure(target, exc) from exc
         report.status = status
         st.data = status.as_dict()
         refuse_newer(status, label=target.label, where=target.where)

@@ -130,12 +130,13 @@ def migrate(conn: psycopg.Connection, migrations: Sequence[Migration], *, schema
     if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
         raise ValueError("migrate() needs an autocommit connection outside a transaction")
     ident = sql.Identifier(schema)
-    before, _ = _current(conn, schema)
     newer_check = _refuse_newer(label=label, where=where, schema=schema, latest=latest)
-    if before is not None:
-        newer_check(before, _current(conn, schema)[1])
     created = False
+    applied = []
     try:
+        before, before_by = _current(conn, schema)
+        if before is not None:
+            newer_check(before, before_by)
         with conn.transaction():
             _lock(conn, schema)
             if not _schema_exists(conn, schema):
@@ -146,7 +147,6 @@ def migrate(conn: psycopg.Connection, migrations: Sequence[Migration], *, schema
                     "CREATE TABLE {}.{} (version integer PRIMARY KEY, description text NOT NULL,"
                     " postline_version text NOT NULL, applied_at timestamptz NOT NULL "
                     "DEFAULT now())").format(ident, sql.Identifier(VERSION_TABLE)))
-        applied = []
         for step in migrations:
             with conn.transaction():
                 _lock(conn, schema)
@@ -174,15 +174,16 @@ def migrate(conn: psycopg.Connection, migrations: Sequence[Migration], *, schema
 
 def no_privilege(*, label: str, where: str, schema: str, conn: psycopg.Connection
                  ) -> ConfigError:
-    """The one-line error for a role that may not create ``schema`` or tables in it."""
+    """The one-line error for a role that may not create ``schema``, or use it, or create
+    tables in it (``conn`` must be usable: autocommit, or outside a failed transaction)."""
     user = conn.info.user
     database = conn.info.dbname
-    exists = _schema_exists(conn, schema)
-    if exists:
-        return ConfigError(f"{label}: role {user} may not create tables in schema {schema} "
-                           f"of {where}", hint=f"grant it: GRANT CREATE, USAGE ON SCHEMA {schema} "
-                                               f"TO {user} (or ALTER SCHEMA {schema} OWNER TO "
-                                               f"{user})")
+    if _schema_exists(conn, schema):
+        usage = conn.execute("SELECT has_schema_privilege(%s, 'USAGE')", (schema,)).fetchone()
+        what = "create tables in" if usage and usage[0] else "use"
+        return ConfigError(f"{label}: role {user} may not {what} schema {schema} of {where}",
+                           hint=f"grant it: GRANT CREATE, USAGE ON SCHEMA {schema} TO {user} "
+                                f"(or ALTER SCHEMA {schema} OWNER TO {user})")
     return ConfigError(f"{label}: role {user} may not create schema {schema} in {where}",
                        hint=f"grant it: GRANT CREATE ON DATABASE {database} TO {user} (or "
                             f"create it: CREATE SCHEMA {schema} AUTHORIZATION {user})")

@@ -172,6 +172,19 @@ def login_failure(target: Target, exc: psycopg.Error) -> PostlineError:
                         hint=f"check {_url_name(target)} and the server's log")
 
 
+def query_failure(target: Target, exc: psycopg.Error) -> PostlineError:
+    """The postline error for a statement that failed on ``target`` after logging in: a lost
+    connection is retriable (ConnectError), anything else names the SQLSTATE."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+        return ConnectError(f"{target.label}: lost the connection to {target.where}: {first}",
+                            hint="postline reconnects on the next attempt; see the server's "
+                                 "log if it keeps happening")
+    return PostlineError(f"{target.label}: PostgreSQL refused a statement on {target.where} "
+                         f"({exc.sqlstate or 'no SQLSTATE'}): {first}",
+                         hint="see the server's log")
+
+
 def _url_name(target: Target) -> str:
     return "the StateStore's url" if target.url_from == "url" else target.url_from
 

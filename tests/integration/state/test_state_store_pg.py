@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import psycopg
 import pytest
 from psycopg import sql
 
@@ -214,3 +213,19 @@ def test_a_pool_from_the_store_and_its_first_login_checked(store_project, pg_ser
     bad = target_of(open_project(store_project(url=pg_server.url.replace("-pass", "-no"))))
     with pytest.raises(AuthError, match=r"^StateStore/Shared: PostgreSQL refused the password"):
         open_pool(bad)
+
+
+def test_a_schema_the_role_may_not_use(store_project, weak_role, schema, admin, capsys):
+    url = weak_role()
+    user = url.split("//", 1)[1].split(":", 1)[0]
+    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    admin.execute(sql.SQL("CREATE TABLE {}.schema_version (version integer)").format(
+        sql.Identifier(schema)))
+    root = store_project(url=url)
+    line = f"StateStore/Shared: role {user} may not use schema {schema} of 127.0.0.1:"
+    fix = f"(grant it: GRANT CREATE, USAGE ON SCHEMA {schema} TO {user} (or ALTER SCHEMA"
+    code, out, err = run(capsys, "state", "migrate", str(root))
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"postline: error: {line}") and fix in err
+    code, out, _ = run(capsys, "test-connection", str(root), "Shared")
+    assert code == 1 and line in out.splitlines()[4] and "✗ schema" in out

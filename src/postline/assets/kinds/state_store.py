@@ -19,7 +19,6 @@ loader, like every environment value). ``show`` masks a password inside the URL.
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
