@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install everything postline and its tests need on a fresh Debian machine (run as root),
 # idempotently: Debian packages for the local mail stack, a Python venv with postline and its
-# test dependencies, and the npm packages of the local OAuth server.
+# test dependencies, and the npm packages of the local OAuth server. PostgreSQL (the shared state
+# of a fleet, see docs/cluster.md) comes from Debian too; its stock cluster is never started.
 #   scripts/bootstrap.sh            # everything
 #   POSTLINE_SKIP_APT=1 ...         # skip the Debian packages (no root, or already there)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-apt_pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl)
+apt_pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl postgresql)
 # the local OAuth server (oidc-provider 9) runs on Node.js 20+; take Debian's only when none is there
 command -v node >/dev/null || apt_pkgs+=(nodejs)
 command -v npm >/dev/null || apt_pkgs+=(npm)
@@ -19,7 +20,8 @@ if [ -z "${POSTLINE_SKIP_APT:-}" ] && command -v apt-get >/dev/null; then
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "bootstrap: installing Debian packages: ${missing[*]}"
-    # never let the packages start the stock daemons on 0.0.0.0
+    # never let the packages start the stock daemons on 0.0.0.0 (postgresql's postinst also
+    # creates a stock cluster in /var/lib/postgresql; the dev stack initdb's its own instead)
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
       trap 'rm -f /usr/sbin/policy-rc.d' EXIT

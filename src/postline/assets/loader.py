@@ -7,6 +7,7 @@ Every problem of the project is collected; nothing stops at the first one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,12 @@ class Entry:
     pending: bool = False                # uses a secret that can only be read at run time
     macro_sources: tuple = ()            # ((path, (kind, name, key)), ...) from macros
     raw_refs: tuple = ()                 # FoundRef from the data, for assets that are invalid
+    overrides: tuple = ()                # ((field, env variable, value), ...) that replaced data
+
+    @property
+    def origins(self) -> dict[tuple, str]:
+        """``{(field,): "from VARIABLE"}`` for the values the environment replaced."""
+        return {(f,): f"from {var}" for f, var, _ in self.overrides}
 
     @property
     def label(self) -> str:
@@ -110,6 +117,7 @@ def load(root: Path, *, shown_root: str, environ: Mapping[str, str],
         raise ConfigError(f"no assets in {shown_root}: none of its {len(files)} YAML file(s) "
                           "has a document with a 'kind'", hint="is this the project directory?")
     entries = _entries(docs, problems)
+    problems += _env_overrides(entries, environ, shown_root)
     try:
         public = read_public_key(root)
     except SecretError as exc:
@@ -129,6 +137,28 @@ def load(root: Path, *, shown_root: str, environ: Mapping[str, str],
     for entry in entries:
         problems += _warnings(entry, lambda kind, name: valid.get((kind, name)))
     return loaded
+
+
+def _env_overrides(entries: list[Entry], environ: Mapping[str, str],
+                   shown_root: str) -> list[Problem]:
+    """Record on each entry the fields its kind lets the environment replace (the one place
+    that reads those variables). Returns a warning per variable set for a kind the project
+    does not have (it would silently do nothing)."""
+    problems = []
+    for kind in known_kinds():
+        model = kind_model(kind)
+        for name, var in (model.env_overrides if model else {}).items():
+            value = environ.get(var)
+            if not value:
+                continue
+            found = [e for e in entries if e.kind == kind]
+            for e in found:
+                e.overrides += ((name, var, value),)
+            if not found:
+                problems.append(Problem(shown_root, 0, f"{var} is set, but the project has no "
+                                        f"{kind} asset, so it is ignored (add a {kind} to use "
+                                        "it)", severity="warning"))
+    return problems
 
 
 def _meant_as_asset(data: Any) -> bool:
@@ -173,6 +203,13 @@ def _entries(docs: list[RawDocument], problems: list[Problem]) -> list[Entry]:
                                     entry.label, "name"))
             continue
         first[(kind, entry.name)] = entry
+        single = next((e for e in entries if e.kind == kind), None)
+        if single is not None and kind_model(kind).one_per_project:
+            # kept as an entry (assets and show list it), but the project is invalid
+            problems.append(Problem(doc.file, doc.line_of(("name",)),
+                                    f"a project has at most one {kind}: {entry.label} here and "
+                                    f"{single.label} at {single.location}; remove one",
+                                    entry.label, "kind"))
         entries.append(entry)
     return entries
 
@@ -205,6 +242,8 @@ def build(entry: Entry, ctx: MacroContext, root: Path, *, strict: bool = False) 
     entry.pending = state.pending
     entry.macro_sources = tuple(state.sources)
     entry.raw_refs = tuple(state.refs)
+    for name, _var, value in entry.overrides:
+        data[name] = value
     try:
         model = model_cls.model_validate(data, context={"project_root": str(root)})
         # a macro that failed left its raw text behind: the asset is not usable
@@ -213,6 +252,10 @@ def build(entry: Entry, ctx: MacroContext, root: Path, *, strict: bool = False) 
         entry.model = None
         state.problems += problems_from(exc, model=model_cls, doc=entry.doc, asset=entry.label,
                                         skip=state.failed, redact=state.redact)
+    for name, var, _value in entry.overrides:  # say where a wrong value came from
+        state.problems = [dataclasses.replace(p, message=f"{p.message} (the value comes from "
+                                              f"{var})") if p.field == name else p
+                          for p in state.problems]
     return state.problems
 
 

@@ -30,16 +30,25 @@ class Shown:
     container: str = ""  # "map" or "list" for a header line
 
 
-def walk(model: BaseModel, *, sensitive: frozenset, stored_as: StoredAs) -> list[Shown]:
-    """The lines of ``model`` in field order, with defaults explained and secrets masked."""
+def walk(model: BaseModel, *, sensitive: frozenset, stored_as: StoredAs,
+         origins: dict[tuple, str] | None = None) -> list[Shown]:
+    """The lines of ``model`` in field order, with defaults explained and secrets masked.
+
+    ``origins`` notes where a value came from instead of the file (``{("url",):
+    "from POSTLINE_STATE_URL"}``).
+    """
     out: list[Shown] = []
     _model(model, (), sensitive, stored_as, out)
+    if origins:
+        out = [Shown(s.path, s.value, f"({origins[s.path]})", s.container)
+               if s.path in origins else s for s in out]
     return out
 
 
 def _model(m: BaseModel, path: tuple, sens: frozenset, stored_as: StoredAs,
            out: list[Shown]) -> None:
     explained = m.shown_defaults() if hasattr(m, "shown_defaults") else {}
+    replaced = m.shown_values() if hasattr(m, "shown_values") else {}
     for name, info in type(m).model_fields.items():
         value = getattr(m, name)
         here = path + (info.alias or name,)   # the key as written in YAML (from, not from_)
@@ -50,6 +59,9 @@ def _model(m: BaseModel, path: tuple, sens: frozenset, stored_as: StoredAs,
         is_default = name not in m.model_fields_set
         if value is None and is_default:
             continue  # an optional field left out: nothing to show
+        if name in replaced and here not in sens:
+            out.append(Shown(here, replaced[name], "(default)" if is_default else ""))
+            continue
         _value(value, here, sens, stored_as, out, "(default)" if is_default else "")
 
 

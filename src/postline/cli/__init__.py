@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "postline.cli.try_cmd",          # try
     "postline.cli.ledger_cmds",      # ledger list/reset/prune/retry
     "postline.cli.service_cmds",     # send, outbox, serve
+    "postline.cli.state_cmds",       # state migrate (a StateStore on PostgreSQL)
     "postline.cli.stack_cmds",       # dev-stack start/stop/status
 ]
 

@@ -16,6 +16,7 @@ TEST_EPILOG = """Examples:
   postline test-connection examples/local Mailbox
   postline test-connection examples/local Mailbox --direction outgoing
   postline test-connection examples/local Mailbox --json
+  postline test-connection . Shared          # a StateStore: server version, schema, current?
 
 Exit status 0 only when every tested direction passed every step."""
 
@@ -33,7 +34,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("test-connection", help="connect step by step and say what works",
                        epilog=TEST_EPILOG, formatter_class=HelpFormatter)
     p.add_argument("project", metavar="PROJECT", help="project directory")
-    p.add_argument("name", metavar="NAME", help="EmailConnection asset")
+    p.add_argument("name", metavar="NAME", help="EmailConnection or StateStore asset")
     p.add_argument("--direction", choices=DIRECTIONS, help="test only this direction")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_test_connection)
@@ -59,11 +60,14 @@ def _console(stream=None):
 # -- test-connection ------------------------------------------------------------------------
 
 def cmd_test_connection(args: argparse.Namespace) -> int:
+    from postline.cli.state_cmds import is_state_store, test_state_store
     from postline.errors import PostlineError
     from postline.project import open_project
     from postline.protocols.diagnose import diagnose
 
     project = open_project(args.project)
+    if is_state_store(project, args.name):
+        return test_state_store(project, args)
     directions = [args.direction] if args.direction else None
     try:
         reports = diagnose(project, args.name, directions=directions)

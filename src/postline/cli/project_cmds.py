@@ -103,7 +103,8 @@ def cmd_show(args) -> int:
                 print(p, file=sys.stderr)
         print(f"postline: {e.label} is invalid", file=sys.stderr)
         return 1
-    lines = render.walk(e.model, sensitive=e.sensitive, stored_as=stored_as(project))
+    lines = render.walk(e.model, sensitive=e.sensitive, stored_as=stored_as(project),
+                        origins=e.origins)
     if args.json:
         data, notes = render.as_json(lines)
         print_json({"kind": e.kind, "name": e.name, "file": e.doc.file, "line": e.doc.line,

@@ -20,12 +20,13 @@ Examples:
   postline dev-stack install                 # npm packages of the local OAuth server (once)
   postline dev-stack start                   # in ./.devstack, ports 10143 (imap) ... 18443 (oidc)
   postline dev-stack start --dir /tmp/s2 --base-port 20000   # a second stack beside the first
-  eval "$(postline dev-stack env)"           # POSTLINE_STACK_* variables for a project's macros
+  eval "$(postline dev-stack env)"           # POSTLINE_STACK_* variables for a project's macros,
+                                             # POSTLINE_STATE_URL of the stack's PostgreSQL
                                              # (and POSTLINE_KEY_FILE after `make demo`)
   postline dev-stack status
   postline dev-stack stop
 
-Debian packages (dovecot-*, postfix) are installed by scripts/bootstrap.sh.
+Debian packages (dovecot-*, postfix, postgresql) are installed by scripts/bootstrap.sh.
 Users: any <name>@example.test with password <name>-pass. Docs: docs/dev-stack.md
 """
 
@@ -35,9 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from postline.cli import HelpFormatter
 
     group = subparsers.add_parser(
-        "dev-stack", help="start/stop the local mail stack (Dovecot, Postfix, oidc-provider)",
+        "dev-stack", help="start/stop the local mail stack (Dovecot, Postfix, oidc-provider, "
+                          "PostgreSQL)",
         description="A local mail stack on 127.0.0.1 for tests and demos: Dovecot (IMAP, POP3, "
-                    "LMTP), Postfix (submission), smtp-sink and an OAuth server (oidc-provider).",
+                    "LMTP), Postfix (submission), smtp-sink, an OAuth server (oidc-provider) "
+                    "and PostgreSQL (for a StateStore).",
         formatter_class=HelpFormatter, epilog=EPILOG)
     sub = group.add_subparsers(dest="stack_command", metavar="ACTION")
     group.set_defaults(handler=lambda args: (group.print_help(sys.stderr), 2)[1])
@@ -57,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ports = p.add_mutually_exclusive_group()
     ports.add_argument("--base-port", type=int, default=None,
                        help="fixed ports from this base: imap BASE+143, smtp BASE+587, oidc "
-                            "BASE+8443 ... (default 10000)")
+                            "BASE+8443, postgres BASE+5432 ... (default 10000)")
     ports.add_argument("--random-ports", action="store_true", help="let the kernel choose free ports")
     p.add_argument("--token-ttl", type=int, default=3600, metavar="SECONDS",
                    help="lifetime of access tokens from the OAuth server (default 3600)")
@@ -76,8 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the stack's details as JSON")
     p.set_defaults(handler=cmd_status)
 
-    p = sub.add_parser("env", help="print export lines (POSTLINE_STACK_*, and the demo's "
-                                   "POSTLINE_KEY_FILE) for a shell",
+    p = sub.add_parser("env", help="print export lines (POSTLINE_STACK_*, POSTLINE_STATE_URL, "
+                                   "and the demo's POSTLINE_KEY_FILE) for a shell",
                        formatter_class=HelpFormatter,
                        epilog='Examples:\n  eval "$(postline dev-stack env)"\n  postline dev-stack env --dir /tmp/stack2 > stack.env\n')
     _dir_arg(p)
@@ -178,8 +181,9 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def env_vars(info) -> dict[str, str]:
-    """The POSTLINE_STACK_* variables of a stack (``info`` is a StackInfo), and
-    POSTLINE_KEY_FILE when the stack directory holds the demo project's key."""
+    """The POSTLINE_STACK_* variables of a stack (``info`` is a StackInfo), POSTLINE_STATE_URL
+    when it runs PostgreSQL, and POSTLINE_KEY_FILE when the stack directory holds the demo
+    project's key."""
     env = {"POSTLINE_STACK_DIR": str(info.dir), "POSTLINE_STACK_HOST": info.host}
     for name, port in info.ports.items():
         env[f"POSTLINE_STACK_{name.upper()}_PORT"] = str(port)
@@ -195,6 +199,9 @@ def env_vars(info) -> dict[str, str]:
         "POSTLINE_STACK_USER": "alice@example.test",
         "POSTLINE_STACK_PASSWORD": info.password("alice@example.test"),
     })
+    url = getattr(info, "postgres_url", None)   # None: started without PostgreSQL
+    if url:   # the StateStore URL of a project (docs/cluster.md)
+        env["POSTLINE_STATE_URL"] = url
     # `make demo` seals the demo project's password to a key kept beside the stack; without
     # it every command on the demo project that needs the password fails
     demo_key = Path(info.dir) / DEMO_KEY
@@ -223,6 +230,8 @@ def describe(status) -> str:
         f"           client credentials: {info.cc_client_id} / {info.cc_client_secret} "
         f"(tokens for {info.cc_mailbox}); device flow: {info.device_client_id}; "
         f"scopes: {' '.join(info.mail_scopes)}",
+        *([f"State:     POSTLINE_STATE_URL={info.postgres_url}"]
+          if getattr(info, "postgres_url", None) else []),
         f"Logs:      {info.dir / 'logs'}/",
         f"Use:       eval \"$(postline dev-stack env --dir {status.dir})\"",
     ]

@@ -62,6 +62,9 @@ class StackInfo:
     hs256_key_file: Path
     hs256_kid: str
     access_token_ttl: int
+    # the application role's URL of the stack's PostgreSQL (None when started without it);
+    # a throwaway loopback password, but still no repr
+    postgres_url: str | None = field(default=None, repr=False)
 
     # ---- persistence -------------------------------------------------------------------
     def to_json(self) -> dict:

@@ -12,7 +12,7 @@ HOST = "127.0.0.1"
 # Mirrors the well-known ports so a user can guess them; a second stack just takes another base.
 PORT_OFFSETS: dict[str, int] = {
     "imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995, "lmtp": 24,
-    "smtp": 587, "smtps": 465, "smtp_sink": 28, "oidc": 8443,
+    "smtp": 587, "smtps": 465, "smtp_sink": 28, "oidc": 8443, "postgres": 5432,
 }
 SERVICES = tuple(PORT_OFFSETS)
 DEFAULT_BASE_PORT = 10000
@@ -27,6 +27,7 @@ DESCRIPTIONS: dict[str, str] = {
     "smtps": "Postfix submission, implicit TLS, AUTH",
     "smtp_sink": "Postfix smtp-sink (accepts and discards; benchmarks)",
     "oidc": "oidc-provider, HTTPS",
+    "postgres": "PostgreSQL (StateStore), role postline / postline-pass, database postline",
 }
 
 
@@ -38,13 +39,13 @@ def ports_from_base(base: int) -> dict[str, int]:
 
 
 def free_ports(count: int = len(SERVICES)) -> dict[str, int]:
-    """Distinct free ports on 127.0.0.1 for every service, chosen by the kernel.
+    """Distinct free ports on 127.0.0.1 for the first ``count`` services, chosen by the kernel.
 
     All sockets are held open until every port is chosen, so no two services get the same one.
     """
     socks = []
     try:
-        for _ in range(count):
+        for _ in range(min(count, len(SERVICES))):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((HOST, 0))
             socks.append(s)
@@ -52,6 +53,11 @@ def free_ports(count: int = len(SERVICES)) -> dict[str, int]:
     finally:
         for s in socks:
             s.close()
+
+
+def free_port() -> int:
+    """One free port on 127.0.0.1, chosen by the kernel."""
+    return next(iter(free_ports(1).values()))
 
 
 def port_open(port: int, host: str = HOST, timeout: float = 0.2) -> bool:

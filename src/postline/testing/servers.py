@@ -22,6 +22,7 @@ from pathlib import Path
 
 from postline.testing import procs
 from postline.testing.errors import StackError
+from postline.testing.postgres import DevPostgres
 
 RS256_KID = "postline-dev-stack-rs256"
 HS256_KID = "postline-dev-stack-hs256"
@@ -304,4 +305,35 @@ class OidcServer(Server):
                     log_file=self.log_file, pid_file=self.pid_file, cwd=self.home)
 
 
-SERVERS = (Dovecot, Postfix, SmtpSink, OidcServer)
+class Postgres(Server):
+    """PostgreSQL for StateStore assets (see :mod:`postline.testing.postgres`)."""
+
+    name = "postgres"
+    services = ("postgres",)
+
+    @property
+    def server(self) -> DevPostgres:
+        return DevPostgres(dir=self.cfg.dir / "postgres", port=self.cfg.ports["postgres"],
+                           log_file=self.log_file)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.server.pid_file
+
+    @property
+    def marker(self) -> str:
+        return self.server.marker
+
+    def prepare(self) -> None:
+        self.server.prepare()
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+# the order of start (after oidc, which is slowest); Postgres last, since its start also
+# waits for it to accept logins and creates the role and database
+SERVERS = (Dovecot, Postfix, SmtpSink, OidcServer, Postgres)

@@ -1,9 +1,11 @@
-"""The local mail stack: Dovecot, Postfix, smtp-sink and oidc-provider on 127.0.0.1.
+"""The local mail stack: Dovecot, Postfix, smtp-sink, oidc-provider and PostgreSQL on 127.0.0.1.
 
 ::
 
     stack = Stack(dir=Path(".devstack"))                 # random free ports
     stack = Stack(dir=Path(".devstack"), base_port=10000) # imap 10143, smtp 10587, ...
+    stack = Stack(dir=..., postgres=False)               # the mail servers only (the tests' own
+                                                         # PostgreSQL starts when one asks for it)
     info = stack.start()     # idempotent; returns StackInfo (see postline.testing.info)
     stack.status()           # StackStatus: which server runs, which port answers
     stack.stop()             # stops only the processes started from this directory
@@ -24,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from postline.testing import certs, install
+from postline.testing import certs, install, postgres as pg
 from postline.testing.errors import StackError
 from postline.testing.info import STATE_FILE, StackInfo
 from postline.testing.ports import (HOST, busy_ports, free_ports, listening_ports, port_open,
@@ -96,7 +98,8 @@ class Stack:
 
     def __init__(self, *, dir: Path, ports: dict[str, int] | None = None,
                  base_port: int | None = None, cache_dir: Path | None = None,
-                 access_token_ttl: int = 3600, cc_mailbox: str = CC_MAILBOX) -> None:
+                 access_token_ttl: int = 3600, cc_mailbox: str = CC_MAILBOX,
+                 postgres: bool = True) -> None:
         self.dir = Path(dir).expanduser().absolute()
         if ports is not None and base_port is not None:
             raise ValueError("give ports or base_port, not both")
@@ -104,6 +107,7 @@ class Stack:
         self.cache_dir = cache_dir or install.default_cache_dir(os.environ)
         self.access_token_ttl = access_token_ttl
         self.cc_mailbox = cc_mailbox
+        self.postgres = postgres
 
     # ---- public API --------------------------------------------------------------------
     def start(self, *, timeout: float = 20.0) -> StackInfo:
@@ -113,16 +117,24 @@ class Stack:
         installed, StackError when a server fails to start (after stopping the others).
         """
         node = install.check_can_run(self.cache_dir)
+        if self.postgres:
+            pg.check_installed()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir = self.dir.resolve()
         check_dir(self.dir)
         with self._lock():
             current = self.status()
-            if current.running and current.info is not None:
+            if current.running and current.info is not None and (
+                    not self.postgres or "postgres" in current.info.ports):
                 return current.info
-            if current.anything_running:  # half-dead from a crash: start clean
+            if current.anything_running:  # half-dead from a crash (or no PostgreSQL): start clean
                 self._stop_servers(current.info)
-            ports = self._ports or free_ports()
+            ports = dict(self._ports or free_ports())
+            if not self.postgres:
+                ports.pop("postgres", None)
+            elif "postgres" not in ports:
+                taken = set(ports.values())
+                ports["postgres"] = next(p for p in free_ports().values() if p not in taken)
             busy = busy_ports(ports)
             if busy:
                 name, port = next(iter(busy.items()))
@@ -196,7 +208,8 @@ class Stack:
 
     def _servers(self, info: StackInfo, node: str) -> list[Server]:
         cfg = self._config(info, node)
-        return [cls(cfg) for cls in SERVERS]
+        # a stack started without PostgreSQL (or by an older postline) has no port for it
+        return [cls(cfg) for cls in SERVERS if all(s in info.ports for s in cls.services)]
 
     def _stop_servers(self, info: StackInfo | None) -> None:
         if info is None:
@@ -225,7 +238,8 @@ class Stack:
             cc_client_secret=CC_CLIENT_SECRET, cc_mailbox=self.cc_mailbox,
             device_client_id=DEVICE_CLIENT_ID, mail_scopes=MAIL_SCOPES,
             test_issuer=f"https://{HOST}:{ports['oidc']}/postline-test-issuer",
-            hs256_key_file=hs256, hs256_kid=HS256_KID, access_token_ttl=self.access_token_ttl)
+            hs256_key_file=hs256, hs256_kid=HS256_KID, access_token_ttl=self.access_token_ttl,
+            postgres_url=pg.app_url(ports["postgres"]) if "postgres" in ports else None)
         for sub in ("logs", "run"):
             (self.dir / sub).mkdir(exist_ok=True)
         os.chmod(self.dir, 0o755)

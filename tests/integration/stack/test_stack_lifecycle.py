@@ -65,7 +65,7 @@ def test_start_status_env_stop(mail_stack: StackInfo, stack_dir: Path, capsys,
     info = json.loads(capsys.readouterr().out)
     ports = info["ports"]
     assert set(ports) == {"imap", "imaps", "pop3", "pop3s", "lmtp", "smtp", "smtps",
-                          "smtp_sink", "oidc"}
+                          "smtp_sink", "oidc", "postgres"}   # issue 16: PostgreSQL too
     assert not set(ports.values()) & set(mail_stack.ports.values())
     assert set(ports.values()) <= listening_ports()
 
@@ -176,7 +176,8 @@ def test_missing_package_is_named_with_the_fix(monkeypatch, capsys, tmp_path) ->
 def test_fixed_ports_from_a_base() -> None:
     assert ports_from_base(10000) == {
         "imap": 10143, "imaps": 10993, "pop3": 10110, "pop3s": 10995, "lmtp": 10024,
-        "smtp": 10587, "smtps": 10465, "smtp_sink": 10028, "oidc": 18443}
+        "smtp": 10587, "smtps": 10465, "smtp_sink": 10028, "oidc": 18443,
+        "postgres": 15432}
     with pytest.raises(ValueError, match="out of range"):
         ports_from_base(60000)
 

@@ -19,6 +19,11 @@ Other generic hooks a kind may use:
 * ``AssetModel.config_warnings()`` -- warnings for a valid asset (printed, never fatal).
 * ``AssetModel.literal_fields`` -- top-level fields whose strings are not macro-expanded.
 * ``shown_defaults()`` on any sub-model -- how ``postline show`` explains omitted fields.
+* ``shown_values()`` on any sub-model -- what ``show`` prints instead of a value (a password
+  inside a URL masked).
+* ``AssetModel.one_per_project`` -- at most one asset of the kind (a second is an error).
+* ``AssetModel.env_overrides`` -- top-level fields an environment variable replaces
+  (``{"url": "POSTLINE_STATE_URL"}``); the loader applies them, ``show`` says so.
 """
 
 from __future__ import annotations
@@ -135,6 +140,10 @@ class AssetModel(BaseModel):
 
     # Top-level fields whose string values are taken literally (no ${...} expansion).
     literal_fields: ClassVar[frozenset[str]] = frozenset()
+    # At most one asset of this kind per project.
+    one_per_project: ClassVar[bool] = False
+    # Top-level field -> environment variable that replaces its value when set.
+    env_overrides: ClassVar[dict[str, str]] = {}
 
     kind: str
     name: AssetName
