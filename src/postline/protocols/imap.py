@@ -94,6 +94,9 @@ class ImapReader(MailboxOperations, MailboxReader):
         self._client: _Client | None = None
         self._selected: str | None = None
         self._uidvalidity: str = ""
+        self._uidnext: int | None = None
+        self._fresh = False
+        self._readonly = False
         self._known_folders: set[str] = set()
         self._delimiter: str | None = None   # the server's hierarchy delimiter, once asked
         self._bulk = None   # a pipelined fetch in progress (imap_bulk.BulkFetch)
@@ -127,7 +130,8 @@ class ImapReader(MailboxOperations, MailboxReader):
                 st.data = {"capabilities": after}
         caps = after
         self.capabilities = Capabilities(folders=True, move="MOVE" in caps,
-                                         idle="IDLE" in caps, flags=True, raw=tuple(caps))
+                                         idle="IDLE" in caps, flags=True, cursor=True,
+                                         raw=tuple(caps))
 
     def _caps(self) -> list[str]:
         assert self._client is not None

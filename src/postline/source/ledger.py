@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from postline.errors import ConfigError, StorageError
+from postline.source.ledger_schema import COLS, LEDGER_VERSION, migrate
+
 
 STATES = ("acquired", "done", "failed", "ignored")
-LEDGER_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,22 @@ class Ledger(abc.ABC):
         """Remember ``version`` for ``folder``."""
 
     @abc.abstractmethod
+    def folder_state(self, source: str, folder: str) -> dict[str, str]:
+        """The named values kept for ``folder`` of ``source`` (cursor, full_scan_at,
+        rescan_at, ...; see ledger_schema.py); empty when none."""
+
+    @abc.abstractmethod
+    def set_folder_state(self, source: str, folder: str,
+                         values: dict[str, str | None]) -> None:
+        """Set (or with None remove) named values of ``folder``, in one commit."""
+
+    @abc.abstractmethod
+    def pending(self, source: str, folder: str) -> list[Entry]:
+        """Entries of ``folder`` whose work is not finished: ``acquired`` ones and final ones
+        not yet settled (their move is due). What a round that does not list the whole
+        folder must look at besides the new mails."""
+
+    @abc.abstractmethod
     def entries(self, source: str, *, state: str | None = None, limit: int | None = None,
                 newest_first: bool = False) -> list[Entry]:
         """Entries of ``source`` (optionally in one state), oldest first (or the most
@@ -137,8 +154,12 @@ class Ledger(abc.ABC):
         """How many entries of ``source`` are in each state (every state, 0 included)."""
 
     @abc.abstractmethod
-    def reset(self, source: str, keys: Sequence[str] | None = None) -> int:
-        """Forget ``keys`` (None: all of ``source``) and their duplicates; returns how many."""
+    def reset(self, source: str, keys: Sequence[str] | None = None, *,
+              rescan: bool = True) -> int:
+        """Forget ``keys`` (None: all of ``source``) and their duplicates; returns how many.
+        With ``rescan`` the next round of the source lists its folders in full
+        (``rescan_at``), so mails still there are read again (not needed for mails known
+        to be gone)."""
 
     @abc.abstractmethod
     def prune(self, source: str, *, before: float, states: Sequence[str]) -> int:
@@ -151,34 +172,17 @@ class Ledger(abc.ABC):
         """Release the database."""
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS mails (
-  source TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL,
-  connection TEXT NOT NULL DEFAULT '', folder TEXT NOT NULL DEFAULT '',
-  folder_version TEXT NOT NULL DEFAULT '', server_id TEXT NOT NULL DEFAULT '',
-  reason TEXT, attempts INTEGER NOT NULL DEFAULT 0, message_id TEXT, content_hash TEXT,
-  subject TEXT, settled INTEGER NOT NULL DEFAULT 0, dup_of TEXT,
-  created REAL NOT NULL, updated REAL NOT NULL,
-  PRIMARY KEY (source, key));
-CREATE INDEX IF NOT EXISTS mails_state ON mails (source, state);
-CREATE INDEX IF NOT EXISTS mails_mid ON mails (source, message_id);
-CREATE TABLE IF NOT EXISTS folders (
-  source TEXT NOT NULL, folder TEXT NOT NULL, version TEXT NOT NULL,
-  PRIMARY KEY (source, folder));
-"""
-_COLS = ("source", "key", "state", "connection", "folder", "folder_version", "server_id",
-         "reason", "attempts", "message_id", "content_hash", "subject", "settled", "dup_of",
-         "created", "updated")
+_COLS = COLS
 
 
 def done_by_message_id_sql(n: int) -> str:
     """The query of :meth:`SqliteLedger.find_done_many` for ``n`` identities: done entries,
     oldest first (the first per identity is the oldest, the last the newest). ``+state`` keeps
     SQLite on the Message-ID index: by the state index it would scan every done entry of
-    the source for each batch, a cost that grows with the ledger."""
+    the source for each batch, a cost that grows with the ledger; ``+created`` keeps it from
+    walking the whole source along mails_created to save the sort of a few rows."""
     return (f"SELECT {','.join(_COLS)} FROM mails WHERE source=? AND +state='done' AND "
-            f"message_id IN ({','.join('?' * n)}) ORDER BY created, rowid")
+            f"message_id IN ({','.join('?' * n)}) ORDER BY +created, rowid")
 
 
 def ledger_path(state_dir: Path) -> Path:
@@ -213,10 +217,7 @@ class SqliteLedger(Ledger):
                                             check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)",
-                             (str(LEDGER_VERSION),))
-            found = self._db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
+            found = migrate(self._db)
             self._rdb = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                         check_same_thread=False)
             self._rdb.execute("PRAGMA query_only=ON")
@@ -226,12 +227,12 @@ class SqliteLedger(Ledger):
             raise ConfigError(f"ledger {self.path} cannot be opened: {exc}",
                               hint="check the state directory's permissions and free space"
                               ) from exc
-        if found and int(found[0]) > LEDGER_VERSION:
+        if found > LEDGER_VERSION:
             db.close()
             self._rdb.close()
             # never write into a ledger whose meaning this version does not know
             raise ConfigError(f"ledger {self.path} was written by a newer postline (ledger "
-                              f"version {found[0]}, this one knows {LEDGER_VERSION})",
+                              f"version {found}, this one knows {LEDGER_VERSION})",
                               hint="upgrade postline on this host")
 
     def _tx(self, sql: str, rows: Iterable[tuple]) -> None:
@@ -331,7 +332,7 @@ class SqliteLedger(Ledger):
                  [(now, source, k) for k in keys])
 
     def find_done(self, source: str, identity: str, *, newest: bool = False) -> Entry | None:
-        order = "created DESC, rowid DESC" if newest else "created, rowid"
+        order = "+created DESC, rowid DESC" if newest else "+created, rowid"
         found = self._query(f"SELECT {','.join(_COLS)} FROM mails WHERE source=? AND "
                             f"message_id=? AND +state='done' ORDER BY {order} LIMIT 1",
                             (source, identity))
@@ -360,6 +361,29 @@ class SqliteLedger(Ledger):
         self._tx("INSERT INTO folders VALUES (?,?,?) ON CONFLICT (source, folder) "
                  "DO UPDATE SET version=excluded.version", [(source, folder, version)])
 
+    def folder_state(self, source: str, folder: str) -> dict[str, str]:
+        with self._rlock:
+            rows = self._rdb.execute("SELECT name, value FROM folder_state WHERE source=? "
+                                     "AND folder=?", (source, folder)).fetchall()
+        return dict(rows)
+
+    def set_folder_state(self, source: str, folder: str,
+                         values: dict[str, str | None]) -> None:
+        with self._write() as db:
+            for name, value in values.items():
+                if value is None:
+                    db.execute("DELETE FROM folder_state WHERE source=? AND folder=? AND "
+                               "name=?", (source, folder, name))
+                else:
+                    db.execute("INSERT INTO folder_state VALUES (?,?,?,?) ON CONFLICT "
+                               "(source, folder, name) DO UPDATE SET value=excluded.value",
+                               (source, folder, name, value))
+
+    def pending(self, source: str, folder: str) -> list[Entry]:
+        # "settled=0" as written: it is what lets SQLite use the partial index mails_pending
+        return self._query(f"SELECT {','.join(_COLS)} FROM mails WHERE source=? AND folder=? "
+                           "AND settled=0 ORDER BY rowid", (source, folder))
+
     def entries(self, source: str, *, state: str | None = None, limit: int | None = None,
                 newest_first: bool = False) -> list[Entry]:
         sql = f"SELECT {','.join(_COLS)} FROM mails WHERE source=?"
@@ -367,7 +391,10 @@ class SqliteLedger(Ledger):
         if state:
             sql += " AND state=?"
             args += (state,)
-        sql += " ORDER BY updated DESC, key" if newest_first else " ORDER BY created, key"
+        # rowid breaks ties (a batch shares one time): it is in every index, so the order
+        # costs no sort, and it is the order the mails were first seen in
+        sql += (" ORDER BY updated DESC, rowid DESC" if newest_first
+                else " ORDER BY created, rowid")
         if limit:
             sql += f" LIMIT {int(limit)}"
         return self._query(sql, args)
@@ -378,16 +405,28 @@ class SqliteLedger(Ledger):
                                     "GROUP BY state", (source,)).fetchall()
         return {s: 0 for s in STATES} | dict(rows)
 
-    def reset(self, source: str, keys: Sequence[str] | None = None) -> int:
+    def reset(self, source: str, keys: Sequence[str] | None = None, *,
+              rescan: bool = True) -> int:
+        now = repr(self._clock())
         with self._write() as db:
+            # every folder the source read gets listed in full again: a reset mail still in
+            # the input folder lies below the cursor. A time, not a flag: a round that began
+            # before the reset and ends after it must not count as that full listing.
+            folders = [r[0] for r in db.execute(
+                "SELECT folder FROM folders WHERE source=? UNION SELECT folder FROM "
+                "folder_state WHERE source=?", (source, source))]
             if keys is None:
                 n = db.execute("DELETE FROM mails WHERE source=?", (source,)).rowcount
                 db.execute("DELETE FROM folders WHERE source=?", (source,))
+                db.execute("DELETE FROM folder_state WHERE source=?", (source,))
             else:
                 n = 0
                 for k in keys:
                     n += db.execute("DELETE FROM mails WHERE source=? AND (key=? OR dup_of=?)",
                                     (source, k, k)).rowcount
+            db.executemany("INSERT INTO folder_state VALUES (?,?,'rescan_at',?) ON CONFLICT "
+                           "(source, folder, name) DO UPDATE SET value=excluded.value",
+                           [(source, f, now) for f in folders if rescan])
         return n
 
     PRUNE_CHUNK = 5000   # rows per transaction: a running runner's commits wait little
@@ -397,15 +436,21 @@ class SqliteLedger(Ledger):
         if not states:
             return 0
         marks = ",".join("?" * len(states))
-        sql = (f"DELETE FROM mails WHERE rowid IN (SELECT rowid FROM mails WHERE source=? "
-               f"AND settled=1 AND state IN ({marks}) AND updated<? LIMIT {self.PRUNE_CHUNK})")
-        total = 0
+        # Along mails_updated, oldest first, from where the last chunk ended: each chunk
+        # reads about what it deletes, however many entries are younger or kept (+state
+        # keeps SQLite from walking all entries of a state instead).
+        sql = (f"SELECT rowid, updated FROM mails WHERE source=? AND updated>=? AND updated<? "
+               f"AND settled=1 AND +state IN ({marks}) ORDER BY updated "
+               f"LIMIT {self.PRUNE_CHUNK}")
+        total, since = 0, float("-inf")
         while True:
             with self._write() as db:
-                n = db.execute(sql, (source, *states, before)).rowcount
-            total += n
-            if n < self.PRUNE_CHUNK:
+                rows = db.execute(sql, (source, since, before, *states)).fetchall()
+                db.executemany("DELETE FROM mails WHERE rowid=?", [(r,) for r, _ in rows])
+            total += len(rows)
+            if len(rows) < self.PRUNE_CHUNK:
                 return total
+            since = rows[-1][1]
 
     def close(self) -> None:
         with self._lock, self._rlock:

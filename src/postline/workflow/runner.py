@@ -266,7 +266,7 @@ class WorkflowRunner:
             got = {self._key(raw.ref) for raw in fetched}
             vanished = [p.key for p in places if p.key not in got]
             if vanished:  # moved or deleted by someone else meanwhile: forget them
-                self.ledger.reset(self.s.source, vanished)
+                self.ledger.reset(self.s.source, vanished, rescan=False)
             return [(raw.ref, res) for raw, res in process_mails(
                 fetched, attempts, s=self.s, ledger=self.ledger, stop=self.stop,
                 clock=self.clock, backoff=self.backoff, key_of=self._key)]
