@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS folders (
 
 # Version 2. folder_state holds small named values per folder of a source, each a string:
 #   cursor        the reader's cursor after the last complete round (IMAP: UIDNEXT - 1)
+#   cursor_version  the folder version (UIDVALIDITY) the cursor belongs to
 #   full_scan_at  when the last complete full listing of the folder started (Unix time)
 #   rescan_at     when the ledger was reset (the next round lists the folder in full)
 # Other readers may keep their own names here (a Graph delta link, say).

@@ -31,6 +31,7 @@ from postline.source.ledger import Ledger, Place, SqliteLedger
 from postline.source.record import ledger_key
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule, Throttle
 from postline.workflow.events import Events, MailEvent
+from postline.workflow.listing import list_folder, remember
 from postline.workflow.commit import Committer, InlineCommitter, Job, Pending, open_committer
 from postline.workflow.batch import INLINE_LIMIT, FetchStream, process_mails, split_batches
 from postline.workflow.mailjob import JobResult, MailSettings
@@ -149,7 +150,20 @@ class WorkflowRunner:
         folder = src.folders.input
         state = reader.open_folder(folder)
         self._check_folder_version(folder, state.folder_version)
-        refs, _ = reader.list_messages(folder)
+        listing = list_folder(reader=reader, ledger=self.ledger, source=self.s.source,
+                              folder=folder, folder_version=state.folder_version,
+                              every=src.polling.full_scan, now=self.clock.now(),
+                              key_of=self._key)
+        more = self._work(reader, listing.refs)
+        if not more:  # everything listed is in the ledger: the cursor may move on
+            remember(self.ledger, source=self.s.source, folder=folder,
+                     folder_version=state.folder_version, listing=listing)
+        return more
+
+    def _work(self, reader: MailboxReader, refs: list[MessageRef]) -> bool:
+        """Process what of ``refs`` the ledger does not know yet, and settle what it knows
+        but has not moved. Returns True when mails were left for another round."""
+        src = self.source
         by_key = {self._key(r): r for r in refs}
         known = self.ledger.get_many(self.s.source, list(by_key))
         settle: list[tuple[MessageRef, str, str]] = []
