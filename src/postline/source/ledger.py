@@ -421,9 +421,11 @@ class SqliteLedger(Ledger):
                 db.execute("DELETE FROM folder_state WHERE source=?", (source,))
             else:
                 n = 0
-                for k in keys:
-                    n += db.execute("DELETE FROM mails WHERE source=? AND (key=? OR dup_of=?)",
-                                    (source, k, k)).rowcount
+                for k in keys:  # two statements: each on its index (an OR took neither)
+                    n += db.execute("DELETE FROM mails WHERE source=? AND key=?",
+                                    (source, k)).rowcount
+                    n += db.execute("DELETE FROM mails WHERE source=? AND dup_of=?",
+                                    (source, k)).rowcount
             db.executemany("INSERT INTO folder_state VALUES (?,?,'rescan_at',?) ON CONFLICT "
                            "(source, folder, name) DO UPDATE SET value=excluded.value",
                            [(source, f, now) for f in folders if rescan])
@@ -442,7 +444,7 @@ class SqliteLedger(Ledger):
         sql = (f"SELECT rowid, updated FROM mails WHERE source=? AND updated>=? AND updated<? "
                f"AND settled=1 AND +state IN ({marks}) ORDER BY updated "
                f"LIMIT {self.PRUNE_CHUNK}")
-        total, since = 0, float("-inf")
+        total, since = 0, -1.0   # times are never negative
         while True:
             with self._write() as db:
                 rows = db.execute(sql, (source, since, before, *states)).fetchall()

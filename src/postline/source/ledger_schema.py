@@ -15,6 +15,7 @@ pending entries of a folder (a round)   mails_pending (source, folder) WHERE set
 ``ledger list [--state S]``             mails_created (source, created),
                                         mails_state (source, state, created)
 console: newest first; ``prune``        mails_updated (source, updated)
+``ledger reset --id`` (and duplicates)  the primary key, mails_dup (source, dup_of)
 =====================================  ==============================================
 
 Versions: 1 (the first); 2 adds ``folder_state`` (per-folder cursors and the time of the last
@@ -60,6 +61,7 @@ CREATE INDEX IF NOT EXISTS mails_state ON mails (source, state, created);
 CREATE INDEX IF NOT EXISTS mails_created ON mails (source, created);
 CREATE INDEX IF NOT EXISTS mails_updated ON mails (source, updated);
 CREATE INDEX IF NOT EXISTS mails_pending ON mails (source, folder) WHERE settled=0;
+CREATE INDEX IF NOT EXISTS mails_dup ON mails (source, dup_of) WHERE dup_of IS NOT NULL;
 """
 
 COLS = ("source", "key", "state", "connection", "folder", "folder_version", "server_id",
