@@ -15,11 +15,12 @@ pending entries of a folder (a round)   mails_pending (source, folder) WHERE set
 ``ledger list [--state S]``             mails_created (source, created),
                                         mails_state (source, state, created)
 console: newest first; ``prune``        mails_updated (source, updated)
+entries per state (console, /status)    state_counts, kept by triggers
 ``ledger reset --id`` (and duplicates)  the primary key, mails_dup (source, dup_of)
 =====================================  ==============================================
 
 Versions: 1 (the first); 2 adds ``folder_state`` (per-folder cursors and the time of the last
-full listing) and the indexes above. :func:`migrate` brings a file up to
+full listing), ``state_counts`` and the indexes above. :func:`migrate` brings a file up to
 :data:`LEDGER_VERSION` in one transaction; a file of a newer version is refused by the
 ledger (never written by a postline that does not know its meaning).
 """
@@ -52,17 +53,38 @@ CREATE TABLE IF NOT EXISTS folders (
 #   full_scan_at  when the last complete full listing of the folder started (Unix time)
 #   rescan_at     when the ledger was reset (the next round lists the folder in full)
 # Other readers may keep their own names here (a Graph delta link, say).
-V2 = """
-CREATE TABLE IF NOT EXISTS folder_state (
-  source TEXT NOT NULL, folder TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
-  PRIMARY KEY (source, folder, name)) WITHOUT ROWID;
-DROP INDEX IF EXISTS mails_state;
-CREATE INDEX IF NOT EXISTS mails_state ON mails (source, state, created);
-CREATE INDEX IF NOT EXISTS mails_created ON mails (source, created);
-CREATE INDEX IF NOT EXISTS mails_updated ON mails (source, updated);
-CREATE INDEX IF NOT EXISTS mails_pending ON mails (source, folder) WHERE settled=0;
-CREATE INDEX IF NOT EXISTS mails_dup ON mails (source, dup_of) WHERE dup_of IS NOT NULL;
-"""
+# state_counts is kept by triggers: counting ten million entries by state takes ~0.8 s,
+# reading these rows nothing (the console and /status ask on every refresh).
+V2 = [
+    """CREATE TABLE IF NOT EXISTS folder_state (
+         source TEXT NOT NULL, folder TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+         PRIMARY KEY (source, folder, name)) WITHOUT ROWID""",
+    "DROP INDEX IF EXISTS mails_state",
+    "CREATE INDEX IF NOT EXISTS mails_state ON mails (source, state, created)",
+    "CREATE INDEX IF NOT EXISTS mails_created ON mails (source, created)",
+    "CREATE INDEX IF NOT EXISTS mails_updated ON mails (source, updated)",
+    "CREATE INDEX IF NOT EXISTS mails_pending ON mails (source, folder) WHERE settled=0",
+    "CREATE INDEX IF NOT EXISTS mails_dup ON mails (source, dup_of) WHERE dup_of IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS state_counts (
+         source TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,
+         PRIMARY KEY (source, state)) WITHOUT ROWID""",
+    "DELETE FROM state_counts",
+    """INSERT INTO state_counts SELECT source, state, COUNT(*) FROM mails
+         GROUP BY source, state""",
+    *(f"CREATE TRIGGER IF NOT EXISTS {name} {sql}" for name, sql in {
+        "mails_counted_in": """AFTER INSERT ON mails BEGIN
+           INSERT INTO state_counts VALUES (NEW.source, NEW.state, 1)
+             ON CONFLICT (source, state) DO UPDATE SET n = n + 1; END""",
+        "mails_counted_out": """AFTER DELETE ON mails BEGIN
+           UPDATE state_counts SET n = n - 1 WHERE source = OLD.source AND state = OLD.state;
+           END""",
+        "mails_counted_change": """AFTER UPDATE OF source, state ON mails
+           WHEN OLD.state != NEW.state OR OLD.source != NEW.source BEGIN
+           UPDATE state_counts SET n = n - 1 WHERE source = OLD.source AND state = OLD.state;
+           INSERT INTO state_counts VALUES (NEW.source, NEW.state, 1)
+             ON CONFLICT (source, state) DO UPDATE SET n = n + 1; END""",
+    }.items()),
+]
 
 COLS = ("source", "key", "state", "connection", "folder", "folder_version", "server_id",
         "reason", "attempts", "message_id", "content_hash", "subject", "settled", "dup_of",
@@ -82,7 +104,7 @@ def migrate(db: sqlite3.Connection) -> int:
         row = db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
         found = int(row[0]) if row else 0
         if found < LEDGER_VERSION:
-            for statement in (TABLES + V2).split(";"):
+            for statement in [*TABLES.split(";"), *V2]:
                 if statement.strip():
                     db.execute(statement)
             db.execute("INSERT INTO meta VALUES ('version', ?) ON CONFLICT (name) "

@@ -117,6 +117,7 @@ def test_an_older_ledger_is_brought_to_the_current_version(tmp_path):
     led = SqliteLedger(path=path)
     try:
         assert [e.key for e in led.entries("S")] == ["Box/INBOX/1/1"]
+        assert led.counts("S") == {"acquired": 0, "done": 1, "failed": 0, "ignored": 0}
         led.set_folder_state("S", "INBOX", {"cursor": "1"})
         assert led.folder_state("S", "INBOX") == {"cursor": "1"}
     finally:
@@ -128,3 +129,25 @@ def test_an_older_ledger_is_brought_to_the_current_version(tmp_path):
         assert cols == ["source", "state", "created"]
     finally:
         db.close()
+
+
+def test_counts_kept_by_triggers_agree_with_counting(led):
+    def counted() -> dict[str, int]:
+        db = sqlite3.connect(str(led.path))
+        try:
+            rows = db.execute("SELECT state, COUNT(*) FROM mails WHERE source='S' "
+                              "GROUP BY state").fetchall()
+        finally:
+            db.close()
+        return {s: 0 for s in ("acquired", "done", "failed", "ignored")} | dict(rows)
+
+    assert led.counts("S") == counted() and led.counts("S")["done"] > 100
+    led.acquire("S", [place(i) for i in range(150, 260)])      # some again, some new
+    led.finish("S", [Outcome(key=f"Box/INBOX/1/{i}", state="ignored", settled=True)
+                     for i in range(250, 255)])
+    led.reset("S", ["Box/INBOX/1/3", "Box/INBOX/1/201"])
+    led.prune("S", before=2e9, states=["done"])
+    assert led.counts("S") == counted()
+    led.reset("S")
+    assert led.counts("S") == counted() == {"acquired": 0, "done": 0, "failed": 0,
+                                            "ignored": 0}
