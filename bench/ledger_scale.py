@@ -179,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
                     missed.append(what)
                 print(f"{what:44} {ms:10.2f}{flag}", flush=True)
             # prune for real: 0.1% of the entries old enough, in transactions of ~50 ms
-            before = T0 + args.rows // 1000 * 3.0
+            with led._rlock:
+                (oldest,) = led._rdb.execute(
+                    "SELECT updated FROM mails WHERE source=? AND +state='done' "
+                    "ORDER BY updated LIMIT 1", (SOURCE,)).fetchone()
+            before = oldest + args.rows // 1000 * 3.0
             txs: list[float] = []
             real_write = led._write
 

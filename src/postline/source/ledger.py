@@ -448,7 +448,7 @@ class SqliteLedger(Ledger):
         # A deleted entry costs a page of each index, from disk when the ledger is bigger
         # than the page cache (~0.25 ms each at ten million entries): the chunk grows or
         # shrinks so that each transaction takes about PRUNE_TX_SECONDS.
-        chunk = min(500, self.PRUNE_CHUNK)
+        chunk = min(50, self.PRUNE_CHUNK)
         while True:
             t = time.monotonic()
             with self._write() as db:
