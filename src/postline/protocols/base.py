@@ -49,9 +49,10 @@ class FolderState:
     exists: int = 0                # number of messages
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageRef:
-    """A message in a folder, as listed (before its content is fetched)."""
+    """A message in a folder, as listed (before its content is fetched). Slotted: a full
+    listing holds one per mail of the folder (~150 bytes each instead of ~500)."""
 
     folder: str
     folder_version: str

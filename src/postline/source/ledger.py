@@ -84,6 +84,12 @@ class Ledger(abc.ABC):
     def get_many(self, source: str, keys: Sequence[str]) -> dict[str, Entry]:
         """Entries of ``keys`` that exist."""
 
+    def states(self, source: str, keys: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        """(state, settled) of those ``keys`` that have an entry: what a round needs of
+        every mail it lists, without the rest of each entry (a full listing of a big folder
+        would otherwise hold an Entry per mail)."""
+        return {k: (e.state, e.settled) for k, e in self.get_many(source, keys).items()}
+
     @abc.abstractmethod
     def acquire(self, source: str, places: Sequence[Place]) -> dict[str, int]:
         """Mark ``places`` acquired (attempts + 1); returns key -> attempts so far."""
@@ -278,6 +284,18 @@ class SqliteLedger(Ledger):
             for e in self._query(f"SELECT {','.join(_COLS)} FROM mails WHERE source=? "
                                  f"AND key IN ({marks})", (source, *chunk)):
                 out[e.key] = e
+        return out
+
+    def states(self, source: str, keys: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        out: dict[str, tuple[str, bool]] = {}
+        keys = list(keys)
+        with self._rlock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                for key, state, settled in self._rdb.execute(
+                        f"SELECT key, state, settled FROM mails WHERE source=? AND key IN "
+                        f"({','.join('?' * len(chunk))})", (source, *chunk)):
+                    out[key] = (state, bool(settled))
         return out
 
     _ACQUIRE = ("INSERT INTO mails (source, key, state, connection, folder, folder_version, "

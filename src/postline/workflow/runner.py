@@ -165,15 +165,15 @@ class WorkflowRunner:
         but has not moved. Returns True when mails were left for another round."""
         src = self.source
         by_key = {self._key(r): r for r in refs}
-        known = self.ledger.get_many(self.s.source, list(by_key))
+        known = self.ledger.states(self.s.source, list(by_key))
         settle: list[tuple[MessageRef, str, str]] = []
         todo: list[MessageRef] = []
         for key, ref in by_key.items():
-            entry = known.get(key)
-            if entry is None or entry.state == "acquired":
+            state, settled = known.get(key, ("", False))
+            if not state or state == "acquired":
                 todo.append(ref)
-            elif not entry.settled:
-                settle.append((ref, key, entry.state))
+            elif not settled:
+                settle.append((ref, key, state))
         if settle:
             self._settle(reader, settle)
         if not todo:

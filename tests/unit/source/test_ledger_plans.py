@@ -53,6 +53,7 @@ def _plans(led: SqliteLedger, statements: list[str]) -> list[str]:
 
 
 CALLS = {
+    "states": lambda led: led.states("S", [f"Box/INBOX/1/{i}" for i in range(10)]),
     "get_many": lambda led: led.get_many("S", [f"Box/INBOX/1/{i}" for i in range(10)]),
     "acquire": lambda led: led.acquire("S", [place(i) for i in range(300, 310)]),
     "finish": lambda led: led.finish("S", [Outcome(key="Box/INBOX/1/300", state="done")]),
