@@ -178,8 +178,10 @@ def measure(info, work: Path, size: int, *, protocol: str, idle: int) -> dict:
     idle_r = rounds(root, user, idle)
     r["idle_s"] = statistics.median(x["s"] for x in idle_r["rounds"])
     r["idle_fetched"] = max(x["fetched"] for x in idle_r["rounds"])
-    r["idle_rss"] = max(x["round_rss"] for x in idle_r["rounds"])
-    r["idle_before"] = idle_r["rounds"][0]["before_rss"]
+    # each round against the RSS it began with (each run opens the project and its sinks
+    # again; what they hold is not the round's)
+    worst = max(idle_r["rounds"], key=lambda x: x["round_rss"] - x["before_rss"])
+    r["idle_rss"], r["idle_before"] = worst["round_rss"], worst["before_rss"]
     r["idle_process_rss"] = idle_r["rss"]
     if protocol == "imap":
         full = project(work / f"{protocol}-{size}-full", info, user, protocol=protocol,

@@ -56,6 +56,17 @@ class _IMAP4OnSocket(imaplib.IMAP4):
                     f"its first line is not an IMAP greeting: {self.first_line[:60]!r}") from exc
             raise
 
+    # imaplib refuses a line over 1 MB, and `UID SEARCH ALL` answers in one line: a folder
+    # of ~150,000 mails or more could not be listed (a million UIDs take ~7 MB)
+    MAX_LINE = 256 * 1024 * 1024
+
+    def readline(self) -> bytes:
+        """imaplib's ``readline`` with :attr:`MAX_LINE` for its 1 MB limit."""
+        line = self.file.readline(self.MAX_LINE + 1)
+        if len(line) > self.MAX_LINE:
+            raise self.error(f"got more than {self.MAX_LINE} bytes")
+        return line
+
     def _get_line(self) -> bytes:
         line = super()._get_line()
         if self.first_line is None:

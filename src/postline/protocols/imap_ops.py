@@ -177,6 +177,8 @@ class MailboxOperations:
                     folder=folder, folder_version=self._uidvalidity, id=str(item.uid),
                     size=item.size, internal_date=item.internal_date, flags=item.flags))
         reached = max([low or 0, top or 0, *uids[-1:]])
+        # (a folder that never held a mail has no cursor: its rounds list it, which costs
+        # nothing)
         return refs, (str(reached) if reached else cursor)
 
     def fetch(self, refs: Iterable[MessageRef], *, spool_dir: Path,
