@@ -189,9 +189,11 @@ def measure(info, work: Path, size: int, *, protocol: str, idle: int) -> dict:
     r["index_s"] = index(info, user)
     root = project(work / f"{protocol}-{size}", info, user, protocol=protocol)
     first = rounds(root, user, 1)
+    print(f"  first round: {json.dumps(first)}", flush=True)
     r["first_s"], r["first_rss"] = first["rounds"][0]["s"], first["rounds"][0]["round_rss"]
     r["first_done"] = first["rounds"][0]["done"]
     idle_r = rounds(root, user, idle)
+    print(f"  idle rounds: {json.dumps(idle_r)}", flush=True)
     r["idle_s"] = statistics.median(x["s"] for x in idle_r["rounds"])
     r["idle_select_s"] = statistics.median(x.get("select_s", 0) for x in idle_r["rounds"])
     r["idle_fetched"] = max(x["fetched"] for x in idle_r["rounds"])
@@ -205,6 +207,7 @@ def measure(info, work: Path, size: int, *, protocol: str, idle: int) -> dict:
                        full_scan="0")
         shutil.copytree(root / ".state", full / ".state")
         full_r = rounds(full, user, idle)
+        print(f"  full listings: {json.dumps(full_r)}", flush=True)
         r["full_s"] = statistics.median(x["s"] for x in full_r["rounds"])
         r["full_rss"] = max(x["round_rss"] for x in full_r["rounds"])
     for i in range(10):   # new mail arrives as a server delivers it (LMTP)
