@@ -11,7 +11,8 @@ where it is: the case of shared and archive mailboxes). Timed, each in a fresh p
 start-up; the round itself, from opening the folder to the last commit): the first round (every mail processed), idle rounds (nothing new; the median of
 ``--idle`` rounds), the same idle round with ``polling.full_scan: 0`` (what every round cost
 before: the whole folder listed), and a round with 10 new mails, with the number of mails
-fetched and the peak RSS of each round (the kernel's high-water mark, reset as the round
+fetched, the CPU time of the runner's thread (postline's own work; the rest of a round is
+waiting for the server) and the peak RSS of each round (the kernel's high-water mark, reset as the round
 begins; the process's other memory, e.g. the JSONL sink's index of the keys it holds, is
 reported apart). The 10 new mails are delivered over LMTP. An empty mailbox gives the
 baseline.
@@ -119,6 +120,7 @@ def child(project_dir: str, rounds: int) -> None:
     real_round = WorkflowRunner.round
 
     peak = [0, 0]   # the round's peak RSS, the RSS when it began (bytes)
+    cpu = [0.0]     # CPU seconds of the runner's thread in the round: postline's own work
 
     def timed_round(self, reader):
         # the kernel's high-water mark, reset at the round's start (clear_refs "5"), so
@@ -127,11 +129,12 @@ def child(project_dir: str, rounds: int) -> None:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         peak[1] = _status("VmRSS")
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         try:
             return real_round(self, reader)
         finally:
             took[0] += time.perf_counter() - t
+            cpu[0] += time.thread_time() - c
             peak[0] = _status("VmHWM")
     WorkflowRunner.round = timed_round
     # the SELECT of each round timed apart: on a Maildir, Dovecot rereads the folder's
@@ -160,13 +163,13 @@ def child(project_dir: str, rounds: int) -> None:
         cls.fetch = counting
     out = []
     for _ in range(rounds):
-        fetched[0], took[0], selected[0] = 0, 0.0, 0.0
+        fetched[0], took[0], selected[0], cpu[0] = 0, 0.0, 0.0, 0.0
         summary = run_workflows(postline.open_project(project_dir), once=True)
         if summary.errors:
             raise SystemExit(f"run failed: {summary.errors}")
         out.append({"s": took[0], "fetched": fetched[0], "done": summary.counts.get("done", 0),
                     "run_s": summary.seconds, "round_rss": peak[0], "before_rss": peak[1],
-                    "select_s": selected[0]})
+                    "select_s": selected[0], "cpu_s": cpu[0]})
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"rounds": out, "rss": rss}))
 
@@ -196,6 +199,7 @@ def measure(info, work: Path, size: int, *, protocol: str, idle: int) -> dict:
     print(f"  idle rounds: {json.dumps(idle_r)}", flush=True)
     r["idle_s"] = statistics.median(x["s"] for x in idle_r["rounds"])
     r["idle_select_s"] = statistics.median(x.get("select_s", 0) for x in idle_r["rounds"])
+    r["idle_cpu_s"] = statistics.median(x.get("cpu_s", 0) for x in idle_r["rounds"])
     r["idle_fetched"] = max(x["fetched"] for x in idle_r["rounds"])
     # each round against the RSS it began with (each run opens the project and its sinks
     # again; what they hold is not the round's)
@@ -215,6 +219,7 @@ def measure(info, work: Path, size: int, *, protocol: str, idle: int) -> dict:
     new = rounds(root, user, 1)["rounds"][0]
     r["new_s"], r["new_fetched"], r["new_done"] = new["s"], new["fetched"], new["done"]
     r["new_select_s"] = new.get("select_s", 0)
+    r["new_cpu_s"] = new.get("cpu_s", 0)
     return r
 
 
@@ -248,14 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{'':16} {'fill+index':>11} {'first round':>18} {'idle round':>18} "
-          f"{'full listing':>18} {'10 new: ms (SELECT) / fetched':>30}")
+          f"{'full listing':>18} {'10 new: ms (SELECT; CPU) / fetched':>36}")
     for r in results:
         full = (f"{r['full_s'] * 1000:8.0f} ms {mb(r['full_rss']):>7}" if "full_s" in r
                 else f"{'-':>18}")
         print(f"{r['protocol'].upper():5} {r['size']:>10,} {r['fill_s'] + r['index_s']:10.1f}s "
               f"{r['first_s']:9.1f} s {mb(r['first_rss']):>7} "
               f"{r['idle_s'] * 1000:8.0f} ms {mb(r['idle_rss']):>7} {full} "
-              f"{r['new_s'] * 1000:10.0f} ms ({r.get('new_select_s', 0) * 1000:.0f}) / "
+              f"{r['new_s'] * 1000:10.0f} ms ({r.get('new_select_s', 0) * 1000:.0f}; "
+              f"{r.get('new_cpu_s', 0) * 1000:.0f}) / "
               f"{r['new_fetched']}")
     imap = [r for r in results if r["protocol"] == "imap"]
     empty, big = imap[0], imap[-1]
