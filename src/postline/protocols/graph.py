@@ -138,7 +138,7 @@ class GraphReader(MailboxReader):
         self._watch: dict[str, str] = {}        # folder -> delta link for wait_for_changes
         self.capabilities = Capabilities(folders=True, move=True, idle=False, flags=True,
                                          raw=("GRAPH", "DELTA", "IMMUTABLE-ID"),
-                                         delta=True, stable_ids=True)
+                                         cursor=True, delta=True, stable_ids=True)
 
     # -- connecting ---------------------------------------------------------------------
 

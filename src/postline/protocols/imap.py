@@ -56,6 +56,17 @@ class _IMAP4OnSocket(imaplib.IMAP4):
                     f"its first line is not an IMAP greeting: {self.first_line[:60]!r}") from exc
             raise
 
+    # imaplib refuses a line over 1 MB, and `UID SEARCH ALL` answers in one line: a folder
+    # of ~150,000 mails or more could not be listed (a million UIDs take ~7 MB)
+    MAX_LINE = 256 * 1024 * 1024
+
+    def readline(self) -> bytes:
+        """imaplib's ``readline`` with :attr:`MAX_LINE` for its 1 MB limit."""
+        line = self.file.readline(self.MAX_LINE + 1)
+        if len(line) > self.MAX_LINE:
+            raise self.error(f"got more than {self.MAX_LINE} bytes")
+        return line
+
     def _get_line(self) -> bytes:
         line = super()._get_line()
         if self.first_line is None:
@@ -94,6 +105,9 @@ class ImapReader(MailboxOperations, MailboxReader):
         self._client: _Client | None = None
         self._selected: str | None = None
         self._uidvalidity: str = ""
+        self._uidnext: int | None = None
+        self._fresh = False
+        self._readonly = False
         self._known_folders: set[str] = set()
         self._delimiter: str | None = None   # the server's hierarchy delimiter, once asked
         self._bulk = None   # a pipelined fetch in progress (imap_bulk.BulkFetch)
@@ -128,6 +142,7 @@ class ImapReader(MailboxOperations, MailboxReader):
         caps = after
         self.capabilities = Capabilities(folders=True, move=ImapCapability.MOVE in caps,
                                          idle=ImapCapability.IDLE in caps, flags=True,
+                                         cursor=True,
                                          raw=tuple(caps))
 
     def _caps(self) -> list[str]:

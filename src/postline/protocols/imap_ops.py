@@ -38,6 +38,14 @@ def _server_text(exc: BaseException) -> str:
     return text or exc.__class__.__name__
 
 
+def _cursor_uid(cursor: str | None) -> int | None:
+    """The UID an IMAP cursor stands for; None for no cursor or one that is not ours (a
+    full listing follows, which is always safe)."""
+    if cursor and cursor.isdigit():
+        return int(cursor)
+    return None
+
+
 def _by_folder(refs: Iterable[MessageRef]) -> dict[str, list[MessageRef]]:
     groups: dict[str, list[MessageRef]] = {}
     for ref in refs:
@@ -52,6 +60,9 @@ class MailboxOperations:
     port: int
     _selected: str | None
     _uidvalidity: str
+    _uidnext: int | None
+    _fresh: bool        # the last SELECT's UIDNEXT is still unused by a listing
+    _readonly: bool
     _known_folders: set[str]
     _delimiter: str | None
     _bulk: BulkFetch | None
@@ -92,7 +103,11 @@ class MailboxOperations:
         with self._errors(f"{'EXAMINE' if readonly else 'SELECT'} {folder!r}"):
             resp = client.select_folder(self._wire(folder), readonly=readonly)
         self._selected = folder
+        self._readonly = readonly
         self._uidvalidity = str(resp.get(b"UIDVALIDITY", ""))
+        nxt = resp.get(b"UIDNEXT")
+        self._uidnext = int(nxt) if nxt is not None else None
+        self._fresh = True
         self._known_folders.add(folder)
         return resp
 
@@ -100,9 +115,8 @@ class MailboxOperations:
         """Select ``folder`` (EXAMINE it with ``readonly``: nothing can change there); its
         UIDVALIDITY, UIDNEXT and message count."""
         resp = self._select(folder, force=True, readonly=readonly)
-        nxt = resp.get(b"UIDNEXT")
         return FolderState(name=folder, folder_version=self._uidvalidity,
-                           next_id=str(nxt) if nxt is not None else None,
+                           next_id=str(self._uidnext) if self._uidnext is not None else None,
                            exists=int(resp.get(b"EXISTS", 0)))
 
     def _ensure_folder(self, folder: str) -> None:
@@ -137,16 +151,25 @@ class MailboxOperations:
 
     def list_messages(self, folder: str, *, cursor: str | None = None
                       ) -> tuple[list[MessageRef], str | None]:
-        """Messages with a UID above ``cursor`` (all when None), oldest first."""
+        """Messages with a UID above ``cursor`` (all when None), oldest first, and the next
+        cursor: the highest UID the folder can hold so far (UIDNEXT - 1, or the highest
+        UID listed). With a cursor and a UIDNEXT that has not moved past it, nothing is
+        sent after the SELECT: a round over an unchanged folder of any size costs one
+        SELECT (see docs/source.md, "Incremental rounds")."""
         client = self._need()
-        if not self._select(folder):
-            with self._errors("NOOP"):
-                client.noop()  # an already selected folder shows new mail only after a sync
-        low = int(cursor) if cursor else 0
+        if self._selected != folder or not self._fresh:
+            # a fresh SELECT tells UIDNEXT and shows mail that arrived since the last one
+            self._select(folder, force=True, readonly=self._selected == folder and
+                         self._readonly)
+        self._fresh = False
+        low = _cursor_uid(cursor)
+        top = self._uidnext - 1 if self._uidnext is not None else None
+        if low is not None and top is not None and top <= low:
+            return [], str(low)
         with self._errors("UID SEARCH"):
             uids = client.search(["UID", f"{low + 1}:*"]) if low else client.search("ALL")
         # "n:*" always matches the last message, even when its UID is below n (RFC 3501).
-        uids = sorted(u for u in uids if u > low)
+        uids = sorted(u for u in uids if u > (low or 0))
         refs: list[MessageRef] = []
         with self._errors("UID FETCH (RFC822.SIZE INTERNALDATE FLAGS)"):
             for _, item in self._bulk_fetch([(u, u, 0) for u in uids],
@@ -154,7 +177,10 @@ class MailboxOperations:
                 refs.append(MessageRef(
                     folder=folder, folder_version=self._uidvalidity, id=str(item.uid),
                     size=item.size, internal_date=item.internal_date, flags=item.flags))
-        return refs, (str(uids[-1]) if uids else cursor)
+        reached = max([low or 0, top or 0, *uids[-1:]])
+        # (a folder that never held a mail has no cursor: its rounds list it, which costs
+        # nothing)
+        return refs, (str(reached) if reached else cursor)
 
     def fetch(self, refs: Iterable[MessageRef], *, spool_dir: Path,
               inline_limit: int = 8 * 1024 * 1024, batch_size: int = 100

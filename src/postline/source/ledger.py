@@ -32,10 +32,9 @@ from pathlib import Path
 
 from postline.errors import ConfigError, StorageError
 from postline.files import private_sqlite
+from postline.source.ledger_schema import COLS, LEDGER_VERSION, migrate
 
 STATES = ("acquired", "done", "failed", "ignored")
-# 2: the fingerprint column (added to a version 1 ledger when it is opened for writing)
-LEDGER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,12 @@ class Ledger(abc.ABC):
     def get_many(self, source: str, keys: Sequence[str]) -> dict[str, Entry]:
         """Entries of ``keys`` that exist."""
 
+    def states(self, source: str, keys: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        """(state, settled) of those ``keys`` that have an entry: what a round needs of
+        every mail it lists, without the rest of each entry (a full listing of a big folder
+        would otherwise hold an Entry per mail)."""
+        return {k: (e.state, e.settled) for k, e in self.get_many(source, keys).items()}
+
     @abc.abstractmethod
     def acquire(self, source: str, places: Sequence[Place]) -> dict[str, int]:
         """Mark ``places`` acquired (attempts + 1); returns key -> attempts so far."""
@@ -140,6 +145,22 @@ class Ledger(abc.ABC):
         """Remember ``version`` for ``folder``."""
 
     @abc.abstractmethod
+    def folder_state(self, source: str, folder: str) -> dict[str, str]:
+        """The named values kept for ``folder`` of ``source`` (cursor, full_scan_at,
+        rescan_at, ...; see ledger_schema.py); empty when none."""
+
+    @abc.abstractmethod
+    def set_folder_state(self, source: str, folder: str,
+                         values: dict[str, str | None]) -> None:
+        """Set (or with None remove) named values of ``folder``, in one commit."""
+
+    @abc.abstractmethod
+    def pending(self, source: str, folder: str) -> list[Entry]:
+        """Entries of ``folder`` whose work is not finished: ``acquired`` ones and final ones
+        not yet settled (their move is due). What a round that does not list the whole
+        folder must look at besides the new mails."""
+
+    @abc.abstractmethod
     def entries(self, source: str, *, state: str | None = None, limit: int | None = None,
                 newest_first: bool = False) -> list[Entry]:
         """Entries of ``source`` (optionally in one state), oldest first (or the most
@@ -150,8 +171,12 @@ class Ledger(abc.ABC):
         """How many entries of ``source`` are in each state (every state, 0 included)."""
 
     @abc.abstractmethod
-    def reset(self, source: str, keys: Sequence[str] | None = None) -> int:
-        """Forget ``keys`` (None: all of ``source``) and their duplicates; returns how many."""
+    def reset(self, source: str, keys: Sequence[str] | None = None, *,
+              rescan: bool = True) -> int:
+        """Forget ``keys`` (None: all of ``source``) and their duplicates; returns how many.
+        With ``rescan`` the next round of the source lists its folders in full
+        (``rescan_at``), so mails still there are read again (not needed for mails known
+        to be gone)."""
 
     @abc.abstractmethod
     def prune(self, source: str, *, before: float, states: Sequence[str]) -> int:
@@ -164,34 +189,17 @@ class Ledger(abc.ABC):
         """Release the database."""
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS mails (
-  source TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL,
-  connection TEXT NOT NULL DEFAULT '', folder TEXT NOT NULL DEFAULT '',
-  folder_version TEXT NOT NULL DEFAULT '', server_id TEXT NOT NULL DEFAULT '',
-  reason TEXT, attempts INTEGER NOT NULL DEFAULT 0, message_id TEXT, content_hash TEXT,
-  subject TEXT, settled INTEGER NOT NULL DEFAULT 0, dup_of TEXT,
-  created REAL NOT NULL, updated REAL NOT NULL, fingerprint TEXT,
-  PRIMARY KEY (source, key));
-CREATE INDEX IF NOT EXISTS mails_state ON mails (source, state);
-CREATE INDEX IF NOT EXISTS mails_mid ON mails (source, message_id);
-CREATE TABLE IF NOT EXISTS folders (
-  source TEXT NOT NULL, folder TEXT NOT NULL, version TEXT NOT NULL,
-  PRIMARY KEY (source, folder));
-"""
-_COLS = ("source", "key", "state", "connection", "folder", "folder_version", "server_id",
-         "reason", "attempts", "message_id", "content_hash", "subject", "settled", "dup_of",
-         "created", "updated", "fingerprint")
+_COLS = COLS
 
 
 def done_by_message_id_sql(n: int, columns: str = ",".join(_COLS)) -> str:
     """The query of :meth:`SqliteLedger.find_done_many` for ``n`` identities: done entries,
     oldest first (the first per identity is the oldest, the last the newest). ``+state`` keeps
     SQLite on the Message-ID index: by the state index it would scan every done entry of
-    the source for each batch, a cost that grows with the ledger."""
+    the source for each batch, a cost that grows with the ledger; ``+created`` keeps it from
+    walking the whole source along mails_created to save the sort of a few rows."""
     return (f"SELECT {columns} FROM mails WHERE source=? AND +state='done' AND "
-            f"message_id IN ({','.join('?' * n)}) ORDER BY created, rowid")
+            f"message_id IN ({','.join('?' * n)}) ORDER BY +created, rowid")
 
 
 def ledger_path(state_dir: Path) -> Path:
@@ -232,10 +240,7 @@ class SqliteLedger(Ledger):
                                             check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)",
-                             (str(LEDGER_VERSION),))
-            found = self._db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
+            found = migrate(self._db)
             self._rdb = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                         check_same_thread=False)
             self._rdb.execute("PRAGMA query_only=ON")
@@ -245,24 +250,13 @@ class SqliteLedger(Ledger):
             raise ConfigError(f"ledger {self.path} cannot be opened: {exc}",
                               hint="check the state directory's permissions and free space"
                               ) from exc
-        if found and int(found[0]) > LEDGER_VERSION:
+        if found > LEDGER_VERSION:
             db.close()
             self._rdb.close()
             # never write into a ledger whose meaning this version does not know
             raise ConfigError(f"ledger {self.path} was written by a newer postline (ledger "
-                              f"version {found[0]}, this one knows {LEDGER_VERSION})",
+                              f"version {found}, this one knows {LEDGER_VERSION})",
                               hint="upgrade postline on this host")
-        if found and int(found[0]) < LEDGER_VERSION:
-            self._migrate(int(found[0]))
-
-    def _migrate(self, version: int) -> None:
-        """Bring a ledger of ``version`` to LEDGER_VERSION in one transaction; the stored
-        values stay as they are. Raises StorageError."""
-        with self._write() as db:
-            have = {r[1] for r in db.execute("PRAGMA table_info(mails)")}
-            if version < 2 and "fingerprint" not in have:
-                db.execute("ALTER TABLE mails ADD COLUMN fingerprint TEXT")
-            db.execute("UPDATE meta SET value=? WHERE name='version'", (str(LEDGER_VERSION),))
 
     def _tx(self, sql: str, rows: Iterable[tuple]) -> None:
         self._tx_many([(sql, rows)])
@@ -309,6 +303,18 @@ class SqliteLedger(Ledger):
             for e in self._query(f"SELECT {self._select} FROM mails WHERE source=? "
                                  f"AND key IN ({marks})", (source, *chunk)):
                 out[e.key] = e
+        return out
+
+    def states(self, source: str, keys: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        out: dict[str, tuple[str, bool]] = {}
+        keys = list(keys)
+        with self._rlock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                for key, state, settled in self._rdb.execute(
+                        f"SELECT key, state, settled FROM mails WHERE source=? AND key IN "
+                        f"({','.join('?' * len(chunk))})", (source, *chunk)):
+                    out[key] = (state, bool(settled))
         return out
 
     _ACQUIRE = ("INSERT INTO mails (source, key, state, connection, folder, folder_version, "
@@ -365,7 +371,7 @@ class SqliteLedger(Ledger):
                  [(now, source, k) for k in keys])
 
     def find_done(self, source: str, identity: str, *, newest: bool = False) -> Entry | None:
-        order = "created DESC, rowid DESC" if newest else "created, rowid"
+        order = "+created DESC, rowid DESC" if newest else "+created, rowid"
         found = self._query(f"SELECT {self._select} FROM mails WHERE source=? AND "
                             f"message_id=? AND +state='done' ORDER BY {order} LIMIT 1",
                             (source, identity))
@@ -405,6 +411,29 @@ class SqliteLedger(Ledger):
         self._tx("INSERT INTO folders VALUES (?,?,?) ON CONFLICT (source, folder) "
                  "DO UPDATE SET version=excluded.version", [(source, folder, version)])
 
+    def folder_state(self, source: str, folder: str) -> dict[str, str]:
+        with self._rlock:
+            rows = self._rdb.execute("SELECT name, value FROM folder_state WHERE source=? "
+                                     "AND folder=?", (source, folder)).fetchall()
+        return dict(rows)
+
+    def set_folder_state(self, source: str, folder: str,
+                         values: dict[str, str | None]) -> None:
+        with self._write() as db:
+            for name, value in values.items():
+                if value is None:
+                    db.execute("DELETE FROM folder_state WHERE source=? AND folder=? AND "
+                               "name=?", (source, folder, name))
+                else:
+                    db.execute("INSERT INTO folder_state VALUES (?,?,?,?) ON CONFLICT "
+                               "(source, folder, name) DO UPDATE SET value=excluded.value",
+                               (source, folder, name, value))
+
+    def pending(self, source: str, folder: str) -> list[Entry]:
+        # "settled=0" as written: it is what lets SQLite use the partial index mails_pending
+        return self._query(f"SELECT {self._select} FROM mails WHERE source=? AND folder=? "
+                           "AND settled=0 ORDER BY rowid", (source, folder))
+
     def entries(self, source: str, *, state: str | None = None, limit: int | None = None,
                 newest_first: bool = False) -> list[Entry]:
         sql = f"SELECT {self._select} FROM mails WHERE source=?"
@@ -412,45 +441,82 @@ class SqliteLedger(Ledger):
         if state:
             sql += " AND state=?"
             args += (state,)
-        sql += " ORDER BY updated DESC, key" if newest_first else " ORDER BY created, key"
+        # rowid breaks ties (a batch shares one time): it is in every index, so the order
+        # costs no sort, and it is the order the mails were first seen in
+        sql += (" ORDER BY updated DESC, rowid DESC" if newest_first
+                else " ORDER BY created, rowid")
         if limit:
             sql += f" LIMIT {int(limit)}"
         return self._query(sql, args)
 
     def counts(self, source: str) -> dict[str, int]:
         with self._rlock:
-            rows = self._rdb.execute("SELECT state, COUNT(*) FROM mails WHERE source=? "
-                                    "GROUP BY state", (source,)).fetchall()
+            try:
+                rows = self._rdb.execute("SELECT state, n FROM state_counts WHERE source=?",
+                                         (source,)).fetchall()
+            except sqlite3.OperationalError:   # an older ledger opened read-only: no counts
+                rows = self._rdb.execute("SELECT state, COUNT(*) FROM mails WHERE source=? "
+                                         "GROUP BY state", (source,)).fetchall()
         return {s: 0 for s in STATES} | dict(rows)
 
-    def reset(self, source: str, keys: Sequence[str] | None = None) -> int:
+    def reset(self, source: str, keys: Sequence[str] | None = None, *,
+              rescan: bool = True) -> int:
+        now = repr(self._clock())
         with self._write() as db:
+            # every folder the source read gets listed in full again: a reset mail still in
+            # the input folder lies below the cursor. A time, not a flag: a round that began
+            # before the reset and ends after it must not count as that full listing.
+            folders = [r[0] for r in db.execute(
+                "SELECT folder FROM folders WHERE source=? UNION SELECT folder FROM "
+                "folder_state WHERE source=?", (source, source))]
             if keys is None:
                 n = db.execute("DELETE FROM mails WHERE source=?", (source,)).rowcount
                 db.execute("DELETE FROM folders WHERE source=?", (source,))
+                db.execute("DELETE FROM folder_state WHERE source=?", (source,))
             else:
                 n = 0
-                for k in keys:
-                    n += db.execute("DELETE FROM mails WHERE source=? AND (key=? OR dup_of=?)",
-                                    (source, k, k)).rowcount
+                for k in keys:  # two statements: each on its index (an OR took neither)
+                    n += db.execute("DELETE FROM mails WHERE source=? AND key=?",
+                                    (source, k)).rowcount
+                    n += db.execute("DELETE FROM mails WHERE source=? AND dup_of=?",
+                                    (source, k)).rowcount
+            db.executemany("INSERT INTO folder_state VALUES (?,?,'rescan_at',?) ON CONFLICT "
+                           "(source, folder, name) DO UPDATE SET value=excluded.value",
+                           [(source, f, now) for f in folders if rescan])
         return n
 
-    PRUNE_CHUNK = 5000   # rows per transaction: a running runner's commits wait little
+    PRUNE_CHUNK = 5000      # rows per transaction at most
+    PRUNE_TX_SECONDS = 0.05  # ... and about this long: a running runner's commits wait little
 
     def prune(self, source: str, *, before: float, states: Sequence[str]) -> int:
         states = [st for st in states if st in STATES and st != "acquired"]
         if not states:
             return 0
         marks = ",".join("?" * len(states))
-        sql = (f"DELETE FROM mails WHERE rowid IN (SELECT rowid FROM mails WHERE source=? "
-               f"AND settled=1 AND state IN ({marks}) AND updated<? LIMIT {self.PRUNE_CHUNK})")
-        total = 0
+        # Along mails_updated, oldest first, from where the last chunk ended: each chunk
+        # reads about what it deletes, however many entries are younger or kept (+state
+        # keeps SQLite from walking all entries of a state instead).
+        sql = (f"SELECT rowid, updated FROM mails WHERE source=? AND updated>=? AND updated<? "
+               f"AND settled=1 AND +state IN ({marks}) ORDER BY updated LIMIT ?")
+        total, since = 0, -1.0   # times are never negative
+        # A deleted entry costs a page of each index, from disk when the ledger is bigger
+        # than the page cache (~0.25 ms each at ten million entries): the chunk grows or
+        # shrinks so that each transaction takes about PRUNE_TX_SECONDS.
+        chunk = min(50, self.PRUNE_CHUNK)
         while True:
+            t = time.monotonic()
             with self._write() as db:
-                n = db.execute(sql, (source, *states, before)).rowcount
-            total += n
-            if n < self.PRUNE_CHUNK:
+                rows = db.execute(sql, (source, since, before, *states, chunk)).fetchall()
+                db.executemany("DELETE FROM mails WHERE rowid=?", [(r,) for r, _ in rows])
+            total += len(rows)
+            if len(rows) < chunk:
                 return total
+            since = rows[-1][1]
+            took = time.monotonic() - t
+            if took > self.PRUNE_TX_SECONDS:
+                chunk = max(10, chunk // 2)
+            elif took < self.PRUNE_TX_SECONDS / 3:
+                chunk = min(self.PRUNE_CHUNK, chunk * 2)
 
     def close(self) -> None:
         with self._lock, self._rlock:

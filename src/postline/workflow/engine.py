@@ -21,7 +21,6 @@ from postline.files import FILE_MODE
 from postline.locks import ProcessLock
 from postline.protocols.base import MailboxReader
 from postline.source.filters import AttachmentRules, MailFilter
-from postline.source.delta_links import DeltaLinks, delta_links_path
 from postline.source.ledger import Ledger, SqliteLedger, ledger_path
 from postline.source.record import file_key
 from postline.source.schedule import Clock
@@ -196,14 +195,10 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
 
         def reader_factory(c: Any) -> MailboxReader:
             return open_reader(project, c)
-    # delta links (Graph): an idle round then costs what changed, not a listing of the folder
-    cursors = (DeltaLinks(path=delta_links_path(Path(project.state_dir))) if protocol == "graph"
-               and isinstance(ledger, SqliteLedger) else None)
     return WorkflowRunner(name=workflow.name, source=source, settings=settings, ledger=ledger,
                           reader_factory=lambda: reader_factory(conn),
                           protocol=protocol, stop=stop, clock=clock,
-                          events=events, committer_factory=committer_factory,
-                          cursors=cursors)
+                          events=events, committer_factory=committer_factory)
 
 
 def select_workflows(project: Any, names: list[str] | None) -> list[Any]:

@@ -28,12 +28,12 @@ from pathlib import Path
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.files import make_dirs
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
-from postline.source.delta_links import DeltaLinks
 from postline.source.ledger import Ledger, Place, SqliteLedger
 from postline.source.record import ledger_key
 from postline.limiter import WINDOWS, SlidingWindow
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule
 from postline.workflow.events import Events, MailEvent
+from postline.workflow.listing import list_folder, remember
 from postline.workflow.commit import Committer, InlineCommitter, Job, Pending, open_committer
 from postline.workflow.batch import INLINE_LIMIT, FetchStream, process_mails, split_batches
 from postline.workflow.mailjob import JobResult, MailSettings
@@ -49,12 +49,9 @@ class WorkflowRunner:
                  reader_factory: Callable[[], MailboxReader], protocol: str,
                  stop: threading.Event, clock: Clock | None = None,
                  events: Events | None = None,
-                 committer_factory: Callable[[Ledger], Committer] | None = None,
-                 cursors: DeltaLinks | None = None) -> None:
+                 committer_factory: Callable[[Ledger], Committer] | None = None) -> None:
         """``committer_factory`` makes the batch committer (default: the commit helper
-        process for a SQLite ledger, see workflow/commit.py); ``cursors`` keeps the delta
-        links of readers that offer them (source/delta_links.py)."""
-        self.cursors = cursors
+        process for a SQLite ledger, see workflow/commit.py)."""
         self.name = name
         self.committer_factory = committer_factory or _default_committer
         self.source = source
@@ -95,8 +92,6 @@ class WorkflowRunner:
             self._committer.close()
             for sink in opened:
                 sink.close()
-            if self.cursors is not None:
-                self.cursors.close()
 
     def _loop(self, once: bool) -> None:
         reconnect = FailureBackoff(min=1.0, max=60.0, reset_after_streams=1,
@@ -158,44 +153,30 @@ class WorkflowRunner:
         folder = src.folders.input
         state = reader.open_folder(folder)
         self._check_folder_version(folder, state.folder_version)
-        refs, link = self._list(reader, folder, state.folder_version)
-        more = self._round_of(reader, refs)
-        if link and not more and self.cursors is not None:
-            # only a round that worked through all it listed moves the cursor on
-            self.cursors.put(self.s.source, folder, state.folder_version, link)
+        listing = list_folder(reader=reader, ledger=self.ledger, source=self.s.source,
+                              folder=folder, folder_version=state.folder_version,
+                              every=src.polling.full_scan, now=self.clock.now(),
+                              key_of=self._key)
+        more = self._work(reader, listing.refs)
+        if not more:  # everything listed is in the ledger: the cursor may move on
+            remember(self.ledger, source=self.s.source, folder=folder,
+                     folder_version=state.folder_version, listing=listing)
         return more
 
-    def _list(self, reader: MailboxReader, folder: str, version: str
-              ) -> tuple[list[MessageRef], str | None]:
-        """The refs of this round and the cursor after it. A delta reader with a stored
-        cursor lists only what changed (known mails included: the ledger sorts them out),
-        plus the mails the ledger holds as acquired in this folder, which a cut-short
-        round left behind. Without a cursor (first round, reset, lost) the whole folder."""
-        if self.cursors is None or not reader.capabilities.delta:
-            return reader.list_messages(folder)[0], None
-        cursor = self.cursors.get(self.s.source, folder, version)
-        refs, link = reader.list_messages(folder, cursor=cursor)
-        if cursor:
-            listed = {r.id for r in refs}
-            refs += [MessageRef(folder=e.folder, folder_version=e.folder_version,
-                                id=e.server_id)
-                     for e in self.ledger.entries(self.s.source, state="acquired")
-                     if e.connection == self.s.connection and e.folder == folder
-                     and e.folder_version == version and e.server_id not in listed]
-        return refs, link
-
-    def _round_of(self, reader: MailboxReader, refs: list[MessageRef]) -> bool:
+    def _work(self, reader: MailboxReader, refs: list[MessageRef]) -> bool:
+        """Process what of ``refs`` the ledger does not know yet, and settle what it knows
+        but has not moved. Returns True when mails were left for another round."""
         src = self.source
         by_key = {self._key(r): r for r in refs}
-        known = self.ledger.get_many(self.s.source, list(by_key))
+        known = self.ledger.states(self.s.source, list(by_key))
         settle: list[tuple[MessageRef, str, str]] = []
         todo: list[MessageRef] = []
         for key, ref in by_key.items():
-            entry = known.get(key)
-            if entry is None or entry.state == "acquired":
+            state, settled = known.get(key, ("", False))
+            if not state or state == "acquired":
                 todo.append(ref)
-            elif not entry.settled:
-                settle.append((ref, key, entry.state))
+            elif not settled:
+                settle.append((ref, key, state))
         if settle:
             self._settle(reader, settle)
         if not todo:
@@ -302,7 +283,7 @@ class WorkflowRunner:
             got = {self._key(raw.ref) for raw in fetched}
             vanished = [p.key for p in places if p.key not in got]
             if vanished:  # moved or deleted by someone else meanwhile: forget them
-                self.ledger.reset(self.s.source, vanished)
+                self.ledger.reset(self.s.source, vanished, rescan=False)
             return [(raw.ref, res) for raw, res in process_mails(
                 fetched, attempts, s=self.s, ledger=self.ledger, stop=self.stop,
                 clock=self.clock, backoff=self.backoff, key_of=self._key)]

@@ -37,8 +37,9 @@ def test_an_idle_round_costs_one_delta_request(tmp_path, mail_stack, graph, mail
     assert len(lines(root)) == 25
     first = delta_calls(graph)
     assert not any("$deltatoken" in q for q in first) and len(first) >= 3
-    stored = sqlite3.connect(root / ".postline-state/delta-links.sqlite3").execute(
-        "SELECT source, folder, link FROM delta_links").fetchall()
+    # the delta link is the folder's cursor in the ledger, as IMAP's UIDNEXT is
+    stored = sqlite3.connect(root / ".postline-state/ledger.sqlite3").execute(
+        "SELECT source, folder, value FROM folder_state WHERE name='cursor'").fetchall()
     assert [(s, f) for s, f, _ in stored] == [("Src", "inbox")]
     assert "$deltatoken=" in stored[0][2]
     for _ in range(2):   # the first may replay an item (known: nothing processed)

@@ -70,3 +70,17 @@ def test_idle_given_with_cron_is_a_warning(load):
     (w,) = problems_of(load, 'polling: {cron: "0 6 * * *", idle: true}\n', severity="warning")
     assert "polling.idle: with idle: true new mail is read as soon as it arrives" in w
     assert problems_of(load, 'polling: {cron: "0 6 * * *"}\n', severity="warning") == []
+
+
+def test_full_scan_takes_seconds_or_a_duration(load):
+    for text, seconds in (("3600", 3600), ("90s", 90), ("30m", 1800), ("12h", 43200),
+                          ("1d", 86400), ("1w", 604800), ("0", 0)):
+        p = load({"c.yaml": CONN, "s.yaml": SECRETS,
+                  "src.yaml": source(f"polling: {{full_scan: {text}}}\n")}, environ={})
+        assert p.get("EmailSource", "Src").polling.full_scan == seconds
+    p = load({"c.yaml": CONN, "s.yaml": SECRETS, "src.yaml": source("")}, environ={})
+    assert p.get("EmailSource", "Src").polling.full_scan == 86400   # once a day
+    (err,) = problems_of(load, "polling: {full_scan: 1y}\n")
+    assert err.startswith("src.yaml:4: EmailSource/Src: polling.full_scan: expected seconds "
+                          "or a duration such as 30m, 12h, 1d or 1w (0: every round), not "
+                          "'1y'"), err

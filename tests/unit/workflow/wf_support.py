@@ -20,14 +20,16 @@ class Crash(BaseException):
 class FakeMailbox:
     """Server-side state, shared by every reader opened on it."""
 
-    def __init__(self, *, pop3: bool = False, idle: bool = True) -> None:
+    def __init__(self, *, pop3: bool = False, idle: bool = True, cursor: bool = False) -> None:
         self.pop3 = pop3
         self.idle = idle
+        self.cursor = cursor   # list_messages honours a cursor (the highest UID), as IMAP
         self.folders: dict[str, dict[int, bytes]] = {"INBOX": {}}
         self.versions: dict[str, int] = {"INBOX": 1000}
         self.next_uid: dict[str, int] = {"INBOX": 1}
         self.faults: dict[str, list[BaseException]] = {}
         self.calls: list[str] = []
+        self.listed: list[int] = []   # how many refs each list_messages returned
         self.changed = threading.Event()
         self.connects = 0
         self.readonly: bool | None = None   # how the folder was last opened
@@ -65,7 +67,8 @@ class FakeMailbox:
 class FakeReader(MailboxReader):
     def __init__(self, box: FakeMailbox) -> None:
         self.box = box
-        self.capabilities = Capabilities(folders=not box.pop3, move=True, idle=box.idle)
+        self.capabilities = Capabilities(folders=not box.pop3, move=True, idle=box.idle,
+                                         cursor=box.cursor)
         self.connected = False
 
     def _call(self, name: str) -> None:
@@ -102,8 +105,10 @@ class FakeReader(MailboxReader):
         refs = [MessageRef(folder=folder, folder_version=version,
                            id=(f"uidl-{uid}" if self.box.pop3 else str(uid)), size=len(raw),
                            internal_date="2024-05-01T12:00:00Z")
-                for uid, raw in sorted(self.box.folders[folder].items())]
-        return refs, None
+                for uid, raw in sorted(self.box.folders[folder].items())
+                if not (self.box.cursor and cursor) or uid > int(cursor)]
+        self.box.listed.append(len(refs))
+        return refs, str(self.box.next_uid[folder] - 1) if self.box.cursor else None
 
     def _uid(self, ref: MessageRef) -> int:
         return int(ref.id.removeprefix("uidl-"))

@@ -15,7 +15,7 @@
       max_total_kb: 20480
       blacklist: [{type: "application/x-msdownload"}]
       whitelist: [{type: "application/pdf", max_kb: 10240}, {type: "image/.*"}]
-    polling: {interval: 60, timeout: 300, idle: true}    # or {cron: "*/5 * * * *"}
+    polling: {interval: 60, timeout: 300, idle: true, full_scan: 1d}  # or {cron: "*/5 * * * *"}
     throttle: {max_streams: 100, per: minute}
     backoff: {min: 1, max: 300, reset_after_streams: 10, reset_after_seconds: 600}
     pop3: {done: delete, error: keep, ignore: keep}
@@ -107,6 +107,27 @@ class Polling(BaseModel):
     cron: str | None = None
     timeout: float = Field(default=600.0, gt=0)
     idle: bool = True
+    # seconds between full listings of the input folder; rounds in between list only what
+    # is new where the reader can (IMAP); 0: every round lists the whole folder
+    full_scan: float = Field(default=86400.0, ge=0)
+
+    @field_validator("full_scan", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """``3600``, ``"90s"``, ``"30m"``, ``"12h"``, ``"1d"``, ``"1w"`` -> seconds."""
+        if not isinstance(value, str):
+            return value
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+        text = value.strip().lower()
+        number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+        try:
+            seconds = float(number) * units[unit]
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0:  # also NaN
+            raise ValueError(f"expected seconds or a duration such as 30m, 12h, 1d or 1w "
+                             f"(0: every round), not {value!r}")
+        return seconds
 
     @model_validator(mode="after")
     def _one_schedule(self) -> "Polling":
