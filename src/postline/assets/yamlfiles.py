@@ -62,13 +62,15 @@ def display_path(root_as_given: str, path: Path, root: Path) -> str:
     return os.path.normpath(os.path.join(root_as_given, path.relative_to(root).as_posix()))
 
 
-def read_documents(path: Path, shown: str) -> tuple[list[RawDocument], list[Problem]]:
-    """Parse every document of one file. Returns the documents read and any problem met.
+def read_documents(path: Path, shown: str, *, text: str | None = None
+                   ) -> tuple[list[RawDocument], list[Problem]]:
+    """Parse every document of one file (or ``text`` as if it were that file's content).
+    Returns the documents read and any problem met.
 
     A syntax error stops reading that file (the documents before it are still returned).
     """
     try:
-        raw = path.read_bytes()
+        raw = path.read_bytes() if text is None else text.encode("utf-8")
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
