@@ -122,6 +122,21 @@ def _wait_up(url: str, proc: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"postline serve did not answer within 60 s:\n{log.read_text()}")
 
 
+def _stack_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The dev stack's POSTLINE_STACK_* variables when the test uses the stack, with the
+    demo project's user set to the test's fresh ``mailbox_user``."""
+    if "mail_stack" not in request.fixturenames and "mailbox_user" not in request.fixturenames:
+        return {}
+    from postline.cli.stack_cmds import env_vars
+
+    env = env_vars(request.getfixturevalue("mail_stack"))
+    env.pop("POSTLINE_KEY_FILE", None)
+    if "mailbox_user" in request.fixturenames:
+        user = request.getfixturevalue("mailbox_user")
+        env.update(DEMO_USER=user.email, POSTLINE_DEMO_PASSWORD=user.password)
+    return env
+
+
 @pytest.fixture
 def console(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Console]:
     marker = request.node.get_closest_marker("project")
@@ -134,7 +149,7 @@ def console(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Console]
     state = tmp_path / "state"
     env = {**os.environ, "POSTLINE_API_TOKEN": TOKEN, "POSTLINE_STATE_DIR": str(state),
            "POSTLINE_DEMO_PASSWORD": os.environ.get("POSTLINE_DEMO_PASSWORD", "unused"),
-           **(env_marker.kwargs if env_marker else {})}
+           **_stack_env(request), **(env_marker.kwargs if env_marker else {})}
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([POSTLINE, "serve", str(project),

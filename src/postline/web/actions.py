@@ -15,7 +15,6 @@ from starlette.concurrency import run_in_threadpool
 
 from postline.errors import ConfigError, PostlineError
 from postline.web.guard import client_of
-from postline.web.pages import render
 
 
 def _button(action: str, text: str, csrf: str, *, confirm: str = "", css: str = "",
@@ -66,18 +65,6 @@ def outbox_actions(project: Any, name: str, *, csrf: str, read_only: bool) -> st
             + _button(f"/services/{quote(name, safe='')}/retry", "Retry all failed mails",
                       csrf, confirm=f"Queue every failed mail of {name} again?")
             + "</div>")
-
-
-def test_page(project: Any, name: str) -> str:
-    """HTML body with every step of ``postline test-connection`` for connection ``name``."""
-    from postline.protocols.diagnose import diagnose
-
-    project.entry("EmailConnection", name)
-    try:
-        reports = diagnose(project, name)
-    except PostlineError as exc:
-        return render("test_connection.html", name=name, reports=[], error=str(exc))
-    return render("test_connection.html", name=name, reports=reports, error="")
 
 
 def retry_ledger(project: Any, name: str, keys: list[str]) -> str:
@@ -144,12 +131,15 @@ def add_routes(app: FastAPI, con: Any) -> None:
         form, refusal = await con.form(request, changes=False)
         if refusal is not None:
             return refusal
+        from postline.web import testconn
+
+        project = con.workspace.project
         try:
-            body = await run_in_threadpool(test_page, con.workspace.project, name)
+            project.entry("EmailConnection", name)
         except ConfigError as exc:
             return con.page(request, "Not found", f"<p class='err'>{escape(str(exc))}</p>",
                             status=404)
-        return con.page(request, f"Test connection {name}", body)
+        return testconn.response(project, name, context=con.context(request))
 
     def state_change(what: str, do, back: str, kind: str, field: str):
         async def handler(request: Request, name: str) -> Response:
