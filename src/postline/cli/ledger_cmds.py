@@ -135,6 +135,11 @@ def cmd_ledger_reset(args) -> int:
         n = ledger.reset(source, None if args.all else args.id)
     finally:
         ledger.close()
+    if n:
+        # a delta cursor would skip reset mails that did not change: list in full once
+        from postline.source.delta_links import forget_links
+
+        forget_links(ledger.path.parent, source)
     print(f"reset {n} entr{'y' if n == 1 else 'ies'} of source {source}; "
           "mails still in the input folder are read on the next round")
     return 0

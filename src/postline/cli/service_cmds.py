@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
+from typing import Any
 
 from postline.errors import ConfigError, MessageError, PostlineError
 
@@ -279,11 +280,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"postline: warning: serving on {args.host} without TLS: the API token and "
               f"console cookies cross the network in clear text; pass --tls-cert/--tls-key or "
               f"put a TLS reverse proxy in front (docs/operations.md)", file=sys.stderr)
+    services = _resume_services(project)
     scheme = "https" if tls else "http"
     print(f"postline console and API on {scheme}://{args.host}:{args.port}/ (API docs: /docs)",
           file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                    ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
+    finally:
+        for svc in services:
+            svc.close()
     return 0
 
 
@@ -317,3 +323,23 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:   # a host name: it may resolve anywhere
         return False
+
+
+def _resume_services(project: Any) -> list[Any]:
+    """Open every EmailService at start (not on its first API call), so mails left queued
+    by an earlier process are delivered now; says so for each service that has some."""
+    from postline.logs import say
+    from postline.service import open_services
+
+    opened, failed = open_services(project)
+    for name, why in failed.items():
+        say(f"EmailService {name} is not running: {why}", level="WARNING")
+    for name, svc in opened.items():
+        counts = svc.outbox.counts(name)
+        queued = counts["queued"] + counts["sending"]   # the first may be on their way
+        if queued and svc.delivers_outbox:
+            say(f"EmailService {name}: delivering {queued} mail(s) queued before this start")
+        elif queued:
+            say(f"EmailService {name}: {queued} queued mail(s) are delivered by another "
+                "postline process that holds its outbox")
+    return list(opened.values())

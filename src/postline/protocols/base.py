@@ -101,6 +101,10 @@ class Capabilities:
     idle: bool = False             # push notification of new mail
     flags: bool = True             # can set flags such as \\Seen
     raw: tuple[str, ...] = ()      # the server's own capability words, for diagnostics
+    # list_messages(cursor=...) returns what changed since the cursor (new *and* changed
+    # mails, maybe twice), not only new ones: the caller keeps the cursor between rounds
+    delta: bool = False
+    stable_ids: bool = False       # a message keeps its id when moved (Graph immutable ids)
 
 
 class MailboxReader(abc.ABC):

@@ -15,15 +15,14 @@ the delta query.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlsplit
 
-from postline.errors import ConfigError, ConnectError, LoginRequired, PostlineError
+from postline.errors import ConfigError, ConnectError, PostlineError
 from postline.protocols.base import (
     Capabilities,
     FolderInfo,
@@ -32,10 +31,25 @@ from postline.protocols.base import (
     MessageRef,
     RawMessage,
 )
+from postline.protocols.graph_login import (  # noqa: F401 - re-exported
+    GRAPH_DIRECTION,
+    graph_provider,
+    graph_session,
+    login,
+    warn_delegation,
+)
+from postline.protocols.graph_folders import (  # noqa: F401 - split_path re-exported
+    FOLDER_FIELDS,
+    FolderDirectory,
+    q,
+    split_path,
+)
 from postline.protocols.graph_http import (
-    MAX_CONCURRENT_PER_MAILBOX,
     GraphSession,
     access_error,
+    describe,
+    mailbox_unusable,
+    sync_state_lost,
     unexpected,
 )
 from postline.protocols.spool import open_spool
@@ -43,90 +57,20 @@ from postline.protocols.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.graph")
 
-GRAPH_DIRECTION = "microsoft365"   # the token cache name of Graph logins (one for both uses)
-WELL_KNOWN = ("inbox", "archive", "deleteditems", "sentitems", "junkemail", "drafts")
 DELTA_SELECT = "id,receivedDateTime,isRead,flag,subject,internetMessageId,parentFolderId"
 DELTA_PAGE_SIZE = 100
 POLL_SECONDS = 10.0
-_FOLDER_FIELDS = "id,displayName,parentFolderId,childFolderCount,totalItemCount"
+# permanentDelete exists in the global service only
+# (https://learn.microsoft.com/en-us/graph/api/message-permanentdelete: national cloud table)
+NATIONAL_CLOUD_HOSTS = ("graph.microsoft.us", "dod-graph.microsoft.us",
+                        "microsoftgraph.chinacloudapi.cn", "graph.microsoft.de")
 
 
-def q(value: str) -> str:
-    """A Graph id or name quoted for a URL path segment."""
-    return quote(value, safe="")
-
-
-def graph_provider(project: Any, conn: Any) -> Any:
-    """The process-wide token provider of a microsoft365 connection (MSAL, see
-    ``postline.auth.oauth``); device-flow tokens are cached under the name ``microsoft365``.
-    Raises SecretError when the client secret cannot be read."""
-    from postline.auth.oauth import provider_for
-
-    m = conn.microsoft365
-    return provider_for(project, connection=conn.name, direction=GRAPH_DIRECTION,
-                        credential=m.credential, ca_file=m.ca_file,
-                        verify=m.check_server_identity, timeout=m.connect_timeout)
-
-
-class _SavedLoginFirst:
-    """A device-flow provider that says "run postline login" before it builds an MSAL app:
-    building one for a Microsoft authority already talks to the network."""
-
-    def __init__(self, provider: Any, *, path: Path, connection: str, root: Any) -> None:
-        self._provider, self._path = provider, path
-        self._connection, self._root = connection, root or "PROJECT"
-
-    def token(self, *, force_refresh: bool = False) -> str:
-        if not self._path.exists():
-            raise LoginRequired(f"no saved login for connection {self._connection!r} "
-                                "(microsoft365)", hint=f"run 'postline login {self._root} "
-                                f"{self._connection}' first")
-        return self._provider.token(force_refresh=force_refresh)
-
-    @property
-    def description(self) -> str:
-        return self._provider.description
-
-
-def login(project: Any, conn: Any, show: Callable[[dict], None]) -> tuple[str, Path]:
-    """Run the device flow for a microsoft365 connection (what ``postline login`` does):
-    ``show(flow)`` displays link and code. Returns the account name and the sealed token
-    cache's path. Raises ConfigError for client credentials, TokenError."""
-    from postline.auth.oauth import forget_providers
-    from postline.auth.token_cache import cache_path
-
-    if conn.microsoft365.credential.type != "oauth_device_flow":
-        raise ConfigError(f"connection {conn.name!r} uses client credentials",
-                          hint="only device-flow credentials need 'postline login'")
-    forget_providers()
-    account = graph_provider(project, conn).login(show)
-    forget_providers()
-    return account, cache_path(project.state_dir, conn.name, GRAPH_DIRECTION)
-
-
-def graph_session(project: Any, conn: Any, *, trace: Trace = NULL_TRACE) -> GraphSession:
-    """A :class:`GraphSession` for the connection's mailbox (``/me`` without one)."""
-    from postline.auth.token_cache import cache_path
-
-    m = conn.microsoft365
-    provider = graph_provider(project, conn)
-    if m.credential.type == "oauth_device_flow":
-        provider = _SavedLoginFirst(
-            provider, path=cache_path(project.state_dir, conn.name, GRAPH_DIRECTION),
-            connection=conn.name, root=getattr(project, "root", None))
-    return GraphSession(graph_url=m.graph_url, mailbox=m.mailbox,
-                        provider=provider, ca_file=m.ca_file,
-                        verify=m.check_server_identity, connect_timeout=m.connect_timeout,
-                        read_timeout=m.read_timeout, trace=trace)
-
-
-def split_path(folder: str) -> list[str]:
-    """``"Archive/Done"`` -> ``["Archive", "Done"]``. Raises ConfigError for an empty part."""
-    parts = [p.strip() for p in folder.strip().strip("/").split("/")]
-    if not folder.strip() or any(not p for p in parts):
-        raise ConfigError(f"folder name {folder!r} is empty or has an empty part",
-                          hint="use a well-known name such as inbox or a path like Archive/Done")
-    return parts
+def permanent_delete_supported(graph_url: str) -> bool:
+    """Whether ``permanentDelete`` exists on this Graph (the global service, or anything
+    that is not a known national cloud, such as the test double)."""
+    host = (urlsplit(graph_url).hostname or "").lower()
+    return host not in NATIONAL_CLOUD_HOSTS
 
 
 def ref_of(item: dict[str, Any], *, folder: str, folder_id: str) -> MessageRef:
@@ -152,11 +96,35 @@ def flag_patch(flags: Iterable[str], add: bool) -> dict[str, Any]:
     return body
 
 
+def merge_delta(refs: dict[str, MessageRef], removed: set[str], page: dict[str, Any], *,
+                folder: str, folder_id: str) -> None:
+    """Fold one delta page into ``refs`` (id -> latest ref) and ``removed`` (ids).
+
+    Delta reports created *and* updated messages (a flag change is an update), may report
+    one message more than once, and marks deletions and moves out with ``@removed``
+    (https://learn.microsoft.com/en-us/graph/delta-query-messages); the order is not
+    guaranteed. The latest state of an id wins, and an id reported present in the round
+    stays listed even when it is also reported removed (moved out and back, or in either
+    order): listing a mail that is gone only costs a 404 when it is fetched, dropping one
+    that is there would lose it."""
+    for item in page.get("value", []):
+        mid = item.get("id")
+        if not mid:
+            continue
+        if "@removed" in item:
+            if str(mid) not in refs:
+                removed.add(str(mid))
+        else:
+            removed.discard(str(mid))
+            refs[str(mid)] = ref_of(item, folder=folder, folder_id=folder_id)
+
+
 class GraphReader(MailboxReader):
     """:class:`MailboxReader` for one mailbox over Microsoft Graph.
 
     Methods raise ConnectError (network, throttled too long, 5xx), TokenError/AuthError
-    (token refused, permission missing), ConfigError (mailbox or folder not found).
+    (token refused, permission missing), ConfigError (mailbox or folder not found, the
+    mailbox not usable through Graph).
     """
 
     def __init__(self, *, session: GraphSession, trace: Trace = NULL_TRACE,
@@ -164,12 +132,13 @@ class GraphReader(MailboxReader):
         self._s = session
         self._trace = trace
         self._poll = poll_interval
-        self._ids: dict[str, str] = {}          # lower-cased folder path -> folder id
-        self._ids_lock = threading.Lock()
+        self.mailbox = session.mailbox or "/me"
+        self._folders = FolderDirectory(session=session, mailbox=self.mailbox,
+                                        error=self._error)
         self._watch: dict[str, str] = {}        # folder -> delta link for wait_for_changes
         self.capabilities = Capabilities(folders=True, move=True, idle=False, flags=True,
-                                         raw=("GRAPH", "DELTA", "IMMUTABLE-ID"))
-        self.mailbox = session.mailbox or "/me"
+                                         raw=("GRAPH", "DELTA", "IMMUTABLE-ID"),
+                                         delta=True, stable_ids=True)
 
     # -- connecting ---------------------------------------------------------------------
 
@@ -180,8 +149,8 @@ class GraphReader(MailboxReader):
         with self._trace.step("mailbox") as st:
             # The Inbox, not /users/{id}: reading a user object needs User.Read.All, which a
             # mail-only app registration does not have.
-            folder = self._get("/mailFolders/inbox?$select=" + _FOLDER_FIELDS, "the Inbox")
-            self._ids["inbox"] = folder["id"]
+            folder = self._get("/mailFolders/inbox?$select=" + FOLDER_FIELDS, "the Inbox")
+            self._folders.remember("inbox", folder["id"])
             st.detail = (f"{self.mailbox} via {self._s.base_url}: Inbox has "
                          f"{folder.get('totalItemCount', '?')} message(s)")
 
@@ -199,150 +168,92 @@ class GraphReader(MailboxReader):
     def _error(self, resp: Any, what: str) -> PostlineError:
         if resp.status_code == 403:
             return access_error(resp, what, self._s.mailbox)
-        if resp.status_code == 404 and "mailbox" in resp.text.lower() or \
-                resp.status_code == 404 and "ErrorInvalidUser" in resp.text:
-            return ConfigError(f"Microsoft Graph has no mailbox {self.mailbox} "
-                               f"({what} answered 404)",
-                               hint="check microsoft365.mailbox (a user with an Exchange "
-                                    "Online mailbox)")
+        if mailbox_unusable(resp):
+            # by error.code (https://learn.microsoft.com/en-us/graph/errors): the same advice
+            # whichever of the three Exchange chose to answer
+            return ConfigError(f"Microsoft Graph cannot use mailbox {self.mailbox}: it does "
+                               f"not exist, is not licensed or is on-premises ({what} "
+                               f"answered {describe(resp)})",
+                               hint="check microsoft365.mailbox: a user or shared mailbox "
+                                    "with an Exchange Online license")
         return unexpected(resp, what)
 
-    def _pages(self, path: str, what: str) -> Iterator[dict[str, Any]]:
-        url: str | None = path
-        while url:
-            page = self._get(url, what)
-            yield from page.get("value", [])
-            url = page.get("@odata.nextLink")
-
-    def _children(self, parent_id: str | None) -> list[dict[str, Any]]:
-        base = f"/mailFolders/{q(parent_id)}/childFolders" if parent_id else "/mailFolders"
-        return list(self._pages(f"{base}?$top=100&$select={_FOLDER_FIELDS}", "folders"))
-
-    def _create(self, parent_id: str | None, name: str) -> str:
-        base = f"/mailFolders/{q(parent_id)}/childFolders" if parent_id else "/mailFolders"
-        resp = self._s.request("POST", base, json_body={"displayName": name},
-                               what=f"creating folder {name!r}")
-        if resp.status_code in (200, 201):
-            log.info("created folder %r in mailbox %s", name, self.mailbox)
-            return resp.json()["id"]
-        if resp.status_code == 409:  # created meanwhile by someone else
-            found = [f for f in self._children(parent_id)
-                     if f.get("displayName", "").lower() == name.lower()]
-            if found:
-                return found[0]["id"]
-        raise self._error(resp, f"creating folder {name!r}")
-
     def folder_id(self, folder: str, *, create: bool = False) -> str:
-        """The Graph id of ``folder`` (see the module docstring for names).
-
-        Raises ConfigError when it does not exist and ``create`` is false."""
-        parts = split_path(folder)
-        key = "/".join(parts).lower()
-        with self._ids_lock:
-            if key in self._ids:
-                return self._ids[key]
-        parent: str | None = None
-        for i, name in enumerate(parts):
-            sub = "/".join(parts[: i + 1]).lower()
-            known = self._ids.get(sub)
-            if known:
-                parent = known
-                continue
-            found = None
-            if i == 0 and name.lower() in WELL_KNOWN:
-                resp = self._s.request("GET", f"/mailFolders/{name.lower()}?$select=id",
-                                       what=f"reading folder {name!r}")
-                if resp.status_code == 200:
-                    found = resp.json()["id"]
-                elif resp.status_code != 404:
-                    raise self._error(resp, f"reading folder {name!r}")
-            if found is None:
-                match = [f for f in self._children(parent)
-                         if f.get("displayName", "").lower() == name.lower()]
-                found = match[0]["id"] if match else None
-            if found is None:
-                if not create:
-                    raise ConfigError(f"mailbox {self.mailbox} has no folder {folder!r} "
-                                      f"(no {name!r} in {'/'.join(parts[:i]) or 'the top'})",
-                                      hint="check the folder name; well-known names are "
-                                           + ", ".join(WELL_KNOWN))
-                found = self._create(parent, name)
-            with self._ids_lock:
-                self._ids[sub] = found
-            parent = found
-        assert parent is not None
-        return parent
+        """The Graph id of ``folder`` (see ``graph_folders.py`` for names). Raises
+        ConfigError when it does not exist and ``create`` is false."""
+        return self._folders.folder_id(folder, create=create)
 
     def _each(self, refs: Iterable[MessageRef], call: Callable[[MessageRef], None]) -> None:
-        """``call`` for every ref, up to the mailbox's concurrency limit at once."""
+        """``call`` for every ref, up to the app's concurrency limit at once."""
         refs = list(refs)
         if len(refs) <= 1:
             for r in refs:
                 call(r)
             return
-        with ThreadPoolExecutor(max_workers=MAX_CONCURRENT_PER_MAILBOX) as pool:
+        with ThreadPoolExecutor(max_workers=self._s.max_concurrent) as pool:
             for f in [pool.submit(call, r) for r in refs]:
                 f.result()  # the first failure propagates
 
     # -- MailboxReader ----------------------------------------------------------------------
 
     def list_folders(self) -> list[FolderInfo]:
-        out: list[FolderInfo] = []
-        todo: list[tuple[str | None, str]] = [(None, "")]
-        while todo:
-            parent, prefix = todo.pop(0)
-            for f in self._children(parent):
-                name = prefix + f.get("displayName", "")
-                with self._ids_lock:
-                    self._ids.setdefault(name.lower(), f["id"])
-                out.append(FolderInfo(name=name, delimiter="/"))
-                if f.get("childFolderCount"):
-                    todo.append((f["id"], name + "/"))
-        return out
+        return self._folders.list_all()
 
     def open_folder(self, folder: str, *, readonly: bool = False) -> FolderState:
         # listing and downloading are GETs: read-only either way
         fid = self.folder_id(folder)
-        data = self._get(f"/mailFolders/{q(fid)}?$select={_FOLDER_FIELDS}", f"folder {folder!r}")
+        data = self._get(f"/mailFolders/{q(fid)}?$select={FOLDER_FIELDS}", f"folder {folder!r}")
         return FolderState(name=folder, folder_version=fid,
                            exists=int(data.get("totalItemCount") or 0))
 
     def _delta(self, link: str, folder: str, fid: str) -> tuple[list[MessageRef], str | None]:
-        """Follow ``link`` through its pages: the new/changed messages and the delta link.
-        Raises _SyncReset when Graph no longer knows the sync state (410)."""
-        refs: list[MessageRef] = []
+        """Follow ``link`` through its pages: the created/changed messages (each once, in
+        its last state) and the delta link. Raises _SyncReset when Graph no longer knows
+        the sync state, on any page."""
+        refs: dict[str, MessageRef] = {}
+        removed: set[str] = set()
         url: str | None = link
         while url:
             resp = self._s.request("GET", url, what=f"listing folder {folder!r}",
                                    headers={"Prefer": f"odata.maxpagesize={DELTA_PAGE_SIZE}"})
-            if resp.status_code == 410:
-                raise _SyncReset()
+            if sync_state_lost(resp):
+                raise _SyncReset(describe(resp))
             if resp.status_code != 200:
                 raise self._error(resp, f"listing folder {folder!r}")
             page = resp.json()
-            for item in page.get("value", []):
-                if "@removed" not in item and "id" in item:
-                    refs.append(ref_of(item, folder=folder, folder_id=fid))
+            # an empty page with a nextLink is normal: keep following it
+            merge_delta(refs, removed, page, folder=folder, folder_id=fid)
             if "@odata.deltaLink" in page:
-                return refs, page["@odata.deltaLink"]
+                return list(refs.values()), page["@odata.deltaLink"]
             url = page.get("@odata.nextLink")
-        return refs, None
+        return list(refs.values()), None
 
     def list_messages(self, folder: str, *, cursor: str | None = None
                       ) -> tuple[list[MessageRef], str | None]:
+        """Without ``cursor``: every message of the folder. With one (a delta link of an
+        earlier call): what was created or changed since, known mails included; a lost
+        sync state starts a full listing once. Oldest first; returns the next cursor."""
         fid = self.folder_id(folder)
+        # never $deltatoken=latest: it is documented for directory and drive resources, and
+        # users report it returns the whole folder for messages (microsoftgraph/
+        # microsoft-graph-docs#9569); a baseline is a full round
         start = f"/mailFolders/{q(fid)}/messages/delta?$select={DELTA_SELECT}"
         if cursor and not cursor.startswith(self._s.base_url + "/"):
             log.warning("ignoring a cursor that is not a delta link of %s", self._s.base_url)
             cursor = None
         try:
             refs, link = self._delta(cursor or start, folder, fid)
-        except _SyncReset:
-            if not cursor:
-                raise ConnectError(f"Microsoft Graph lost the sync state of folder {folder!r}"
-                                   ) from None
-            log.warning("Graph no longer knows the delta state of %r; listing it again", folder)
-            refs, link = self._delta(start, folder, fid)
+        except _SyncReset as lost:
+            log.warning("Graph no longer knows the delta state of folder %r (%s); listing "
+                        "it again from the start", folder, lost)
+            try:
+                refs, link = self._delta(start, folder, fid)
+            except _SyncReset as again:
+                raise ConnectError(f"Microsoft Graph lost the sync state of folder {folder!r} "
+                                   f"twice in a row ({again})",
+                                   hint="it will be tried again on the next round") from None
+        if link:
+            self._watch[folder] = link
         # delta order is unspecified: oldest first by received time (stable for equal times)
         refs.sort(key=lambda r: r.internal_date or "")
         return refs, link
@@ -360,8 +271,11 @@ class GraphReader(MailboxReader):
         buf = bytearray()
         out, path = None, None
         try:
-            with self._s.stream("GET", f"/messages/{q(ref.id)}/$value", what=what) as resp:
-                if resp.status_code == 404:
+            # $value is MIME, not JSON: the SDKs ask for application/octet-stream; */* takes
+            # whatever type Exchange labels it with
+            with self._s.stream("GET", f"/messages/{q(ref.id)}/$value", what=what,
+                                headers={"Accept": "*/*"}) as resp:
+                if resp.status_code == 404 and not mailbox_unusable(resp):
                     log.info("message %s vanished from %s before it was fetched", ref.id,
                              ref.folder)
                     return None
@@ -387,50 +301,83 @@ class GraphReader(MailboxReader):
             return RawMessage(ref=ref, path=path)
         return RawMessage(ref=ref, data=bytes(buf))
 
-    def _action(self, ref: MessageRef, method: str, suffix: str, body: Any, what: str) -> None:
+    def _action(self, ref: MessageRef, method: str, suffix: str, body: Any, what: str
+                ) -> bool:
+        """One request on a message; False when Graph answered 404 (not found)."""
         resp = self._s.request(method, f"/messages/{q(ref.id)}{suffix}", json_body=body,
                                what=what)
-        if resp.status_code == 404:
-            log.info("message %s vanished from %s before %s", ref.id, ref.folder, what)
-        elif resp.status_code >= 300:
+        if resp.status_code == 404 and not mailbox_unusable(resp):
+            return False
+        if resp.status_code >= 300:
             raise self._error(resp, what)
+        return True
+
+    def _transfer(self, refs: Iterable[MessageRef], target_folder: str, verb: str) -> None:
+        refs = list(refs)
+        if not refs:
+            return
+        what = f"{'moving' if verb == 'move' else 'copying'} a message to {target_folder!r}"
+        tid = self.folder_id(target_folder, create=True)
+        missed: list[MessageRef] = []
+
+        def one(r: MessageRef) -> None:
+            if not self._action(r, "POST", f"/{verb}", {"destinationId": tid}, what):
+                missed.append(r)
+
+        self._each(refs, one)
+        if not missed:
+            return
+        # A 404 names no culprit: the mail or the destination folder (deleted since its id
+        # was cached). Check the folder before calling the mails vanished.
+        if self._folders.exists(tid):
+            for r in missed:
+                log.info("message %s vanished from %s before %s", r.id, r.folder, what)
+            return
+        log.warning("folder %r was deleted or renamed meanwhile; finding or creating it "
+                    "again", target_folder)
+        self._folders.forget(tid)
+        tid = self.folder_id(target_folder, create=True)
+        for r in missed:
+            if not self._action(r, "POST", f"/{verb}", {"destinationId": tid}, what):
+                log.info("message %s vanished from %s before %s", r.id, r.folder, what)
 
     def move(self, refs: Iterable[MessageRef], target_folder: str) -> None:
-        refs = list(refs)
-        if not refs:
-            return
-        tid = self.folder_id(target_folder, create=True)
-        self._each(refs, lambda r: self._action(r, "POST", "/move", {"destinationId": tid},
-                                                f"moving a message to {target_folder!r}"))
+        self._transfer(refs, target_folder, "move")
 
     def copy(self, refs: Iterable[MessageRef], target_folder: str) -> None:
-        refs = list(refs)
-        if not refs:
-            return
-        tid = self.folder_id(target_folder, create=True)
-        self._each(refs, lambda r: self._action(r, "POST", "/copy", {"destinationId": tid},
-                                                f"copying a message to {target_folder!r}"))
+        self._transfer(refs, target_folder, "copy")
 
     def delete(self, refs: Iterable[MessageRef]) -> None:
-        # permanentDelete: a plain DELETE only moves the message to Deleted Items.
-        self._each(refs, lambda r: self._action(r, "POST", "/permanentDelete", None,
-                                                "deleting a message"))
+        # permanentDelete: a plain DELETE only moves the message to Deleted Items. National
+        # clouds lack it: there the mail goes to Deleted Items, the most Graph offers.
+        if not permanent_delete_supported(self._s.base_url):
+            self._transfer(refs, "deleteditems", "move")
+            return
+        self._each(refs, lambda r: self._note_gone(
+            r, self._action(r, "POST", "/permanentDelete", None, "deleting a message"),
+            "deleting it"))
+
+    @staticmethod
+    def _note_gone(ref: MessageRef, found: bool, what: str) -> None:
+        if not found:
+            log.info("message %s vanished from %s before %s", ref.id, ref.folder, what)
 
     def set_flags(self, refs: Iterable[MessageRef], flags: Iterable[str], *, add: bool = True
                   ) -> None:
         body = flag_patch(flags, add)
         if not body:
             return
-        self._each(refs, lambda r: self._action(r, "PATCH", "", body, "setting flags"))
+        self._each(refs, lambda r: self._note_gone(
+            r, self._action(r, "PATCH", "", body, "setting flags"), "setting flags"))
 
     def wait_for_changes(self, folder: str, timeout: float) -> bool:
         fid = self.folder_id(folder)
         deadline = time.monotonic() + timeout
-        link = self._watch.get(folder)
         try:
-            if link is None:  # a baseline without listing the folder
-                _, link = self._delta(f"/mailFolders/{q(fid)}/messages/delta"
-                                      f"?$select=id&$deltatoken=latest", folder, fid)
+            link = self._watch.get(folder)
+            if not link:  # a baseline: one full round (there is no "latest" for messages)
+                _, link = self._delta(f"/mailFolders/{q(fid)}/messages/delta?$select=id",
+                                      folder, fid)
             while True:
                 changed, nxt = self._delta(link, folder, fid) if link else ([], None)
                 link = nxt or link
@@ -447,4 +394,4 @@ class GraphReader(MailboxReader):
 
 
 class _SyncReset(Exception):
-    """Graph answered 410 Gone to a delta link: start the delta over."""
+    """Graph no longer knows a delta link's sync state: start the delta over."""

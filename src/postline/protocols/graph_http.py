@@ -5,15 +5,22 @@
 * the bearer token from an injected :class:`~postline.auth.credentials.TokenProvider`; after a
   401 the token is refreshed once (``force_refresh=True``), a second 401 is an AuthError;
 * ``Prefer: IdType="ImmutableId"`` on every request, so message ids survive moves;
-* throttling: 429 and 503 are retried after ``Retry-After`` (bounded: at most
-  ``max_retries`` times and never longer than ``max_wait`` seconds per wait);
-* at most 4 requests in flight per mailbox in this process (Graph's documented per-mailbox
-  concurrency limit), whatever the number of readers and senders;
+* throttling: 429 and 503 are retried after ``Retry-After`` (a number of seconds, fractional
+  as in Microsoft's own sample ``2.128``, or an HTTP date), 504 only for idempotent requests
+  (the SDKs' retry handler retries 429, 503 and 504; a POST such as sendMail or move may
+  have happened, so its 504 goes to the caller); bounded: at most ``max_retries`` times and
+  never longer than ``max_wait`` seconds per wait;
+* at most ``max_concurrent`` (default 4) requests in flight per *app* (client id) and Graph
+  host in this process, whatever the number of mailboxes, readers and senders: Outlook's
+  concurrency limit counts per app (https://learn.microsoft.com/en-us/graph/throttling-limits
+  #outlook-service-limits, "Application is over its MailboxConcurrency limit");
 * TLS through :func:`postline.protocols.tls.client_context` (the connection's ``ca_file`` and
   ``check_server_identity``) and ``trust_env=False`` (no proxy or CA bundle from the
   environment).
 
-The pure helpers :func:`retry_after_seconds` and :func:`graph_error_of` are unit-tested alone.
+Errors are told apart by Graph's ``error.code`` (https://learn.microsoft.com/en-us/graph/errors),
+never by message text: :func:`graph_error_of`, :func:`sync_state_lost`,
+:func:`mailbox_unusable`. The pure helpers are unit-tested alone.
 """
 
 from __future__ import annotations
@@ -45,8 +52,17 @@ from postline.protocols.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.graph")
 
-MAX_CONCURRENT_PER_MAILBOX = 4
+MAX_CONCURRENT_PER_APP = 4
 RETRY_STATUSES = frozenset({429, 503})
+# 504 is retried only where repeating cannot do a thing twice (the SDKs retry it always)
+IDEMPOTENT_RETRY_STATUSES = frozenset({504})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "PATCH"})  # PATCH: absolute values
+# "a 40X-series error with codes such as syncStateNotFound" (delta query overview,
+# https://learn.microsoft.com/en-us/graph/delta-query-overview); 410 Gone for Outlook items
+SYNC_STATE_LOST_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+# the mailbox itself cannot be used: not found, not licensed for Exchange Online, on-premises
+MAILBOX_UNUSABLE_CODES = frozenset({"mailboxnotenabledforrestapi", "errorinvaliduser",
+                                    "resourcenotfound", "mailboxnotfound"})
 _SLOTS: dict[tuple[str, str], threading.BoundedSemaphore] = {}
 _SLOTS_LOCK = threading.Lock()
 
@@ -66,8 +82,12 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:  # a number first: Graph's throttling sample sends "Retry-After: 2.128"
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -90,6 +110,24 @@ def graph_error_of(body: bytes | str) -> tuple[str, str]:
     return str(err.get("code") or ""), (message[0][:300] if message else "")
 
 
+def error_code(resp: httpx.Response) -> str:
+    """Graph's ``error.code`` of a read response, lower-cased ('' when there is none)."""
+    return graph_error_of(resp.content)[0].lower()
+
+
+def sync_state_lost(resp: httpx.Response) -> bool:
+    """Whether a delta answer means "start the sync over": 410 Gone, or any 4xx whose
+    ``error.code`` says the sync state is unknown (400 ``syncStateNotFound`` ...)."""
+    if resp.status_code == 410:
+        return True
+    return 400 <= resp.status_code < 500 and error_code(resp) in SYNC_STATE_LOST_CODES
+
+
+def mailbox_unusable(resp: httpx.Response) -> bool:
+    """Whether Graph says the mailbox itself cannot be used (by ``error.code``)."""
+    return resp.status_code in (400, 404) and error_code(resp) in MAILBOX_UNUSABLE_CODES
+
+
 def describe(resp: httpx.Response) -> str:
     """``HTTP 404 ErrorItemNotFound: The specified object was not found`` for messages.
     The response body must have been read."""
@@ -108,14 +146,16 @@ def mailbox_path(mailbox: str | None) -> str:
 
 
 class GraphThrottled(ConnectError):
-    """Graph kept answering 429/503 beyond the retry policy (retriable)."""
+    """Graph kept answering 429/503 (or 504 to an idempotent request) beyond the retry
+    policy (retriable)."""
 
 
-def _slots_for(base_url: str, mailbox: str) -> threading.BoundedSemaphore:
+def _slots_for(host: str, app: str, limit: int) -> threading.BoundedSemaphore:
+    """The process-wide limiter of one app on one Graph host (the first limit set wins)."""
     with _SLOTS_LOCK:
-        key = (base_url, mailbox.lower())
+        key = (host.lower(), app.lower())
         if key not in _SLOTS:
-            _SLOTS[key] = threading.BoundedSemaphore(MAX_CONCURRENT_PER_MAILBOX)
+            _SLOTS[key] = threading.BoundedSemaphore(limit)
         return _SLOTS[key]
 
 
@@ -131,7 +171,10 @@ class GraphSession:
                  ca_file: str | None = None, verify: bool = True,
                  connect_timeout: float = 15.0, read_timeout: float = 60.0,
                  policy: RetryPolicy = RetryPolicy(), trace: Trace = NULL_TRACE,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, app: str | None = None,
+                 max_concurrent: int = MAX_CONCURRENT_PER_APP) -> None:
+        """``app`` is the client id whose requests share one limiter of ``max_concurrent``
+        (without one, the mailbox stands in for it)."""
         parts = urlsplit(graph_url)
         if parts.scheme != "https" or not parts.hostname:
             from postline.errors import ConfigError
@@ -147,7 +190,9 @@ class GraphSession:
         self._policy = policy
         self._trace = trace
         self._sleep = sleep
-        self._slots = _slots_for(self.base_url, mailbox or "/me")
+        self.app = app or f"mailbox:{mailbox or '/me'}"
+        self.max_concurrent = max_concurrent
+        self._slots = _slots_for(f"{self.host}:{self.port}", self.app, max_concurrent)
         self._refresh_lock = threading.Lock()
         ctx: ssl.SSLContext = tls.client_context(verify=verify, ca_file=ca_file)
         self._client = httpx.Client(
@@ -196,10 +241,11 @@ class GraphSession:
         return resp
 
     @contextmanager
-    def stream(self, method: str, path: str, *, what: str = "") -> Iterator[httpx.Response]:
+    def stream(self, method: str, path: str, *, what: str = "",
+               headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
         """Like :meth:`request`, but the body is streamed (``resp.iter_bytes()``); the
-        mailbox slot is held until the block ends."""
-        resp, release = self._exchange(method, path, stream=True, what=what)
+        app's slot is held until the block ends."""
+        resp, release = self._exchange(method, path, stream=True, what=what, headers=headers)
         try:
             yield resp
         except httpx.TransportError as exc:
@@ -207,6 +253,33 @@ class GraphSession:
         finally:
             resp.close()
             release()
+
+    def upload(self, upload_url: str, chunk: bytes, *, start: int, total: int,
+               what: str) -> httpx.Response:
+        """PUT one byte range of an upload session to its ``uploadUrl`` and return the read
+        response. The URL is on another host and carries its own authorization: Microsoft
+        says not to send the ``Authorization`` header there
+        (https://learn.microsoft.com/en-us/graph/outlook-large-attachments). 429/503/504 are
+        retried like any idempotent request. Raises ProtocolError for a non-https URL."""
+        if not upload_url.startswith("https://"):
+            raise ProtocolError(f"Graph returned an upload URL that is not https: "
+                                f"{upload_url.split('?')[0]}")
+        headers = {"Content-Type": "application/octet-stream",
+                   "Content-Range": f"bytes {start}-{start + len(chunk) - 1}/{total}"}
+        attempt = 0
+        while True:
+            self._slots.acquire()
+            try:
+                resp = self._client.put(upload_url, content=chunk, headers=headers)
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc, what) from exc
+            finally:
+                self._slots.release()
+            if resp.status_code not in RETRY_STATUSES | IDEMPOTENT_RETRY_STATUSES:
+                return resp
+            wait = self._retry_wait(resp, attempt, what)
+            self._sleep(wait)
+            attempt += 1
 
     def _headers(self, extra: dict[str, str] | None, refresh: bool) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.token(force_refresh=refresh)}",
@@ -244,7 +317,9 @@ class GraphSession:
                 log.info("Graph answered 401 to %s; refreshing the token once", what)
                 refreshed = force = True
                 continue
-            if resp.status_code in RETRY_STATUSES:
+            if resp.status_code in RETRY_STATUSES or (
+                    resp.status_code in IDEMPOTENT_RETRY_STATUSES
+                    and method.upper() in IDEMPOTENT_METHODS):
                 resp.read()
                 resp.close()
                 self._slots.release()

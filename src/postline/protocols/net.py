@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection
 from typing import Any, Protocol, TypeVar
 
 from postline.errors import (ConnectError, ConnectTimeout, InsecureAuthRefused,
@@ -207,19 +207,21 @@ def greet(ep: EndpointLike, sock: socket.socket, *, host: str, port: int, trace:
 
 
 def starttls(ep: EndpointLike, *, host: str, port: int, trace: Trace, protocol: str,
-             word: str, capabilities: Callable[[], Sequence[str]],
+             word: str, capabilities: Callable[[], Collection[str]],
              upgrade: Callable[[ssl.SSLContext], ssl.SSLSocket],
              protocol_errors: tuple[type[BaseException], ...],
              close: Callable[[], None]) -> dict[str, Any]:
     """The STARTTLS step of IMAP (``word`` STARTTLS) and POP3 (STLS), with its trace steps.
 
-    ``capabilities()`` lists what the server offers in plaintext; ``upgrade(ctx)`` sends the
-    command and returns the TLS socket. Never continues in plaintext. Returns the TLS
-    session's description. Raises StartTLSUnavailable, TLSError, ConnectError (after
+    ``capabilities()`` lists what the server offers in plaintext (IMAP: a list of words;
+    POP3: a dict of word -> arguments); the step keeps that value as it is, the same shape
+    as the protocol's later capabilities step, which ``test-connection`` merges it with.
+    ``upgrade(ctx)`` sends the command and returns the TLS socket. Never continues in
+    plaintext. Returns the TLS session's description. Raises StartTLSUnavailable, TLSError, ConnectError (after
     ``close()``).
     """
     with trace.step("capabilities") as st:
-        pre = list(capabilities())
+        pre = capabilities()
         st.detail, st.data = f"before {word}: " + " ".join(pre), {"capabilities": pre}
     if word not in pre:
         close()

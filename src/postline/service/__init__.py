@@ -26,6 +26,7 @@ __all__ = [
     "close_all",
     "error_to_json",
     "open_service",
+    "open_services",
     "result_to_json",
 ]
 
@@ -48,6 +49,29 @@ def open_service(project: Any, name: str, *, sender_factory=None, clock=None, sl
         svc = _OPEN[key] = _build(project, name, sender_factory=sender_factory, clock=clock,
                                   sleep=sleep, poll_interval=poll_interval)
         return svc
+
+
+def open_services(project: Any, names: list[str] | None = None
+                  ) -> tuple[dict[str, EmailService], dict[str, str]]:
+    """Open the EmailServices ``names`` (default: every one of the project) now, as
+    ``postline serve`` does at start: each one that gets its outbox's delivery lock sends
+    the mails an earlier process left queued, without waiting for an API call.
+
+    Returns (opened services by name, why the others could not be opened); never raises
+    for one service's ConfigError, StorageError or the like.
+    """
+    from postline.errors import PostlineError
+
+    if names is None:
+        names = [a.name for a in project.assets("EmailService")]
+    opened: dict[str, EmailService] = {}
+    failed: dict[str, str] = {}
+    for name in names:
+        try:
+            opened[name] = open_service(project, name)
+        except PostlineError as exc:
+            failed[name] = str(exc)
+    return opened, failed
 
 
 def close_all() -> None:

@@ -200,33 +200,44 @@ class Engine:
 
     async def _failed_attempt(self, job: Job, exc: PostlineError, *, counted: bool = False
                               ) -> None:
+        """One attempt of ``job`` failed with ``exc``: retry it after a backoff that doubles
+        per attempt, or finish it (unknown outcome, not retriable, ``max_attempts`` reached).
+
+        ``counted``: the attempt is already in ``job.attempts`` and in the outbox row (it
+        reached the SMTP transaction). An attempt that failed before (cannot connect, login
+        refused) is counted here, in memory and in the same write that requeues or fails
+        the row, so the backoff grows and ``max_attempts`` ends it across restarts too.
+        """
         if isinstance(exc, DeliveryError) and exc.outcome == "unknown":
             text = exc.message if "not retried" in exc.message else \
                 f"{exc.message}: outcome unknown, not retried (the server may have the mail)"
             return await self._finish(job, error=DeliveryError(
                 text,
                 code=exc.code, outcome="unknown",
-                hint=f"check the recipient's mailbox for Message-ID {job.identity.message_id}"))
+                hint=f"check the recipient's mailbox for Message-ID {job.identity.message_id}"),
+                attempt=not counted)
         if not counted:
             job.attempts += 1
         job.last_error = str(exc)
         if not exc.retriable:
-            return await self._finish(job, error=exc)
+            return await self._finish(job, error=exc, attempt=not counted)
         if job.attempts >= self.s.max_attempts:
             return await self._finish(job, error=DeliveryError(
                 f"gave up after {job.attempts} attempt(s): {exc.message}", retriable=True,
-                code=getattr(exc, "code", None), hint="the server may accept it later"))
+                code=getattr(exc, "code", None), hint="the server may accept it later"),
+                attempt=not counted)
         delay = min(self.s.max_backoff, self.s.min_backoff * 2 ** (job.attempts - 1))
         # a warning, so a user waiting on `postline send` sees why it takes long
         log.warning("mail %s: attempt %d failed (%s), retrying in %.1fs",
-                 job.identity.message_id, job.attempts, exc, delay)
+                    job.identity.message_id, job.attempts, exc, delay)
         if job.entry_id is None:
             loop = asyncio.get_running_loop()
             handle = loop.call_later(delay, self._requeue, job)
             self._retry_handles.add(handle)
         else:
             await asyncio.to_thread(self.outbox.mark, job.entry_id, "queued", reason=str(exc),
-                                    next_attempt_at=self._clock() + delay)
+                                    next_attempt_at=self._clock() + delay,
+                                    attempt=not counted)
             self._inflight_ids.discard(job.entry_id)
             self._wake.set()
 
@@ -236,7 +247,9 @@ class Engine:
         self._ready.put_nowait(job)
 
     async def _finish(self, job: Job, *, result: SendResult | None = None,
-                      error: PostlineError | None = None) -> None:
+                      error: PostlineError | None = None, attempt: bool = False) -> None:
+        """Complete ``job``: its outbox row becomes sent / failed / unknown (``attempt``:
+        also count an attempt the row does not hold yet), its caller gets the outcome."""
         if job.entry_id is not None:
             if result is not None:
                 state, reason = "sent", ""
@@ -245,7 +258,7 @@ class Engine:
                 reason = str(error)
             await asyncio.to_thread(
                 self.outbox.mark, job.entry_id, state, reason=reason,
-                result=result_to_json(result) if result is not None else None)
+                result=result_to_json(result) if result is not None else None, attempt=attempt)
             self._inflight_ids.discard(job.entry_id)
             self._wake.set()
             if error is not None:

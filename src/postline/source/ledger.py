@@ -10,6 +10,9 @@ States::
 ``settled`` says whether the server-side action that follows the state (move, delete or
 nothing) has happened; a mail ``done`` but not ``settled`` is moved on the next round, not
 processed again. Keys are ``connection/folder/UIDVALIDITY/UID`` (POP3: ``.../UIDL``).
+``fingerprint`` is the content fingerprint (:mod:`postline.source.fingerprint`) that a
+later mail with the same Message-ID must match to be its duplicate; entries written before
+ledger version 2 have none and match any content (as they did then).
 
 :class:`Ledger` is the interface; :class:`SqliteLedger` the default implementation (WAL,
 ``synchronous=FULL``: each call that changes state returns only after its commit is on
@@ -30,7 +33,8 @@ from pathlib import Path
 from postline.errors import ConfigError, StorageError
 
 STATES = ("acquired", "done", "failed", "ignored")
-LEDGER_VERSION = 1
+# 2: the fingerprint column (added to a version 1 ledger when it is opened for writing)
+LEDGER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Entry:
     dup_of: str | None = None
     created: float = 0.0
     updated: float = 0.0
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class Outcome:
     subject: str | None = None
     dup_of: str | None = None
     settled: bool = False
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,12 @@ class Ledger(abc.ABC):
         return out
 
     @abc.abstractmethod
+    def done_entries(self, source: str, identities: Iterable[str]) -> dict[str, list[Entry]]:
+        """Every ``done`` entry per identity (Message-ID or content hash), oldest first,
+        for the identities that have one: the duplicate check compares their
+        fingerprints."""
+
+    @abc.abstractmethod
     def folder_version(self, source: str, folder: str) -> str | None:
         """The UIDVALIDITY last seen for ``folder``, or None."""
 
@@ -159,7 +171,7 @@ CREATE TABLE IF NOT EXISTS mails (
   folder_version TEXT NOT NULL DEFAULT '', server_id TEXT NOT NULL DEFAULT '',
   reason TEXT, attempts INTEGER NOT NULL DEFAULT 0, message_id TEXT, content_hash TEXT,
   subject TEXT, settled INTEGER NOT NULL DEFAULT 0, dup_of TEXT,
-  created REAL NOT NULL, updated REAL NOT NULL,
+  created REAL NOT NULL, updated REAL NOT NULL, fingerprint TEXT,
   PRIMARY KEY (source, key));
 CREATE INDEX IF NOT EXISTS mails_state ON mails (source, state);
 CREATE INDEX IF NOT EXISTS mails_mid ON mails (source, message_id);
@@ -169,15 +181,15 @@ CREATE TABLE IF NOT EXISTS folders (
 """
 _COLS = ("source", "key", "state", "connection", "folder", "folder_version", "server_id",
          "reason", "attempts", "message_id", "content_hash", "subject", "settled", "dup_of",
-         "created", "updated")
+         "created", "updated", "fingerprint")
 
 
-def done_by_message_id_sql(n: int) -> str:
+def done_by_message_id_sql(n: int, columns: str = ",".join(_COLS)) -> str:
     """The query of :meth:`SqliteLedger.find_done_many` for ``n`` identities: done entries,
     oldest first (the first per identity is the oldest, the last the newest). ``+state`` keeps
     SQLite on the Message-ID index: by the state index it would scan every done entry of
     the source for each batch, a cost that grows with the ledger."""
-    return (f"SELECT {','.join(_COLS)} FROM mails WHERE source=? AND +state='done' AND "
+    return (f"SELECT {columns} FROM mails WHERE source=? AND +state='done' AND "
             f"message_id IN ({','.join('?' * n)}) ORDER BY created, rowid")
 
 
@@ -205,6 +217,12 @@ class SqliteLedger(Ledger):
             except sqlite3.Error as exc:
                 raise ConfigError(f"ledger {self.path} cannot be read: {exc}") from exc
             self._rdb = self._db
+            try:
+                have = {r[1] for r in self._db.execute("PRAGMA table_info(mails)")}
+            except sqlite3.Error as exc:
+                raise ConfigError(f"ledger {self.path} cannot be read: {exc}") from exc
+            if have and "fingerprint" not in have:   # version 1, not migrated yet
+                self._select = ",".join(c if c in have else f"NULL AS {c}" for c in _COLS)
             return
         db = None
         try:
@@ -233,6 +251,17 @@ class SqliteLedger(Ledger):
             raise ConfigError(f"ledger {self.path} was written by a newer postline (ledger "
                               f"version {found[0]}, this one knows {LEDGER_VERSION})",
                               hint="upgrade postline on this host")
+        if found and int(found[0]) < LEDGER_VERSION:
+            self._migrate(int(found[0]))
+
+    def _migrate(self, version: int) -> None:
+        """Bring a ledger of ``version`` to LEDGER_VERSION in one transaction; the stored
+        values stay as they are. Raises StorageError."""
+        with self._write() as db:
+            have = {r[1] for r in db.execute("PRAGMA table_info(mails)")}
+            if version < 2 and "fingerprint" not in have:
+                db.execute("ALTER TABLE mails ADD COLUMN fingerprint TEXT")
+            db.execute("UPDATE meta SET value=? WHERE name='version'", (str(LEDGER_VERSION),))
 
     def _tx(self, sql: str, rows: Iterable[tuple]) -> None:
         self._tx_many([(sql, rows)])
@@ -263,6 +292,8 @@ class SqliteLedger(Ledger):
                 raise StorageError(f"cannot write the ledger {self.path}: {exc} (is the disk "
                                    "full or read-only?)") from exc
 
+    _select = ",".join(_COLS)   # what a query reads (a read-only v1 ledger: see __init__)
+
     def _query(self, sql: str, args: tuple = ()) -> list[Entry]:
         with self._rlock:
             rows = self._rdb.execute(sql, args).fetchall()
@@ -274,7 +305,7 @@ class SqliteLedger(Ledger):
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
             marks = ",".join("?" * len(chunk))
-            for e in self._query(f"SELECT {','.join(_COLS)} FROM mails WHERE source=? "
+            for e in self._query(f"SELECT {self._select} FROM mails WHERE source=? "
                                  f"AND key IN ({marks})", (source, *chunk)):
                 out[e.key] = e
         return out
@@ -284,11 +315,13 @@ class SqliteLedger(Ledger):
                 "ON CONFLICT (source, key) DO UPDATE SET state='acquired', settled=0, "
                 "attempts=attempts+1, updated=excluded.updated")
     _FINISH = ("INSERT INTO mails (source, key, state, reason, message_id, content_hash, "
-               "subject, dup_of, settled, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+               "subject, dup_of, settled, created, updated, fingerprint) "
+               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                "ON CONFLICT (source, key) DO UPDATE SET state=excluded.state, "
                "reason=excluded.reason, message_id=excluded.message_id, "
                "content_hash=excluded.content_hash, subject=excluded.subject, "
-               "dup_of=excluded.dup_of, settled=excluded.settled, updated=excluded.updated")
+               "dup_of=excluded.dup_of, settled=excluded.settled, updated=excluded.updated, "
+               "fingerprint=excluded.fingerprint")
 
     def _acquire_rows(self, source: str, places: Sequence[Place], now: float) -> list[tuple]:
         return [(source, p.key, p.connection, p.folder, p.folder_version, p.server_id, now, now)
@@ -297,7 +330,7 @@ class SqliteLedger(Ledger):
     def _finish_rows(self, source: str, outcomes: Sequence[Outcome], now: float
                      ) -> list[tuple]:
         return [(source, o.key, o.state, o.reason, o.message_id, o.content_hash, o.subject,
-                 o.dup_of, int(o.settled), now, now) for o in outcomes]
+                 o.dup_of, int(o.settled), now, now, o.fingerprint) for o in outcomes]
 
     def _attempts(self, source: str, places: Sequence[Place]) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -332,7 +365,7 @@ class SqliteLedger(Ledger):
 
     def find_done(self, source: str, identity: str, *, newest: bool = False) -> Entry | None:
         order = "created DESC, rowid DESC" if newest else "created, rowid"
-        found = self._query(f"SELECT {','.join(_COLS)} FROM mails WHERE source=? AND "
+        found = self._query(f"SELECT {self._select} FROM mails WHERE source=? AND "
                             f"message_id=? AND +state='done' ORDER BY {order} LIMIT 1",
                             (source, identity))
         return found[0] if found else None
@@ -343,11 +376,22 @@ class SqliteLedger(Ledger):
         out: dict[str, Entry] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            for e in self._query(done_by_message_id_sql(len(chunk)), (source, *chunk)):
+            for e in self._query(done_by_message_id_sql(len(chunk), self._select),
+                                 (source, *chunk)):
                 if newest:
                     out[e.message_id] = e  # type: ignore[index]
                 else:
                     out.setdefault(e.message_id, e)  # type: ignore[arg-type]
+        return out
+
+    def done_entries(self, source: str, identities: Iterable[str]) -> dict[str, list[Entry]]:
+        ids = list(dict.fromkeys(identities))
+        out: dict[str, list[Entry]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for e in self._query(done_by_message_id_sql(len(chunk), self._select),
+                                 (source, *chunk)):
+                out.setdefault(e.message_id, []).append(e)  # type: ignore[arg-type]
         return out
 
     def folder_version(self, source: str, folder: str) -> str | None:
@@ -362,7 +406,7 @@ class SqliteLedger(Ledger):
 
     def entries(self, source: str, *, state: str | None = None, limit: int | None = None,
                 newest_first: bool = False) -> list[Entry]:
-        sql = f"SELECT {','.join(_COLS)} FROM mails WHERE source=?"
+        sql = f"SELECT {self._select} FROM mails WHERE source=?"
         args: tuple = (source,)
         if state:
             sql += " AND state=?"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import binascii
 import mmap
+import re
 from collections.abc import Iterator
 from typing import Union
 
@@ -111,9 +112,26 @@ def read_headers(buf: Buffer, start: int, end: int, defects: list[str]
         return fast, body
     # Only blocks the fast reader declined get here (it declines any lone CR), and the
     # two counts are C-level scans of a few hundred bytes.
-    if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
+    original = block
+    bare_cr = b"\r" in block and block.count(b"\r") != block.count(b"\r\n")
+    if bare_cr:
         block, body = _bare_cr_block(block, start, body, defects)
-    return _header_lines(block, defects), body
+    headers, cut = _header_lines(block, defects)
+    if cut is not None:
+        # the block ran into the body without an empty line: the body starts at the first
+        # line that is no header, as the stdlib's parser has it
+        body = start + (_original_offset(original, block, cut) if bare_cr else cut)
+    return headers, body
+
+
+def _original_offset(original: bytes, block: bytes, cut: int) -> int:
+    """Where the line that starts at ``cut`` of ``block`` (the LF-only copy of
+    ``original`` made by :func:`_bare_cr_block`) starts in ``original``."""
+    lines = block.count(b"\n", 0, cut)
+    for n, m in enumerate(re.finditer(rb"\r\n|\r|\n", original), start=1):
+        if n == lines:
+            return m.end()
+    return len(original)
 
 
 def _bare_cr_block(block: bytes, start: int, body: int, defects: list[str]
@@ -166,10 +184,17 @@ def _header_lines_ascii(block: bytes) -> list[tuple[str, str]] | None:
     return out
 
 
-def _header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]]:
+def _header_lines(block: bytes, defects: list[str]
+                  ) -> tuple[list[tuple[str, str]], int | None]:
+    """The headers of ``block`` line by line, and the offset of the first line that is no
+    header (no colon, or white space in the name) when there is one: the body starts
+    there, and the lines after it are not headers. Problems go to ``defects``."""
     headers: list[tuple[bytes, bytes]] = []
     first = True
+    cut: int | None = None
+    offset = 0
     for line in block.split(b"\n"):
+        at, offset = offset, offset + len(line) + 1
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line:
@@ -184,9 +209,18 @@ def _header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]]:
             continue
         name, sep, value = line.partition(b":")
         name = name.rstrip()
-        if not sep or not name or b" " in name or b"\t" in name:
-            if not (first and line.startswith(b"From ")):
+        if line.startswith(b"From "):   # an mbox envelope line: a header, not the body
+            if not first:
                 defects.append(f"malformed header line {line[:40]!r}")
+            first = False
+            continue
+        if not sep or b" " in name or b"\t" in name:
+            defects.append("no empty line between the headers and the body; the body "
+                           f"starts at {line[:40]!r}")
+            cut = at
+            break
+        if not name:
+            defects.append(f"malformed header line {line[:40]!r}")
             first = False
             continue
         first = False
@@ -195,7 +229,7 @@ def _header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]]:
     for name, value in headers:
         n = name.decode("ascii", errors="replace")
         out.append((n, raw_header_text(value, defects, n).strip()))
-    return out
+    return out, cut
 
 
 def _get(headers: list[tuple[str, str]], name: str) -> str | None:

@@ -3,69 +3,51 @@ authenticated request under a mailbox, dispatched by method and path."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
-import smtplib
-from email.parser import BytesHeaderParser
-from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlencode
 
-from postline.testing.graph_double_store import (
-    GraphFault,
-    copy_uid,
-    decode_token,
-    encode_token,
-    not_found,
-)
+from postline.testing.graph_double_send import SendRoutes
+from postline.testing.graph_double_store import GraphFault, copy_uid, not_found
 
 if TYPE_CHECKING:
     from postline.testing.graph_double import GraphDouble
 
-REQUEST_LIMIT = 4 * 1024 * 1024
-
-
-def without_bcc(raw: bytes) -> bytes:
-    """``raw`` without its Bcc header field(s), byte for byte otherwise."""
-    end = re.search(rb"\r?\n\r?\n", raw)
-    head, rest = (raw[: end.start()], raw[end.start():]) if end else (raw, b"")
-    lines = re.split(rb"(?<=\n)", head)
-    out, skipping = [], False
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and skipping:
-            continue
-        skipping = line.lower().startswith(b"bcc:")
-        if not skipping:
-            out.append(line)
-    return b"".join(out).rstrip(b"\r\n") + rest if out else rest.lstrip(b"\r\n")
-
-
-def scopes_ok(claims: dict[str, Any], audience: str, needed: str) -> bool:
+def scopes_ok(claims: dict[str, Any], audience: str, needed: str, *, shared: bool = False
+              ) -> bool:
+    """Whether the token's scopes allow ``needed``. ``shared``: on another person's mailbox
+    a delegate needs the ``.Shared`` permissions
+    (https://learn.microsoft.com/en-us/graph/outlook-share-messages-folders)."""
     scopes = set(str(claims.get("scope", "")).split())
-    accepted = {f"{audience}/.default", f"{audience}/{needed}", needed}
-    if needed == "Mail.Read":
-        accepted |= {"Mail.ReadWrite", f"{audience}/Mail.ReadWrite"}
+    names = [needed] + (["Mail.ReadWrite"] if needed == "Mail.Read" else [])
+    if shared:
+        names = [n + ".Shared" for n in names]
+    accepted = {f"{audience}/{n}" for n in names} | set(names)
+    if not shared:
+        accepted.add(f"{audience}/.default")
     return bool(scopes & accepted)
 
 
-class Call:
-    """One authenticated request under a mailbox: dispatch and the endpoint bodies."""
+class Call(SendRoutes):
+    """One authenticated request under a mailbox: dispatch and the endpoint bodies (the
+    sending ones in ``graph_double_send.py``)."""
 
     def __init__(self, double: GraphDouble, method: str, rest: str,
                  query: dict[str, list[str]], headers: dict[str, str], body: bytes,
-                 user: str, claims: dict[str, Any], base: str) -> None:
+                 user: str, claims: dict[str, Any], base: str, shared: bool = False) -> None:
         self.d, self.store = double, double.store
         self.method, self.rest, self.query = method, rest, query
         self.headers, self.body, self.user, self.claims = headers, body, user, claims
         self.base = base   # https://127.0.0.1:PORT/v1.0/users/{m} (as the caller wrote it)
         self.immutable = "immutableid" in headers.get("prefer", "").lower().replace('"', "")
+        self.shared = shared   # a delegate acting on another person's mailbox
 
     def need(self, scope: str) -> None:
-        if not scopes_ok(self.claims, self.d.audience, scope):
+        if not scopes_ok(self.claims, self.d.audience, scope, shared=self.shared):
+            wanted = scope + (".Shared" if self.shared else "")
             raise GraphFault(403, "ErrorAccessDenied",
-                             f"Access is denied. The token lacks the {scope} permission.")
+                             f"Access is denied. The token lacks the {wanted} permission.")
 
     def json_body(self) -> dict[str, Any]:
         try:
@@ -91,6 +73,11 @@ class Call:
             ("POST", r"/messages/([^/]+)/(move|copy)", self.move_or_copy),
             ("POST", r"/messages/([^/]+)/permanentDelete", self.permanent_delete),
             ("POST", r"/sendMail", self.send_mail),
+            ("POST", r"/messages", self.create_draft),
+            ("POST", r"/messages/([^/]+)/attachments", self.add_attachment),
+            ("POST", r"/messages/([^/]+)/attachments/createUploadSession",
+             self.create_upload_session),
+            ("POST", r"/messages/([^/]+)/send", self.send_draft),
         ]
         for method, pattern, handler in routes:
             m = re.fullmatch(pattern, self.rest)
@@ -105,10 +92,13 @@ class Call:
 
     # -- folders -------------------------------------------------------------------------
 
+    def _hidden_too(self) -> bool:
+        return self.query.get("includeHiddenFolders", ["false"])[0].lower() == "true"
+
     def list_top(self) -> Any:
         self.need("Mail.Read")
         with self.store.imap(self.user) as c:
-            return self.ok({"value": self.store.children(c, None)})
+            return self.ok({"value": self.store.children(c, None, hidden=self._hidden_too())})
 
     def create_top(self) -> Any:
         self.need("Mail.ReadWrite")
@@ -124,7 +114,8 @@ class Call:
     def list_children(self, fid: str) -> Any:
         self.need("Mail.Read")
         with self.store.imap(self.user) as c:
-            return self.ok({"value": self.store.children(c, self.store.imap_folder(c, fid))})
+            return self.ok({"value": self.store.children(c, self.store.imap_folder(c, fid),
+                                                         hidden=self._hidden_too())})
 
     def create_child(self, fid: str) -> Any:
         self.need("Mail.ReadWrite")
@@ -141,44 +132,18 @@ class Call:
         return max(1, min(wanted, self.d.page_size))
 
     def delta(self, fid: str) -> Any:
+        """GET .../messages/delta (see graph_double_delta.py for what it answers)."""
         self.need("Mail.Read")
         link = f"{self.base}/mailFolders/{fid}/messages/delta"
-        select = self.query.get("$select", [""])[0]
-        keep = {"$select": select} if select else {}
+        keep = {k: self.query[k][0] for k in ("$select", "changeType") if k in self.query}
         with self.store.imap(self.user) as c:
             folder = self.store.imap_folder(c, fid)
-            info = c.select_folder(folder, readonly=True)
-            uv, top = str(info[b"UIDVALIDITY"]), int(info[b"UIDNEXT"]) - 1
-            if "$deltatoken" in self.query:
-                tok = self.query["$deltatoken"][0]
-                if tok == "latest":
-                    state = {"f": folder, "v": uv, "hi": top}
-                    return self.ok({"value": [], "@odata.deltaLink":
-                                    f"{link}?{urlencode({**keep, '$deltatoken': encode_token(state)}, safe='$')}"})
-                state = decode_token(tok)
-                low, high = int(state["hi"]), top
-            elif "$skiptoken" in self.query:
-                state = decode_token(self.query["$skiptoken"][0])
-                low, high = int(state["lo"]), int(state["hi"])
-            else:
-                state = {"f": folder, "v": uv}
-                low, high = 0, top
-            if state["f"] != folder:
-                raise GraphFault(400, "ErrorInvalidSyncStateData",
-                                 "The sync state belongs to another folder.")
-            if state["v"] != uv:
-                raise GraphFault(410, "SyncStateNotFound",
-                                 "The sync state is no longer valid; start a new sync.")
-            uids = self.store.uids_between(c, low, high)
-            page, more = uids[: self._page_size()], uids[self._page_size():]
-            value = self.store.message_json(c, self.user, folder, uv, page)
-        if more:
-            nxt = {"f": folder, "v": uv, "lo": page[-1], "hi": high}
-            return self.ok({"value": value, "@odata.nextLink":
-                            f"{link}?{urlencode({**keep, '$skiptoken': encode_token(nxt)}, safe='$')}"})
-        done = {"f": folder, "v": uv, "hi": high}
-        return self.ok({"value": value, "@odata.deltaLink":
-                        f"{link}?{urlencode({**keep, '$deltatoken': encode_token(done)}, safe='$')}"})
+            value, kind, token = self.d.delta.page(c, self.user, folder, self.query,
+                                                   self._page_size())
+        name, param = (("@odata.nextLink", "$skiptoken") if kind == "next"
+                       else ("@odata.deltaLink", "$deltatoken"))
+        return self.ok({"value": value,
+                        name: f"{link}?{urlencode({**keep, param: token}, safe='$,')}"})
 
     # -- messages --------------------------------------------------------------------------
 
@@ -194,7 +159,17 @@ class Call:
             return self.ok(self._json_of(c, folder, uid))
 
     def mime(self, mid: str) -> Any:
+        """GET $value: the MIME as ``text/plain``
+        (https://learn.microsoft.com/en-us/graph/outlook-get-mime-message). An Accept that
+        allows only JSON is answered 406 Not Acceptable, as the errors page describes 406
+        (https://learn.microsoft.com/en-us/graph/errors); the SDKs send
+        application/octet-stream."""
         self.need("Mail.Read")
+        accept = self.headers.get("accept", "*/*").lower()
+        if not any(t in accept for t in ("*/*", "text/plain", "text/*",
+                                           "application/octet-stream", "message/rfc822")):
+            raise GraphFault(406, "ErrorInvalidRequest",
+                             f"The requested format {accept!r} is not supported for $value.")
         with self.store.imap(self.user) as c:
             _, uid = self.store.locate(c, self.user, mid)
             data = c.fetch([uid], ["BODY.PEEK[]"]).get(uid, {}).get(b"BODY[]")
@@ -203,6 +178,8 @@ class Call:
         return 200, {"Content-Type": "text/plain"}, bytes(data)
 
     def patch_message(self, mid: str) -> Any:
+        if mid in self.d.outbox.drafts:
+            return self.patch_draft(mid)
         self.need("Mail.ReadWrite")
         body = self.json_body()
         with self.store.imap(self.user) as c:
@@ -238,6 +215,8 @@ class Call:
             return self.ok(self._transfer(c, mid, dest, move=action == "move"), 201)
 
     def delete_message(self, mid: str) -> Any:
+        if mid in self.d.outbox.drafts:
+            return self.delete_draft(mid)
         self.need("Mail.ReadWrite")
         with self.store.imap(self.user) as c:
             self._transfer(c, mid, "deleteditems", move=True)
@@ -250,30 +229,3 @@ class Call:
             c.add_flags([uid], [b"\\Deleted"])
             c.uid_expunge([uid])
         return 204, {}, b""
-
-    # -- sending ----------------------------------------------------------------------------
-
-    def send_mail(self) -> Any:
-        self.need("Mail.Send")
-        if len(self.body) > REQUEST_LIMIT:
-            raise GraphFault(413, "RequestBodyTooLarge",
-                             "The maximum request length supported is 4MB.")
-        if not self.headers.get("content-type", "").startswith("text/plain"):
-            raise GraphFault(400, "ErrorInvalidRequest", "The test double implements only "
-                             "the MIME form of sendMail (Content-Type: text/plain).")
-        try:
-            raw = base64.b64decode(self.body, validate=True)
-        except (binascii.Error, ValueError):
-            raise GraphFault(400, "ErrorMimeContentInvalidBase64String",
-                             "Invalid base64 string for MIME content.") from None
-        msg = BytesHeaderParser().parsebytes(raw)
-        values = [str(v) for h in ("to", "cc", "bcc") for v in msg.get_all(h, [])]
-        rcpts = [a for _, a in getaddresses(values) if a]
-        if not rcpts or any("@" not in a for a in rcpts):
-            raise GraphFault(400, "ErrorInvalidRecipients",
-                             "At least one recipient is not valid.")
-        with smtplib.SMTP(self.d.stack.host, self.d.stack.ports["smtp"], timeout=30) as smtp:
-            smtp.sendmail(self.user, rcpts, without_bcc(raw))
-        with self.store.imap(self.user) as c:  # Exchange keeps the Bcc in Sent Items
-            c.append("Sent", raw, flags=[b"\\Seen"])
-        return 202, {}, b""

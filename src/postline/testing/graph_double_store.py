@@ -8,8 +8,10 @@ Graph concepts are mapped onto IMAP like this (see docs/microsoft365.md):
 * message id = ``"AAMk"`` + base64url(folder, UIDVALIDITY, UID) when first seen. Like Graph's
   immutable ids, an id survives moves made *through the double*: the double remembers where
   the message went (from COPYUID). Moves made directly over IMAP yield a new id;
-* a delta token encodes (folder, UIDVALIDITY, highest UID seen): a delta returns messages
-  with a higher UID (new or moved in). Flag changes and removals are not reported.
+* delta rounds: see ``graph_double_delta.py``;
+* hidden folders (IMAP names in ``hidden``) are listed only with ``includeHiddenFolders``;
+  creating a folder that exists answers ``ErrorFolderExists`` with ``exists_status``: 400
+  as users report it (Microsoft documents no status for it), 409 on request.
 
 Each call logs in to Dovecot as the mailbox's user with its stack password. Errors are
 raised as :class:`GraphFault` (HTTP status, Graph error code, message).
@@ -67,26 +69,13 @@ def folder_id(name: str) -> str:
     return _FOLDER_PREFIX + _b64e(name)
 
 
-def encode_token(data: dict[str, Any]) -> str:
-    return _b64e(json.dumps(data, separators=(",", ":")))
-
-
-def decode_token(token: str) -> dict[str, Any]:
-    """The dict in a skip/delta token. Raises GraphFault 400 when it is not one of ours."""
-    try:
-        data = json.loads(_b64d(token))
-        if isinstance(data, dict) and "f" in data:
-            return data
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise GraphFault(400, "ErrorInvalidSyncStateData", "The sync state data is corrupt.")
-
-
 class MailboxStore:
     """IMAP-backed Graph operations; message-id memory shared by all users of the double."""
 
     def __init__(self, stack: StackInfo) -> None:
         self.stack = stack
+        self.hidden: set[str] = set()      # IMAP names of hidden folders
+        self.exists_status = 400
         self._lock = threading.Lock()
         self._where: dict[str, tuple[str, str, int]] = {}   # id -> (folder, uidvalidity, uid)
         self._alias: dict[tuple[str, str, str, int], str] = {}  # (user, folder, uv, uid) -> id
@@ -127,11 +116,15 @@ class MailboxStore:
                 "parentFolderId": folder_id(parent) if parent else ROOT_ID,
                 "childFolderCount": len(c.list_folders(name + "/", "%")),
                 "unreadItemCount": st[b"UNSEEN"], "totalItemCount": st[b"MESSAGES"],
-                "isHidden": False}
+                "isHidden": name in self.hidden}
 
-    def children(self, c: IMAPClient, parent: str | None) -> list[dict[str, Any]]:
+    def children(self, c: IMAPClient, parent: str | None, *, hidden: bool = False
+                 ) -> list[dict[str, Any]]:
+        """Child folders; hidden ones only with ``hidden`` (``includeHiddenFolders=true``,
+        https://learn.microsoft.com/en-us/graph/api/mailfolder-list-childfolders)."""
         pattern = (parent + "/%") if parent else "%"
-        names = sorted(n for _, _, n in c.list_folders("", pattern))
+        names = sorted(n for _, _, n in c.list_folders("", pattern)
+                       if hidden or n not in self.hidden)
         return [self.folder_json(c, n) for n in names]
 
     def create_folder(self, c: IMAPClient, parent: str | None, display: str) -> dict[str, Any]:
@@ -142,7 +135,8 @@ class MailboxStore:
         if name.lower() in existing or any(
                 DISPLAY.get(n, n).lower() == display.lower() and not parent
                 for _, _, n in c.list_folders("", "%")):
-            raise GraphFault(409, "ErrorFolderExists",
+            # users report 400 ErrorFolderExists (sometimes 409); the code is what counts
+            raise GraphFault(self.exists_status, "ErrorFolderExists",
                              "A folder with the specified name already exists.")
         c.create_folder(name)
         c.subscribe_folder(name)
@@ -215,15 +209,6 @@ class MailboxStore:
             self._where[mid] = (folder, uv, uid)
             self._alias[(user.lower(), folder, uv, uid)] = mid
         return mid
-
-    # -- delta ------------------------------------------------------------------------------
-
-    @staticmethod
-    def uids_between(c: IMAPClient, low: int, high: int) -> list[int]:
-        """UIDs of the selected folder with low < uid <= high."""
-        if high <= low:
-            return []
-        return sorted(u for u in c.search(["UID", f"{low + 1}:{high}"]) if low < u <= high)
 
 
 def copy_uid(response: bytes | str) -> int | None:

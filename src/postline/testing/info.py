@@ -132,11 +132,14 @@ class StackInfo:
             c.logout()
 
     def mint_token(self, email: str, *, expired: bool = False, issuer: str | None = None,
-                   key: str = "good", lifetime: int = 3600) -> str:
+                   key: str = "good", lifetime: int = 3600,
+                   claims: dict | None = None) -> str:
         """An HS256 JWT for ``email`` from the stack's test issuer.
 
         Dovecot accepts it for that user, unless ``expired``, ``issuer`` is another issuer, or
-        ``key="bad"`` (signed with a key Dovecot does not know). Returns the compact JWT.
+        ``key="bad"`` (signed with a key Dovecot does not know). ``claims`` adds or replaces
+        claims (e.g. ``{"appid": ..., "scope": ...}`` for the Graph test double). Returns the
+        compact JWT.
         """
         import jwt  # PyJWT comes with MSAL
 
@@ -147,7 +150,7 @@ class StackInfo:
         claims = {"iss": issuer or self.test_issuer, "sub": email, "email": email,
                   "aud": "https://mail.example.test", "iat": start, "nbf": start,
                   "exp": now - 60 if expired else now + lifetime,
-                  "scope": " ".join(self.mail_scopes)}
+                  "scope": " ".join(self.mail_scopes), **(claims or {})}
         secret = self.hs256_key_file.read_bytes() if key == "good" else uuid.uuid4().bytes * 2
         return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": self.hs256_kid})
 

@@ -100,14 +100,12 @@ def process_mails(fetched: list[RawMessage], attempts: dict[str, int], *, s: Mai
             preps.append((raw, poison_result(key, attempts[key])))
         else:
             preps.append((raw, prepare(raw, s=s)))
-    # reprocess_on_change compares with the version processed last; the other modes name
-    # the first one processed as the original
-    found = ledger.find_done_many(
-        s.source, [p.identity for _, p in preps if isinstance(p, Prepared)],
-        newest=s.reprocess == "reprocess_on_change")
-    done: dict[str, DoneMail] = {
-        identity: DoneMail(key=e.key, folder_version=e.folder_version,
-                           content_hash=e.content_hash) for identity, e in found.items()}
+    # every done mail per Message-ID, oldest first: the duplicate check looks for one
+    # with the same content (and reprocess_on_change at the one processed last)
+    found = ledger.done_entries(
+        s.source, [p.identity for _, p in preps if isinstance(p, Prepared)])
+    done: dict[str, list[DoneMail]] = {
+        identity: [DoneMail.of(e) for e in entries] for identity, entries in found.items()}
     results: list[tuple[RawMessage, JobResult]] = []
     n = 0
     try:
@@ -117,12 +115,13 @@ def process_mails(fetched: list[RawMessage], attempts: dict[str, int], *, s: Mai
             elif stop.is_set():
                 break
             else:
-                res = deliver(prep, s=s, done=done.get(prep.identity), stop=stop, clock=clock)
+                res = deliver(prep, s=s, done=done.get(prep.identity, []), stop=stop,
+                              clock=clock)
                 if res.label == "done":
                     # a second copy later in this batch is compared with this one
-                    done[prep.identity] = DoneMail(
+                    done.setdefault(prep.identity, []).append(DoneMail(
                         key=prep.key, folder_version=prep.place.folder_version,
-                        content_hash=prep.digest)
+                        content_hash=prep.digest, fingerprint=res.outcome.fingerprint))
             results.append((raw, res))
             if res.label == "failed":
                 # pause after a failure: min, doubling per failure in a row, up to max

@@ -20,6 +20,7 @@ from postline.errors import Busy, ConfigError, PostlineError, os_error_message
 from postline.locks import ProcessLock
 from postline.protocols.base import MailboxReader
 from postline.source.filters import AttachmentRules, MailFilter
+from postline.source.delta_links import DeltaLinks, delta_links_path
 from postline.source.ledger import Ledger, SqliteLedger, ledger_path
 from postline.source.record import file_key
 from postline.source.schedule import Clock
@@ -184,10 +185,14 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
 
         def reader_factory(c: Any) -> MailboxReader:
             return open_reader(project, c)
+    # delta links (Graph): an idle round then costs what changed, not a listing of the folder
+    cursors = (DeltaLinks(path=delta_links_path(state_dir)) if protocol == "graph"
+               and isinstance(ledger, SqliteLedger) else None)
     return WorkflowRunner(name=workflow.name, source=source, settings=settings, ledger=ledger,
                           reader_factory=lambda: reader_factory(conn),
                           protocol=protocol, stop=stop, clock=clock,
-                          events=events, committer_factory=committer_factory)
+                          events=events, committer_factory=committer_factory,
+                          cursors=cursors)
 
 
 def select_workflows(project: Any, names: list[str] | None) -> list[Any]:
@@ -264,6 +269,11 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
             runners.append(build_runner(project, wf, stop=stop, ledger=ledger,
                                         reader_factory=reader_factory, clock=clock,
                                         events=counting, service_opener=service_opener))
+        for runner in runners:
+            if runner.s.context is not None:
+                # now, not on the processor's first call: mails queued before this start
+                # are delivered even when no new mail comes in
+                runner.s.context.services.open_all()
 
         def work(runner: WorkflowRunner) -> None:
             try:

@@ -26,8 +26,9 @@ from postline.errors import (DeliveryError, ParseError, PostlineError, StorageEr
                              storage_error)
 from postline.protocols.base import RawMessage
 from postline.source.filters import AttachmentRules, MailFilter
+from postline.source.fingerprint import fingerprint
 from postline.source.headers import iso_utc
-from postline.source.ledger import Ledger, Outcome
+from postline.source.ledger import Entry, Ledger, Outcome
 from postline.source.mime import ParsedMail
 from postline.source.parse import parse_mail
 from postline.source.record import MailPlace, build_record, file_key, header_summary, safe_name
@@ -121,23 +122,44 @@ class Prepared:
 @dataclass(frozen=True)
 class DoneMail:
     """What the duplicate check needs of a mail already done (a ledger entry, or a mail
-    done earlier in the same batch)."""
+    done earlier in the same batch). ``fingerprint`` None: an entry of ledger version 1,
+    which matches any content."""
 
     key: str
     folder_version: str
     content_hash: str | None
+    fingerprint: str | None = None
+
+    @classmethod
+    def of(cls, entry: Entry) -> DoneMail:
+        """The DoneMail of a ledger Entry."""
+        return cls(key=entry.key, folder_version=entry.folder_version,
+                   content_hash=entry.content_hash, fingerprint=entry.fingerprint)
 
 
-def _duplicate(s: MailSettings, prep: Prepared, done: DoneMail | None) -> str | None:
-    """The key of a done mail ``prep`` repeats, when the reprocess mode says skip it."""
-    if done is None or done.key == prep.key:
+def _duplicate(s: MailSettings, prep: Prepared, fp: str, done: list[DoneMail]
+               ) -> tuple[str, bool] | None:
+    """``(key, reread)`` of the done mail that ``prep`` (fingerprint ``fp``) repeats when
+    the reprocess mode says skip it, else None. ``done`` holds the done mails with the
+    same Message-ID, oldest first. A duplicate must agree in content too: a different mail
+    that reuses a Message-ID is processed. ``reread``: the done mail was read before the
+    folder's UIDVALIDITY changed, so this is that very mail listed again, not a copy."""
+    others = [d for d in done if d.key != prep.key]
+    if not others:
         return None
-    if done.folder_version != prep.place.folder_version:
-        return done.key  # re-read after a UIDVALIDITY change: already done, skip
+    last = others[-1]
+    if s.reprocess == "reprocess_on_change" and \
+            last.folder_version == prep.place.folder_version:
+        # compared with the version processed last, byte for byte
+        return (last.key, False) if last.content_hash == prep.digest else None
+    same = [d for d in others if d.fingerprint is None or d.fingerprint == fp]
+    if not same:
+        return None
+    first = same[0]
+    if first.folder_version != prep.place.folder_version:
+        return first.key, True  # re-read after a UIDVALIDITY change: already done, skip
     if s.reprocess == "manual":
-        return done.key
-    if s.reprocess == "reprocess_on_change" and done.content_hash == prep.digest:
-        return done.key
+        return first.key, False
     return None
 
 
@@ -166,12 +188,13 @@ def _store_attachments(record: dict[str, Any], parsed: ParsedMail,
 def _result(prep_key: str, t0: float, state: str, label: str, subject: str,
             reason: str | None = None, identity: str | None = None,
             digest: str | None = None, dup_of: str | None = None,
-            parsed: ParsedMail | None = None) -> JobResult:
+            parsed: ParsedMail | None = None, fp: str | None = None,
+            settled: bool = False) -> JobResult:
     if parsed is not None:
         _release(parsed)
     out = Outcome(key=prep_key, state=state, reason=reason, message_id=identity,
                   content_hash=digest, subject=subject[:300], dup_of=dup_of,
-                  settled=label == "duplicate")
+                  settled=settled, fingerprint=fp)
     return JobResult(outcome=out, label=label, subject=subject,
                      ms=(time.perf_counter() - t0) * 1000)
 
@@ -239,27 +262,41 @@ def _take_back(sinks: list[Sink], key: str) -> None:
                    or StorageError.from_os_error(exc, what=what)) from exc
 
 
-def deliver(prep: Prepared, *, s: MailSettings, done: DoneMail | None,
+def deliver(prep: Prepared, *, s: MailSettings, done: list[DoneMail],
             stop: threading.Event, clock: Clock) -> JobResult:
-    """Skip ``prep`` as a duplicate of ``done`` where the reprocess mode says so, else build
-    its record and hand it to the processor and every sink. Never raises for a mail's own
-    problems (they become a ``failed`` outcome); lets ConnectError, StorageError (disk
-    full, permissions: not the mail's fault) and stop requests out."""
+    """Skip ``prep`` as a duplicate of one of ``done`` (the done mails with its Message-ID,
+    oldest first) where content and reprocess mode say so, else build its record and hand
+    it to the processor and every sink. Never raises for a mail's own problems (they
+    become a ``failed`` outcome); lets ConnectError, StorageError (disk full,
+    permissions: not the mail's fault) and stop requests out."""
     key, subject, identity, digest = prep.key, prep.subject, prep.identity, prep.digest
     # the mail's own time: its parse plus this step (not the batch's other mails)
     t0 = time.perf_counter() - prep.ms / 1000
     parsed, place = prep.parsed, prep.place
 
-    def result(state: str, label: str, reason: str | None = None,
-               dup_of: str | None = None) -> JobResult:
-        return _result(key, t0, state, label, subject, reason, identity, digest, dup_of,
-                       parsed)
+    fp: str | None = None
 
-    dup = _duplicate(s, prep, done)
+    def result(state: str, label: str, reason: str | None = None,
+               dup_of: str | None = None, settled: bool = False) -> JobResult:
+        return _result(key, t0, state, label, subject, reason, identity, digest, dup_of,
+                       parsed, fp, settled)
+
+    try:
+        fp = fingerprint(parsed)   # waits for the attachment hashes, as the record does
+    except Exception as exc:  # noqa: BLE001 - an attachment's write failed
+        if (err := storage_error(exc, what="storing attachments")) is not None:
+            raise err from exc
+        return result("failed", "failed", f"record: {type(exc).__name__}: {exc}")
+    dup = _duplicate(s, prep, fp, done)
     if dup:
+        dup_key, reread = dup
+        if reread:   # the very mail, listed again: left where it is
+            return result("ignored", "duplicate",
+                          f"duplicate of {dup_key} (same Message-ID and content, done "
+                          "before the folder's UIDVALIDITY changed)", dup_key, settled=True)
         return result("ignored", "duplicate",
-                      f"duplicate of {dup} (same Message-ID, already done); "
-                      f"'postline ledger reset' that key to process it again", dup)
+                      f"duplicate of {dup_key} (same Message-ID and content, already done); "
+                      f"'postline ledger reset' that key to process it again", dup_key)
     summary = prep.summary
     macros = {"folder": place.folder, "subject": subject, "key": key,
               "from": summary["from"][0]["address"] if summary["from"] else "",
@@ -345,8 +382,5 @@ def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading
     prep = prepare(raw, s=s)
     if isinstance(prep, JobResult):
         return prep
-    found = ledger.find_done(s.source, prep.identity,
-                             newest=s.reprocess == "reprocess_on_change")
-    done = (DoneMail(key=found.key, folder_version=found.folder_version,
-                     content_hash=found.content_hash) if found is not None else None)
-    return deliver(prep, s=s, done=done, stop=stop, clock=clock)
+    found = ledger.done_entries(s.source, [prep.identity]).get(prep.identity, [])
+    return deliver(prep, s=s, done=[DoneMail.of(e) for e in found], stop=stop, clock=clock)

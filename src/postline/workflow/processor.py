@@ -9,7 +9,8 @@ sinks deduplicate by it, so a processor's own value is replaced (with a warning)
 offers:
 
 * ``ctx.services.<LogicalName>`` - the EmailService mapped in the workflow's ``services``
-  (opened on first use), with ``Send``/``SendAndForget``;
+  (opened when the run starts, so it delivers mail queued by an earlier process), with
+  ``Send``/``SendAndForget``;
 * ``ctx.log`` - a logger named ``postline.processor.<workflow>``;
 * ``ctx.source`` - the EmailSource model; ``ctx.workflow`` - the workflow's name;
 * ``ctx.key`` - the ledger key of the mail being processed;
@@ -33,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from postline.errors import ConfigError, StorageError
+from postline.errors import ConfigError, PostlineError, StorageError
 from postline.logs import redact
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ _EXITS = (SystemExit, KeyboardInterrupt, GeneratorExit)
 
 
 class Services:
-    """Attribute access to the mapped Email Services, each opened lazily once."""
+    """Attribute access to the mapped Email Services, each opened once (:meth:`open_all` at
+    the start of a run, else on first use)."""
 
     def __init__(self, mapping: Mapping[str, str], opener: Callable[[str], Any] | None) -> None:
         self._mapping = dict(mapping)
@@ -84,6 +86,18 @@ class Services:
 
     def __getitem__(self, logical: str) -> Any:
         return getattr(self, logical)
+
+    def open_all(self) -> None:
+        """Open every mapped service now: a running service delivers the SendAndForget
+        mails an earlier process left queued, and it should not wait for a processor to
+        use it (with no new mail, none would). A service that cannot be opened is logged
+        as a warning; the processor gets the error when it uses it. Never raises."""
+        for logical in self._mapping:
+            try:
+                getattr(self, logical)
+            except PostlineError as exc:
+                log.warning("Email Service %s (%s) could not be opened: %s", logical,
+                            self._mapping[logical], exc)
 
     def close(self) -> None:
         """Close every service opened so far; never raises (failures are logged)."""

@@ -4,10 +4,12 @@ A failed mail sits in the source's error folder (or, without one, still in the i
 folder; POP3: on the server unless ``pop3.error: delete``), and its ledger entry says
 ``failed`` so that it is not read again. Retrying one:
 
-1. finds it in the error folder by the identity the ledger holds (its Message-ID, or
-   ``sha256:`` of the raw mail for one without), reading the folder in chunks and stopping
-   as soon as every wanted mail is found: no protocol-specific search, so IMAP and
-   Microsoft Graph behave the same, and a mail without Message-ID is found too;
+1. finds it in the error folder: where the reader's ids survive moves (Microsoft Graph's
+   immutable ids) by the id the ledger holds, without downloading anything (Exchange
+   regenerates downloaded MIME, so its hash is not stable); otherwise, and for what is
+   left, by the identity the ledger holds (its Message-ID, or ``sha256:`` of the raw mail
+   for one without), reading the folder in chunks and stopping as soon as every wanted
+   mail is found;
 2. moves it back into the input folder;
 3. only then forgets the failed entry: a crash between the two leaves a mail in the input
    folder that is processed (a failed entry never blocks a new UID), never a forgotten
@@ -77,16 +79,19 @@ def retry_failed(*, source, protocol: str, entries: list[Entry], ledger: Ledger,
                                    "(pop3.error: delete); nothing left to retry")
         elif not e.settled or action != "move":
             in_place.append(e.key)
-        elif not e.message_id:
-            report.problems.append(f"{e.key}: the ledger holds no identity to find it by "
-                                   f"in folder {error!r}; move it back by hand")
         else:
-            wanted.setdefault(e.message_id, []).append(e)
+            wanted.setdefault(e.message_id or f"no-identity:{e.key}", []).append(e)
     found: list[str] = []
     if wanted:
         work_dir.mkdir(parents=True, exist_ok=True)
         try:
             with reader_factory() as reader:
+                if not reader.capabilities.stable_ids:
+                    for ident in [i for i in wanted if i.startswith("no-identity:")]:
+                        for e in wanted.pop(ident):
+                            report.problems.append(
+                                f"{e.key}: the ledger holds no identity to find it by in "
+                                f"folder {error!r}; move it back by hand")
                 refs = _find(reader, error, wanted, found, work_dir)
                 if refs:
                     reader.move(refs, folders.input)
@@ -111,7 +116,24 @@ def _find(reader: MailboxReader, folder: str, wanted: dict[str, list[Entry]],
     reader.open_folder(folder)
     listed, _ = reader.list_messages(folder)
     matched: list[MessageRef] = []
-    for chunk in _chunks(listed):
+    if reader.capabilities.stable_ids:
+        by_server_id = {e.server_id: ident for ident, es in wanted.items() for e in es}
+        rest = []
+        for ref in listed:
+            ident = by_server_id.pop(ref.id, None)
+            if ident is None:
+                rest.append(ref)
+                continue
+            entry = next(e for e in wanted[ident] if e.server_id == ref.id)
+            wanted[ident].remove(entry)
+            if not wanted[ident]:
+                del wanted[ident]
+            found.append(entry.key)
+            matched.append(ref)
+        listed = rest
+    # entries without Message-ID can only be found by id: not worth a download
+    hopeless = {i: wanted.pop(i) for i in list(wanted) if i.startswith("no-identity:")}
+    for chunk in _chunks(listed if wanted else []):
         for raw in reader.fetch(chunk, spool_dir=work_dir):
             try:
                 ids = identities(raw, work_dir)
@@ -126,4 +148,5 @@ def _find(reader: MailboxReader, folder: str, wanted: dict[str, list[Entry]],
                     break
         if not wanted:
             break
+    wanted.update(hopeless)   # reported as not found
     return matched

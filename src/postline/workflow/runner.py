@@ -27,6 +27,7 @@ from pathlib import Path
 
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
+from postline.source.delta_links import DeltaLinks
 from postline.source.ledger import Ledger, Place, SqliteLedger
 from postline.source.record import ledger_key
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule, Throttle
@@ -46,9 +47,12 @@ class WorkflowRunner:
                  reader_factory: Callable[[], MailboxReader], protocol: str,
                  stop: threading.Event, clock: Clock | None = None,
                  events: Events | None = None,
-                 committer_factory: Callable[[Ledger], Committer] | None = None) -> None:
+                 committer_factory: Callable[[Ledger], Committer] | None = None,
+                 cursors: DeltaLinks | None = None) -> None:
         """``committer_factory`` makes the batch committer (default: the commit helper
-        process for a SQLite ledger, see workflow/commit.py)."""
+        process for a SQLite ledger, see workflow/commit.py); ``cursors`` keeps the delta
+        links of readers that offer them (source/delta_links.py)."""
+        self.cursors = cursors
         self.name = name
         self.committer_factory = committer_factory or _default_committer
         self.source = source
@@ -88,6 +92,8 @@ class WorkflowRunner:
             self._committer.close()
             for sink in opened:
                 sink.close()
+            if self.cursors is not None:
+                self.cursors.close()
 
     def _loop(self, once: bool) -> None:
         reconnect = FailureBackoff(min=1.0, max=60.0, reset_after_streams=1,
@@ -149,7 +155,34 @@ class WorkflowRunner:
         folder = src.folders.input
         state = reader.open_folder(folder)
         self._check_folder_version(folder, state.folder_version)
-        refs, _ = reader.list_messages(folder)
+        refs, link = self._list(reader, folder, state.folder_version)
+        more = self._round_of(reader, refs)
+        if link and not more and self.cursors is not None:
+            # only a round that worked through all it listed moves the cursor on
+            self.cursors.put(self.s.source, folder, state.folder_version, link)
+        return more
+
+    def _list(self, reader: MailboxReader, folder: str, version: str
+              ) -> tuple[list[MessageRef], str | None]:
+        """The refs of this round and the cursor after it. A delta reader with a stored
+        cursor lists only what changed (known mails included: the ledger sorts them out),
+        plus the mails the ledger holds as acquired in this folder, which a cut-short
+        round left behind. Without a cursor (first round, reset, lost) the whole folder."""
+        if self.cursors is None or not reader.capabilities.delta:
+            return reader.list_messages(folder)[0], None
+        cursor = self.cursors.get(self.s.source, folder, version)
+        refs, link = reader.list_messages(folder, cursor=cursor)
+        if cursor:
+            listed = {r.id for r in refs}
+            refs += [MessageRef(folder=e.folder, folder_version=e.folder_version,
+                                id=e.server_id)
+                     for e in self.ledger.entries(self.s.source, state="acquired")
+                     if e.connection == self.s.connection and e.folder == folder
+                     and e.folder_version == version and e.server_id not in listed]
+        return refs, link
+
+    def _round_of(self, reader: MailboxReader, refs: list[MessageRef]) -> bool:
+        src = self.source
         by_key = {self._key(r): r for r in refs}
         known = self.ledger.get_many(self.s.source, list(by_key))
         settle: list[tuple[MessageRef, str, str]] = []
@@ -324,9 +357,11 @@ class WorkflowRunner:
             sink.committed(st)
         for _, res in results:
             self._report(res)
+        # duplicates too: to the ignore folder (or POP3's ignore action), like an ignored
+        # mail; one listed again after a UIDVALIDITY change is settled already (left alone)
         self._settle(reader, [(ref, res.outcome.key, res.outcome.state)
                               for ref, res in results
-                              if res.label not in ("interrupted", "duplicate")
+                              if res.label != "interrupted" and not res.outcome.settled
                               and self._action(res.outcome.state)[0]],
                      later=True)
         return acquired

@@ -363,7 +363,7 @@ class Trial:
         if isinstance(prep, JobResult):
             res = prep
         else:
-            res = deliver(prep, s=self.s, done=None, stop=threading.Event(), clock=Clock())
+            res = deliver(prep, s=self.s, done=[], stop=threading.Event(), clock=Clock())
             for sink in self.sinks:
                 sink.flush()
         state = res.outcome.state

@@ -114,10 +114,6 @@ def test_send_errors(project, mail_stack, graph, mailbox_user):
         async with open_sender(project, conn) as sender:
             return await sender.send(env, raw)
 
-    too_big = make_mail("big", to=mailbox_user.email, attachment=b"x" * (3 * 1024 * 1024))
-    with pytest.raises(DeliveryError, match="accepts at most 3,145,728 bytes") as err:
-        asyncio.run(send(too_big))
-    assert not err.value.retriable and err.value.code == 413
     graph.inject(400, match="/sendMail", code="ErrorInvalidRecipients")
     with pytest.raises(DeliveryError, match="refused the mail: ErrorInvalidRecipients 400") \
             as err:
@@ -127,6 +123,35 @@ def test_send_errors(project, mail_stack, graph, mailbox_user):
     started = time.monotonic()
     assert asyncio.run(send(make_mail("later", to=mailbox_user.email))).accepted
     assert time.monotonic() - started >= 1.0
+
+
+def test_a_mail_over_the_request_limit_goes_through_a_draft_and_an_upload_session(
+        project, mail_stack, graph, mailbox_user):
+    # (this mail was refused before issue 19: Graph's documented path for it is a draft
+    # with the attachment uploaded in chunks, then send)
+    conn = project.add(m365_data(mail_stack, graph.url, credential="oauth_client_credentials",
+                                 mailbox=mail_stack.cc_mailbox))
+    subject = f"big {uuid.uuid4().hex[:8]}"
+    payload = bytes(range(256)) * (9 * 1024 * 1024 // 256)        # 9 MB: three chunks
+    raw = make_mail(subject, to=mailbox_user.email, attachment=payload)
+
+    async def send():
+        async with open_sender(project, conn) as sender:
+            return await sender.send(Envelope(sender=mail_stack.cc_mailbox,
+                                              recipients=(mailbox_user.email,)), raw)
+
+    assert asyncio.run(send()).accepted == [mailbox_user.email]
+    got = wait_for_subject(mail_stack, mailbox_user, "INBOX", subject)
+    import email
+    from email import policy
+
+    parts = list(email.message_from_bytes(got, policy=policy.default).iter_attachments())
+    assert [(p.get_filename(), p.get_content()) for p in parts] == [("big.bin", payload)]
+    puts = [s for s in graph.requests if s.method == "PUT"]
+    assert len(puts) == 3 and {s.status for s in puts} == {200, 201}
+    assert all(s.host.startswith("localhost:") and not s.authorization for s in puts)
+    assert [s.path.rsplit("/", 1)[-1] for s in graph.requests if s.method == "POST"] == [
+        "messages", "createUploadSession", "send"]
 
 
 def test_test_connection_passes(project, mail_stack, graph):
@@ -149,3 +174,37 @@ def test_test_connection_fails_clearly_with_a_wrong_secret(project, mail_stack, 
     assert "check client_id, the client secret and scopes" in report.hint
     assert "not-the-secret" not in str(report.as_dict())
     assert [(s.name, s.ok) for s in report.steps] == [("token", False)]
+
+
+def test_bcc_never_travels_as_a_header_and_graph_has_no_envelope(project, mail_stack, graph,
+                                                                mailbox_user):
+    # the double delivers MIME as sent (Microsoft does not say Exchange drops a Bcc header)
+    conn = project.add(m365_data(mail_stack, graph.url, credential="oauth_client_credentials",
+                                 mailbox=mail_stack.cc_mailbox))
+    from postline.testing.info import MailUser
+
+    hidden = MailUser.fresh()
+    subject = f"bcc {uuid.uuid4().hex[:8]}"
+    raw = make_mail(subject, to=mailbox_user.email).replace(
+        b"Subject:", f"Bcc: {hidden.email}\nSubject:".encode(), 1)
+
+    async def send(env: Envelope, data: bytes):
+        async with open_sender(project, conn) as sender:
+            return await sender.send(env, data)
+
+    everyone = Envelope(sender=mail_stack.cc_mailbox, recipients=(mailbox_user.email,
+                                                                   hidden.email))
+    assert asyncio.run(send(everyone, raw)).accepted == [mailbox_user.email, hidden.email]
+    for user in (mailbox_user, hidden):
+        got = wait_for_subject(mail_stack, user, "INBOX", subject)
+        assert hidden.email.encode() not in got.split(b"\r\n\r\n")[0]
+    with pytest.raises(DeliveryError, match=f"headers name {hidden.email}, which the "
+                                            "recipients do not list"):
+        asyncio.run(send(Envelope(sender=mail_stack.cc_mailbox,
+                                  recipients=(mailbox_user.email,)), raw))
+    graph.inject(200, match="/sendMail")
+    with pytest.raises(DeliveryError, match="HTTP 200 instead of 202") as err:
+        asyncio.run(send(Envelope(sender=mail_stack.cc_mailbox,
+                                  recipients=(mailbox_user.email,)),
+                         make_mail("odd", to=mailbox_user.email)))
+    assert err.value.outcome == "unknown"

@@ -11,11 +11,13 @@ import pytest
 
 from postline.errors import ConfigError, ConnectError, DeliveryError, ProtocolError, TokenError
 from postline.protocols.base import Envelope
-from postline.protocols.graph import flag_patch, ref_of, split_path
+from postline.protocols.graph import (flag_patch, merge_delta, permanent_delete_supported,
+                                      ref_of, split_path, warn_delegation)
 from postline.protocols.graph_http import (GraphSession, RetryPolicy, graph_error_of,
-                                           mailbox_path, retry_after_seconds)
-from postline.protocols.graph_send import MAX_MIME_BYTES, GraphSender, with_bcc
-from postline.testing.graph_double_routes import without_bcc
+                                           mailbox_path, mailbox_unusable,
+                                           retry_after_seconds, sync_state_lost)
+from postline.protocols.graph_mime import MAX_MIME_BYTES, split_attachments, without_bcc
+from postline.protocols.graph_send import GraphSender, plan
 
 
 class Tokens:
@@ -40,6 +42,8 @@ def session(handler, **kw) -> tuple[GraphSession, Tokens, list[float]]:
 
 def test_retry_after_forms():
     assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds("2.128") == 2.128     # Microsoft's throttling sample
+    assert retry_after_seconds("-1") == 0.0 and retry_after_seconds("nan") is None
     assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 < retry_after_seconds(later) <= 30
@@ -70,14 +74,77 @@ def test_refs_and_flags():
     assert flag_patch(["$Custom"], True) == {}
 
 
-def test_bcc_added_for_envelope_only_recipients_and_stripped_by_the_double():
-    raw = b"From: a@x.test\r\nTo: B <b@x.test>\r\nSubject: s\r\n\r\nbody\r\n"
-    assert with_bcc(raw, ("B@x.test",)) is raw
-    out = with_bcc(raw, ("b@x.test", "c@x.test"))
-    assert out.startswith(b"Bcc: c@x.test\r\nFrom:")
-    assert without_bcc(out) == raw
+def test_bcc_recipients_never_go_into_headers_and_unlisted_header_recipients_are_refused():
+    raw = b"From: a@x.test\r\nTo: B <b@x.test>\r\nBcc: c@x.test\r\nSubject: s\r\n\r\nbody\r\n"
+    mime, bcc = plan(Envelope(sender="a@x.test", recipients=("B@x.test", "c@x.test",
+                                                             "d@x.test")), raw)
+    assert bcc == ["c@x.test", "d@x.test"]
+    assert mime == b"From: a@x.test\r\nTo: B <b@x.test>\r\nSubject: s\r\n\r\nbody\r\n"
+    with pytest.raises(DeliveryError, match="headers name c@x.test, which the recipients do "
+                                            "not list") as err:
+        plan(Envelope(sender="a@x.test", recipients=("b@x.test",)), raw)
+    assert not err.value.retriable
     folded = b"To: b@x.test\nBcc: c@x.test,\n d@x.test\nSubject: s\n\nbody\n"
     assert without_bcc(folded) == b"To: b@x.test\nSubject: s\n\nbody\n"
+
+
+def test_large_attachments_are_taken_out_largest_first():
+    from email.message import EmailMessage
+
+    m = EmailMessage()
+    m["To"], m["Subject"] = "b@x.test", "big"
+    m.set_content("text\n")
+    m.add_attachment(b"s" * 1000, maintype="text", subtype="plain", filename="small.txt")
+    m.add_attachment(b"\x00" * 4_000_000, maintype="application", subtype="octet-stream",
+                     filename="big.bin")
+    raw = m.as_bytes()
+    assert split_attachments(b"short") == (b"short", [])
+    rest, taken = split_attachments(raw)
+    assert [(a.name, len(a.data)) for a in taken] == [("big.bin", 4_000_000)]
+    assert len(rest) < 10_000 and b"small.txt" in rest and b"big.bin" not in rest
+
+
+def test_delta_pages_merge_by_id_latest_state_and_presence_win():
+    refs, removed = {}, set()
+    item = {"id": "A", "receivedDateTime": "2024-01-01T00:00:00Z"}
+    gone = {"@removed": {"reason": "deleted"}}
+    merge_delta(refs, removed, {"value": [item, {"id": "B"}, {"id": "C", **gone}]},
+                folder="inbox", folder_id="F")
+    merge_delta(refs, removed, {"value": [{**item, "isRead": True}, {"id": "B", **gone}]},
+                folder="inbox", folder_id="F")
+    assert [(r.id, r.flags) for r in refs.values()] == [("A", ("\\Seen",)), ("B", ())]
+    assert removed == {"C"}
+
+
+def test_errors_are_told_apart_by_code():
+    def resp(status, code):
+        return httpx.Response(status, json={"error": {"code": code, "message": "m"}})
+
+    assert sync_state_lost(httpx.Response(410))
+    assert sync_state_lost(resp(400, "syncStateNotFound"))
+    assert sync_state_lost(resp(400, "resyncRequired"))
+    assert not sync_state_lost(resp(400, "ErrorInvalidRequest"))
+    for code in ("MailboxNotEnabledForRESTAPI", "ErrorInvalidUser", "ResourceNotFound"):
+        assert mailbox_unusable(resp(404, code))
+    assert not mailbox_unusable(resp(404, "ErrorItemNotFound"))
+
+
+def test_national_clouds_and_delegation_warning(caplog):
+    assert permanent_delete_supported("https://graph.microsoft.com/v1.0")
+    assert not permanent_delete_supported("https://graph.microsoft.us/v1.0")
+    assert not permanent_delete_supported("https://microsoftgraph.chinacloudapi.cn/v1.0")
+    assert not warn_delegation("C", None, ["Mail.ReadWrite"])
+    assert not warn_delegation("C", "s@x.test", ["Mail.ReadWrite.Shared", "Mail.Send.Shared"])
+    assert warn_delegation("C", "s@x.test", ["Mail.ReadWrite", "Mail.Send"])
+    assert "Mail.ReadWrite.Shared and Mail.Send.Shared" in caplog.text
+
+
+def test_504_is_retried_for_idempotent_requests_only():
+    answers = [httpx.Response(504), httpx.Response(200, json={})]
+    s, _, slept = session(lambda req: answers.pop(0))
+    assert s.request("GET", "/x").status_code == 200 and len(slept) == 1
+    s, _, slept = session(lambda req: httpx.Response(504))
+    assert s.request("POST", "/sendMail").status_code == 504 and slept == []
 
 
 def test_session_retries_429_after_retry_after_then_succeeds():
@@ -149,5 +216,28 @@ def test_sender_maps_answers():
         asyncio.run(sender.send(env, b"To: x@y.test\r\n\r\nhi\r\n"))
     assert err.value.retriable and err.value.outcome == "unknown"
     with pytest.raises(DeliveryError, match="at most") as err:
-        asyncio.run(sender.send(env, b"x" * (MAX_MIME_BYTES + 1)))
+        asyncio.run(sender.send(env, b"To: x@y.test\r\n\r\n" + b"x" * (MAX_MIME_BYTES + 1)))
     assert err.value.code == 413
+    answers["code"] = 200                     # documented is 202: anything else is unknown
+    with pytest.raises(DeliveryError, match="HTTP 200 instead of 202") as err:
+        asyncio.run(sender.send(env, b"To: x@y.test\r\n\r\nhi\r\n"))
+    assert err.value.outcome == "unknown" and not err.value.retriable
+
+
+def test_a_draft_left_by_a_failure_is_deleted():
+    seen = []
+
+    def handler(req):
+        seen.append((req.method, req.url.path.rsplit("/", 1)[-1]))
+        if req.method == "POST" and req.url.path.endswith("/messages"):
+            return httpx.Response(201, json={"id": "D1"})
+        if req.method == "PATCH":
+            return httpx.Response(400, json={"error": {"code": "ErrorInvalidRecipients",
+                                                       "message": "bad"}})
+        return httpx.Response(204)
+
+    s, _, _ = session(handler)
+    env = Envelope(sender="a@b.test", recipients=("x@y.test", "hidden@y.test"))
+    with pytest.raises(DeliveryError, match="ErrorInvalidRecipients 400.*adding Bcc"):
+        asyncio.run(GraphSender(session=s).send(env, b"To: x@y.test\r\n\r\nhi\r\n"))
+    assert seen == [("POST", "messages"), ("PATCH", "D1"), ("DELETE", "D1")]

@@ -171,6 +171,9 @@ class Microsoft365(BaseModel):
     check_server_identity: bool = True
     connect_timeout: float = Field(default=15.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
+    # Outlook's limit is 4 concurrent requests per app (see docs/microsoft365.md); shared by
+    # every mailbox this app reaches from this process
+    max_concurrent_requests: int = Field(default=4, ge=1, le=16)
 
     @model_validator(mode="after")
     def _mailbox_for_app_only(self) -> "Microsoft365":
