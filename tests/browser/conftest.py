@@ -4,8 +4,11 @@
   scripts/bootstrap.sh; never ``playwright install``) with a fresh profile directory.
 - ``console`` (function): ``postline serve`` started as a subprocess on a copy of a project
   on a random free port -> :class:`Console` (its URL, project directory, token, log).
-  Tests pick the project with ``@pytest.mark.project("examples/local")`` (the default) and
-  extra environment with ``@pytest.mark.serve_env(...)``.
+  Tests pick the project with ``@pytest.mark.project("examples/local")`` (the default) or a
+  ``console_project`` fixture (a directory the test wrote), extra environment with
+  ``@pytest.mark.serve_env(...)``, extra arguments with ``@pytest.mark.serve_args(...)``.
+  A test that uses ``mail_stack`` / ``mailbox_user`` gets the stack's POSTLINE_STACK_*
+  variables, and the demo project's user is its fresh ``mailbox_user``.
 - ``page`` (function): a new tab already logged in to ``console``.
 - ``shot(page, name)``: a full-page screenshot kept as a test artifact in
   ``$POSTLINE_ARTIFACTS`` (default ``tests/artifacts/``, ignored by git).
@@ -141,6 +144,10 @@ def _stack_env(request: pytest.FixtureRequest) -> dict[str, str]:
 def console(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Console]:
     marker = request.node.get_closest_marker("project")
     source = REPO / (marker.args[0] if marker else "examples/local")
+    try:   # a project the test module writes
+        source = request.getfixturevalue("console_project")
+    except pytest.FixtureLookupError:
+        pass
     project = tmp_path / "project"
     shutil.copytree(source, project, ignore=shutil.ignore_patterns(".postline-state"))
     env_marker = request.node.get_closest_marker("serve_env")
