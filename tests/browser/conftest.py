@@ -5,7 +5,7 @@
 - ``console`` (function): ``postline serve`` started as a subprocess on a copy of a project
   on a random free port -> :class:`Console` (its URL, project directory, token, log).
   Tests pick the project with ``@pytest.mark.project("examples/local")`` (the default) or a
-  ``console_project`` fixture (a directory the test wrote), extra environment with
+  ``console_project`` fixture (a directory the test wrote; ``console_env``: its environment), extra environment with
   ``@pytest.mark.serve_env(...)``, extra arguments with ``@pytest.mark.serve_args(...)``.
   A test that uses ``mail_stack`` / ``mailbox_user`` gets the stack's POSTLINE_STACK_*
   variables, and the demo project's user is its fresh ``mailbox_user``.
@@ -125,6 +125,14 @@ def _wait_up(url: str, proc: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"postline serve did not answer within 60 s:\n{log.read_text()}")
 
 
+def _optional(request: pytest.FixtureRequest, name: str, default):
+    """The value of fixture ``name`` when the test module defines it, else ``default``."""
+    try:
+        return request.getfixturevalue(name)
+    except pytest.FixtureLookupError:
+        return default
+
+
 def _stack_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """The dev stack's POSTLINE_STACK_* variables when the test uses the stack, with the
     demo project's user set to the test's fresh ``mailbox_user``."""
@@ -144,10 +152,7 @@ def _stack_env(request: pytest.FixtureRequest) -> dict[str, str]:
 def console(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Console]:
     marker = request.node.get_closest_marker("project")
     source = REPO / (marker.args[0] if marker else "examples/local")
-    try:   # a project the test module writes
-        source = request.getfixturevalue("console_project")
-    except pytest.FixtureLookupError:
-        pass
+    source = _optional(request, "console_project", source)   # one the test module writes
     project = tmp_path / "project"
     shutil.copytree(source, project, ignore=shutil.ignore_patterns(".postline-state"))
     env_marker = request.node.get_closest_marker("serve_env")
@@ -156,7 +161,8 @@ def console(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Console]
     state = tmp_path / "state"
     env = {**os.environ, "POSTLINE_API_TOKEN": TOKEN, "POSTLINE_STATE_DIR": str(state),
            "POSTLINE_DEMO_PASSWORD": os.environ.get("POSTLINE_DEMO_PASSWORD", "unused"),
-           **_stack_env(request), **(env_marker.kwargs if env_marker else {})}
+           **_stack_env(request), **(env_marker.kwargs if env_marker else {}),
+           **_optional(request, "console_env", {})}
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([POSTLINE, "serve", str(project),

@@ -3,7 +3,32 @@ the Asset Usage box, retry a failed mail."""
 
 from __future__ import annotations
 
-from conftest import shot
+import shutil
+import subprocess
+
+import pytest
+from conftest import POSTLINE, REPO, shot
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    return tmp_path / "keys" / "postline.key"
+
+
+@pytest.fixture
+def console_project(tmp_path, key_file):
+    """examples/local with a key pair of its own: the device flow's token cache is sealed."""
+    root = tmp_path / "local"
+    shutil.copytree(REPO / "examples" / "local", root,
+                    ignore=shutil.ignore_patterns(".postline-state"))
+    subprocess.run([POSTLINE, "keys", "create", str(root), "--key-file", str(key_file)],
+                   check=True, capture_output=True, timeout=60)
+    return root
+
+
+@pytest.fixture
+def console_env(key_file):
+    return {"POSTLINE_KEY_FILE": str(key_file)}
 
 
 def test_test_connection_shows_every_step(page, console, mailbox_user):
@@ -50,3 +75,29 @@ def test_follow_asset_usage_from_a_connection_to_its_source(page, console):
     page.get_by_role("link", name="Inbox").click()
     page.wait_for_url("**/assets/EmailSource/Inbox")
     assert page.get_by_role("heading", name="EmailSource Inbox").is_visible()
+
+
+def test_sign_in_with_device_flow(page, console, mail_stack, mailbox_user):
+    # switch the incoming side of the demo connection to the device flow, from the form
+    page.goto(console.url + "/assets/EmailConnection/LocalMail/edit")
+    incoming = page.get_by_role("group", name="Incoming mail server")
+    incoming.get_by_label("Credential type").select_option(label="OAuth (Device Flow)")
+    incoming.get_by_label("Authority").fill(mail_stack.oidc_authority)
+    incoming.get_by_label("Client ID").fill(mail_stack.device_client_id)
+    incoming.get_by_label("Scopes").fill(" ".join(mail_stack.mail_scopes))
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url("**/assets/EmailConnection/LocalMail?saved=1")
+    assert console.postline("validate", str(console.project)).returncode == 0
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/assets/EmailConnection/LocalMail/signin")
+    link = page.locator("#signin-link").get_attribute("href")
+    code = page.locator("#signin-code").inner_text()
+    assert link.startswith(mail_stack.oidc_issuer) and code and code in link
+    assert page.locator(".qr svg").count() == 1
+    shot(page, "sign-in")
+    mail_stack.approve_device(link, login=mailbox_user.email)
+    done = page.locator(".signed-in")
+    done.wait_for()   # the page asks again every 2 s: no reload
+    assert f"Signed in as {mailbox_user.email} for incoming" in done.inner_text()
+    assert "the token expires 20" in done.inner_text()
+    shot(page, "signed-in")

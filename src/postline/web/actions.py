@@ -32,13 +32,17 @@ def asset_actions(project: Any, kind: str, name: str, *, csrf: str, read_only: b
     """The Edit link and, on a connection, the Test connection (and Sign in) buttons."""
     from postline.web.editor import FORM_KINDS, asset_url
 
-    project.entry(kind, name)   # ConfigError (404) first when there is no such asset
+    from postline.web.signin import _device_directions
+
+    entry = project.entry(kind, name)   # ConfigError (404) first when there is no such asset
     base = asset_url(kind, name)
     parts = []
     if kind in FORM_KINDS and not read_only:
         parts.append(f'<a href="{escape(base)}/edit">Edit</a>')
     if kind == "EmailConnection":
         parts.append(_button(f"{base}/test", "Test connection", csrf))
+        if entry.model is not None and _device_directions(entry.model) and not read_only:
+            parts.append(_button(f"{base}/signin", "Sign in", csrf))
     return f'<div class="actions">{"".join(parts)}</div>' if parts else ""
 
 
@@ -140,6 +144,40 @@ def add_routes(app: FastAPI, con: Any) -> None:
             return con.page(request, "Not found", f"<p class='err'>{escape(str(exc))}</p>",
                             status=404)
         return testconn.response(project, name, context=con.context(request))
+
+    from postline.web import signin
+
+    signins = signin.SignIns()
+
+    async def start_signin(request: Request, name: str) -> Response:
+        form, refusal = await con.form(request)
+        if refusal is not None:
+            return refusal
+        try:
+            await run_in_threadpool(signins.start, con.workspace.project, name)
+        except PostlineError as exc:
+            return con.page(request, "Not signed in", f"<h1>Not signed in</h1><p class='err'>"
+                            f"{escape(str(exc))}</p>", status=409)
+        con.audit.record(client=client_of(request.scope), action="sign in",
+                         asset=f"EmailConnection/{name}", detail="device flow started")
+        return RedirectResponse(f"/assets/EmailConnection/{quote(name, safe='')}/signin", 303)
+
+    async def signin_page(request: Request, name: str) -> Response:
+        if not con.authed(request):
+            return RedirectResponse("/login?next=" + quote(request.url.path), 303)
+        return con.page(request, f"Sign in {name}", signin.page(signins.get(name), name))
+
+    async def signin_live(request: Request, name: str) -> Response:
+        if not con.authed(request):
+            return Response("log in again", status_code=401)
+        return Response(signin.live(signins.get(name)), media_type="text/html",
+                        headers={"Cache-Control": "no-store"})
+
+    for path, handler, method in (("signin", start_signin, "POST"),
+                                  ("signin", signin_page, "GET"),
+                                  ("signin/live", signin_live, "GET")):
+        app.add_api_route(f"/assets/EmailConnection/{{name}}/{path}", handler,
+                          methods=[method], include_in_schema=False)
 
     def state_change(what: str, do, back: str, kind: str, field: str):
         async def handler(request: Request, name: str) -> Response:
