@@ -5,7 +5,8 @@
 - ``console`` (function): ``postline serve`` started as a subprocess on a copy of a project
   on a random free port -> :class:`Console` (its URL, project directory, token, log).
   Tests pick the project with ``@pytest.mark.project("examples/local")`` (the default) or a
-  ``console_project`` fixture (a directory the test wrote; ``console_env``: its environment), extra environment with
+  ``console_project`` fixture (a directory the test wrote; ``console_env``: its environment, ``console_args``: more
+  arguments of serve), extra environment with
   ``@pytest.mark.serve_env(...)``, extra arguments with ``@pytest.mark.serve_args(...)``.
   A test that uses ``mail_stack`` / ``mailbox_user`` gets the stack's POSTLINE_STACK_*
   variables, and the demo project's user is its fresh ``mailbox_user``.
@@ -99,6 +100,7 @@ class Console:
     token: str
     log: Path
     state_dir: Path
+    env: dict[str, str]
 
     def postline(self, *args: str, env: dict[str, str] | None = None
                  ) -> subprocess.CompletedProcess:
@@ -167,12 +169,13 @@ def console(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Console]
     with open(log, "w") as out:
         proc = subprocess.Popen([POSTLINE, "serve", str(project),
                                  "--port", str(port), *(args_marker.args if args_marker
-                                                        else ())],
+                                                        else ()),
+                                 *_optional(request, "console_args", [])],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_up(url, proc, log)
-        yield Console(url=url, project=project, token=TOKEN, log=log, state_dir=state)
+        yield Console(url=url, project=project, token=TOKEN, log=log, state_dir=state, env=env)
     finally:
         proc.terminate()
         try:

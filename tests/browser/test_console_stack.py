@@ -7,7 +7,17 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import POSTLINE, REPO, shot
+from conftest import POSTLINE, REPO, free_port, shot
+
+
+@pytest.fixture
+def status_port():
+    return free_port()
+
+
+@pytest.fixture
+def console_args(status_port):
+    return ["--status-url", f"http://127.0.0.1:{status_port}/status"]
 
 
 @pytest.fixture
@@ -101,3 +111,26 @@ def test_sign_in_with_device_flow(page, console, mail_stack, mailbox_user):
     assert f"Signed in as {mailbox_user.email} for incoming" in done.inner_text()
     assert "the token expires 20" in done.inner_text()
     shot(page, "signed-in")
+
+
+def test_runtime_view_updates_while_a_run_goes_on(page, console, mail_stack, mailbox_user,
+                                                  status_port):
+    mail_stack.deliver(mailbox_user.email, b"From: a@example.test\r\nTo: "
+                       + mailbox_user.email.encode() + b"\r\nSubject: runtime view\r\n"
+                       b"Message-ID: <runtime-1@example.test>\r\n\r\nhello\r\n")
+    page.goto(console.url + "/runtime")
+    assert "cannot read" in page.locator("#runtime").inner_text()   # no run yet
+    run = subprocess.Popen([POSTLINE, "run", str(console.project), "--status",
+                            f"127.0.0.1:{status_port}"], env=console.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        row = page.locator("tr[data-workflow=InboxToFiles]")
+        row.wait_for()   # no reload: the page asks again every 2 s
+        page.locator("tr[data-workflow=InboxToFiles] td.state", has_text="connected").wait_for()
+        page.locator("tr[data-workflow=InboxToFiles]", has_text="done: 1").wait_for()
+        assert "Inbox" in row.inner_text()
+        assert page.locator("table", has_text="Notify").count() == 1
+        shot(page, "runtime")
+    finally:
+        run.terminate()
+        run.wait(timeout=60)
