@@ -127,6 +127,15 @@ def _wait_up(url: str, proc: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"postline serve did not answer within 60 s:\n{log.read_text()}")
 
 
+def keyed_copy(source: Path, dest: Path, key_file: Path) -> Path:
+    """A copy of project ``source`` at ``dest`` with a key pair of its own (the private key
+    in ``key_file``): the console can seal Secret values and token caches there."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".postline-state"))
+    subprocess.run([POSTLINE, "keys", "create", str(dest), "--key-file", str(key_file)],
+                   check=True, capture_output=True, timeout=60)
+    return dest
+
+
 def _optional(request: pytest.FixtureRequest, name: str, default):
     """The value of fixture ``name`` when the test module defines it, else ``default``."""
     try:

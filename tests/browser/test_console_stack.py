@@ -3,11 +3,10 @@ the Asset Usage box, retry a failed mail."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
-from conftest import POSTLINE, REPO, free_port, shot
+from conftest import POSTLINE, REPO, free_port, keyed_copy, shot
 
 
 @pytest.fixture
@@ -28,12 +27,7 @@ def key_file(tmp_path):
 @pytest.fixture
 def console_project(tmp_path, key_file):
     """examples/local with a key pair of its own: the device flow's token cache is sealed."""
-    root = tmp_path / "local"
-    shutil.copytree(REPO / "examples" / "local", root,
-                    ignore=shutil.ignore_patterns(".postline-state"))
-    subprocess.run([POSTLINE, "keys", "create", str(root), "--key-file", str(key_file)],
-                   check=True, capture_output=True, timeout=60)
-    return root
+    return keyed_copy(REPO / "examples" / "local", tmp_path / "local", key_file)
 
 
 @pytest.fixture

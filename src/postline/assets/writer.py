@@ -5,7 +5,8 @@ The console's forms produce a *change*: a nested mapping of the keys a form mana
 ruamel.yaml's round-trip loader (comments, key order and quoting of that document kept) and
 splices the result back between the other documents' text, which stays byte for byte as it
 was. :func:`appended_text` adds a new document at the end of a file (or a new file).
-Keys the form does not manage (``ca_file``, timeouts, anything a person added) are never
+When a change only replaces values, the new values are written where the old ones stood
+and every other byte of the document stays too. Keys the form does not manage (``ca_file``, timeouts, anything a person added) are never
 touched. Nothing here writes; :func:`replace_file` does, atomically.
 """
 
@@ -91,6 +92,88 @@ def apply_change(node: Any, change: Mapping[str, Any]) -> None:
             node[key] = value
 
 
+def _token_end(line: str, col: int, flow: bool) -> int:
+    """Index just past the scalar token starting at ``col`` (quoted or plain)."""
+    quote = line[col:col + 1]
+    if quote in ("'", '"'):
+        i = col + 1
+        while i < len(line):
+            if quote == "'" and line.startswith("''", i):
+                i += 2
+            elif quote == '"' and line[i] == "\\":
+                i += 2
+            elif line[i] == quote:
+                return i + 1
+            else:
+                i += 1
+        return -1   # a quoted scalar that goes on over lines: not edited in place
+    stop = re.search(r"\s#" + (r"|[,}\]]" if flow else ""), line[col:])
+    end = col + stop.start() if stop else len(line)
+    return len(line[:end].rstrip())
+
+
+def _token(value: Any, quote: str) -> str | None:
+    """``value`` written as a YAML scalar (in ``quote`` style when the old one was quoted),
+    or None when it is not a plain one-line scalar."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if not isinstance(value, str) or "\n" in value:
+        return None
+    if quote == '"':
+        return json.dumps(value, ensure_ascii=False)
+    if quote == "'":
+        return "'" + value.replace("'", "''") + "'"
+    return value
+
+
+def _in_place(body: str, data: Any, change: Mapping[str, Any]) -> str | None:
+    """``body`` with ``change`` made by replacing scalar tokens where they stand, or None
+    when the change is more than that (a key added or removed, a list): the caller dumps."""
+    edits: list[tuple[int, int, Any]] = []
+
+    def walk(node: Any, ch: Mapping[str, Any]) -> bool:
+        for key, value in ch.items():
+            if value is DELETE:
+                if key in node:
+                    return False
+            elif isinstance(value, Mapping):
+                if not isinstance(node.get(key), CommentedMap) or not walk(node[key], value):
+                    return False
+            elif isinstance(value, list) or key not in node or \
+                    isinstance(node[key], (CommentedMap, CommentedSeq)):
+                if list(node.get(key) or []) != value or not isinstance(value, list):
+                    return False
+            elif node[key] != value or type(node[key]) is not type(value):
+                line, col = node.lc.value(key)
+                edits.append((line, col, value, node.fa.flow_style()))
+        return True
+
+    if not walk(data, change):
+        return None
+    lines = body.splitlines(keepends=True)
+    for line_no, col, value, flow in sorted(edits, reverse=True):
+        line = lines[line_no]
+        end = _token_end(line, col, flow)
+        quote = line[col] if line[col:col + 1] in ("'", '"') else ""
+        new = _token(value, quote)
+        if end < 0 or new is None:
+            return None
+        lines[line_no] = line[:col] + new + line[end:]
+    out = "".join(lines)
+    try:   # checked: the text read back must be what the change asked for
+        expected = _yaml().load(body)
+        apply_change(expected, change)
+        if _yaml().load(out) != expected:
+            return None
+    except YAMLError:
+        return None
+    return out
+
+
 def edited_text(text: str, *, kind: str, name: str, change: Mapping[str, Any]) -> str:
     """``text`` with ``change`` applied to its document ``kind``/``name``.
 
@@ -101,14 +184,20 @@ def edited_text(text: str, *, kind: str, name: str, change: Mapping[str, Any]) -
         if not _is_document(body):
             continue
         try:
-            data, indent, seq_indent = load_yaml_guess_indent(body)
+            _, indent, seq_indent = load_yaml_guess_indent(body)
+            yaml = _yaml(indent or 2, seq_indent or 0)   # keeps quotes as written
+            data = yaml.load(body)
         except YAMLError as exc:
             raise ConfigError(f"cannot parse the file: {str(exc).splitlines()[0]}",
                               hint="fix it first; see 'postline validate'") from None
         if isinstance(data, dict) and data.get("kind") == kind and str(data.get("name")) == name:
+            in_place = _in_place(body, data, change)
+            if in_place is not None:   # only values changed: every other byte stays
+                parts[i] = (sep, in_place)
+                return "".join(s + b for s, b in parts)
             apply_change(data, change)
             out = io.StringIO()
-            _yaml(indent or 2, seq_indent or 0).dump(data, out)
+            yaml.dump(data, out)
             new_body = out.getvalue()
             if body.endswith("\n\n") and not new_body.endswith("\n\n"):
                 new_body += "\n"    # keep the blank line before the next '---'

@@ -39,6 +39,9 @@ def asset_actions(project: Any, kind: str, name: str, *, csrf: str, read_only: b
     parts = []
     if kind in FORM_KINDS and not read_only:
         parts.append(f'<a href="{escape(base)}/edit">Edit</a>')
+    if kind in FORM_KINDS and not read_only:
+        parts.append(_button(f"{base}/delete", "Delete", csrf, css="danger",
+                             confirm=f"Delete {kind} {name} from its file?"))
     if kind == "EmailConnection":
         parts.append(_button(f"{base}/test", "Test connection", csrf))
         if entry.model is not None and _device_directions(entry.model) and not read_only:
@@ -193,7 +196,7 @@ def add_routes(app: FastAPI, con: Any) -> None:
             con.audit.record(client=client_of(request.scope), action=what,
                              asset=f"{kind}/{name}", detail=said)
             return RedirectResponse(f"/{back}/{quote(name, safe='')}?done="
-                                    + quote(said), 303)
+                                    + quote(said, safe=""), 303)
         return handler
 
     app.add_api_route("/assets/EmailConnection/{name}/test", test_connection,

@@ -9,7 +9,8 @@ the form was opened is not overwritten: the page says so and offers to reload.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,14 +22,41 @@ from starlette.concurrency import run_in_threadpool
 from postline.assets import writer
 from postline.assets.macros import expand_tracked, has_macros
 from postline.assets.yamlfiles import YAML_SUFFIXES, find_files, read_documents
-from postline.errors import ConfigError, SecretError
+from postline.errors import ConfigError, PostlineError, SecretError
 from postline.logs import MASK
-from postline.web import audit, console, forms
+from postline.web import audit, console, forms, kindforms, rename
 from postline.web.guard import client_of
 from postline.web.pages import render
 
-FORM_KINDS = ("EmailConnection",)
-_SPECS = {"EmailConnection": (forms.CONNECTION, forms.connection_change, forms.NEW_CONNECTION)}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A kind's form: its sections (from the asset's raw data), its change, new defaults."""
+
+    sections: Callable[[Mapping[str, Any]], tuple]
+    change: Callable[[Mapping[str, list[str]], Mapping[str, Any], Any], dict]
+    defaults: Mapping[str, Any]
+
+
+def _simple(kind: str, sections: tuple) -> Spec:
+    fn = kindforms.simple_change(kind, sections)
+    return Spec(lambda raw: sections, lambda form, raw, project: fn(form, raw), {})
+
+
+_SPECS: dict[str, Spec] = {
+    "EmailConnection": Spec(lambda raw: forms.CONNECTION,
+                            lambda form, raw, project: forms.connection_change(form, raw),
+                            forms.NEW_CONNECTION),
+    "EmailSource": _simple("EmailSource", kindforms.SOURCE),
+    "EmailService": _simple("EmailService", kindforms.SERVICE),
+    "Workflow": _simple("Workflow", kindforms.WORKFLOW),
+    "Environment": _simple("Environment", kindforms.ENVIRONMENT),
+    "Secret": Spec(kindforms.secret_sections,
+                   lambda form, raw, project: kindforms.secret_change(project.seal)(form, raw),
+                   {}),
+}
+FORM_KINDS = tuple(_SPECS)
 
 
 def asset_url(kind: str, name: str) -> str:
@@ -65,10 +93,12 @@ def _files(project: Any) -> list[str]:
 
 def form_page(con: Any, request: Request, *, kind: str, name: str | None,
               values: Mapping[str, Any], problems: list | None = None, file: str = "",
-              digest: str = "", conflict: str = "") -> str:
-    """HTML body of the form of ``kind`` (``name`` None: a new asset)."""
+              digest: str = "", conflict: str = "", extra: str = "") -> str:
+    """HTML body of the form of ``kind`` (``name`` None: a new asset); ``extra`` (HTML)
+    goes above the form (the rename preview)."""
     project = con.workspace.project
-    sections, _, _ = _SPECS[kind]
+    raw = project.entry(kind, name).doc.data if name is not None else {}
+    sections = _SPECS[kind].sections(raw)
     by_field: dict[str, list[str]] = {}
     general, warnings = [], []
     keys = {f.key for f in forms.fields_of(sections)} | {"file"}
@@ -101,7 +131,9 @@ def form_page(con: Any, request: Request, *, kind: str, name: str | None,
                   action=action, csrf=con.context(request)["csrf"], digest=digest,
                   file=file, files=_files(project), secret_keys=_secret_keys(project),
                   ports=forms.PORTS_JSON, port_placeholder=port_placeholder,
-                  conflict=conflict, reload_url=action if not is_new else action,
+                  conflict=conflict, reload_url=action, extra=extra,
+                  asset_names={k: [e.name for e in project.entries(k)]
+                               for k in ("EmailConnection", "EmailSource", "EmailService")},
                   cancel_url="/" if is_new else asset_url(kind, name))
 
 
@@ -133,10 +165,14 @@ def save(con: Any, request: Request, kind: str, name: str | None,
     from postline.assets.problems import Problem
 
     project = con.workspace.project
-    sections, to_change, _ = _SPECS[kind]
+    spec = _SPECS[kind]
+    sections = spec.sections(project.entry(kind, name).doc.data if name is not None else {})
+
+    def to_change(form: Mapping[str, list[str]], raw: Mapping[str, Any]) -> dict:
+        return spec.change(form, raw, project)
     posted = {k: v[0] for k, v in form.items() if v}
     values = {f.key: (f.key in form) if f.widget == "checkbox" else posted.get(f.key, "")
-              for f in forms.fields_of(sections)}
+              for f in forms.fields_of(sections) if f.widget != "password"}
     if name is None:
         shown = posted.get("file", "").strip() or f"{kind}.yaml"
         again = dict(file=shown)
@@ -168,29 +204,62 @@ def save(con: Any, request: Request, kind: str, name: str | None,
         text = path.read_text(encoding="utf-8")
         raw = entry.doc.data
         change = to_change(form, raw)
-        if change.get("name") != name:
-            return None, form_page(con, request, kind=kind, name=name, values=values,
-                                   problems=[Problem(entry.doc.file, entry.doc.line,
-                                             "renaming is not done from this form; keep the "
-                                             f"name {name}", entry.label, "name")], **again)
         new_text = writer.edited_text(text, kind=kind, name=name, change=change)
+    texts = {path: new_text}
+    refs: list = []
+    if name is not None and change.get("name") != name:
+        try:
+            refs = rename.references_to(project, kind, name)
+        except ConfigError as exc:
+            return None, form_page(con, request, kind=kind, name=name, values=values,
+                                   problems=[Problem(entry.doc.file, entry.doc.line, str(exc),
+                                                     entry.label, "name")], **again)
+        if not posted.get("confirm_rename"):
+            return None, form_page(con, request, kind=kind, name=name, values=values, extra=
+                                   rename.preview(refs, kind, name, change["name"]), **again)
+        texts = rename.renamed_texts(project, refs, change["name"], texts)
     label = f"{kind}/{change['name']}"
-    checked = con.workspace.check({path: new_text})
+    checked = con.workspace.check(texts)
     shown_file = next((p.file for p in checked.problems if p.asset == label), "")
+    users = {f"{r.source_kind}/{r.source}" for r in refs}
     mine = [p for p in checked.problems if p.asset == label or
+            (p.asset in users and p.severity == "error") or
             (p.asset is None and p.severity == "error" and p.file == shown_file)]
     if any(p.severity == "error" for p in mine) or not any(
             e.kind == kind and e.name == change["name"] for e in checked.entries()):
         return None, form_page(con, request, kind=kind, name=name, values=values,
                                problems=mine or [Problem(str(path), 1, "the asset could "
                                                  "not be read back", label)], **again)
-    writer.replace_file(path, new_text)
-    new_raw = _doc_data(path, new_text, kind, change["name"])
-    con.audit.record(client=client_of(request.scope), action="create" if name is None
-                     else "edit", asset=label,
+    rename.write_all(texts)
+    new_raw = _doc_data(path, texts[path], kind, change["name"])
+    action = "create" if name is None else "edit" if not refs and change["name"] == name \
+        else f"rename from {name}"
+    con.audit.record(client=client_of(request.scope), action=action, asset=label,
                      file=path.relative_to(project.root).as_posix(),
-                     changed=audit.changes(raw, new_raw, all_secret=kind == "Secret"))
+                     changed=audit.changes(raw, new_raw, all_secret=kind == "Secret"),
+                     detail=f"{len(refs)} reference(s) updated" if refs else "")
     return asset_url(kind, change["name"]) + "?saved=1", ""
+
+
+def delete_asset(con: Any, request: Request, kind: str, name: str) -> str:
+    """Remove ``kind/name`` from its file; returns what was done. Raises ConfigError when
+    it is still used (naming every user) or its file changed."""
+    project = con.workspace.project
+    entry = project.entry(kind, name)
+    users = list(dict.fromkeys(r.source_label for r in project.usage(name, kind)))
+    if users:
+        raise ConfigError(f"{entry.label} is used by {', '.join(users)}; change or delete "
+                          "those first (nothing was deleted)")
+    path = entry.doc.path
+    new_text = writer.removed_text(path.read_text(encoding="utf-8"), kind=kind, name=name)
+    if new_text.strip():
+        writer.replace_file(path, new_text)
+    else:   # its last asset: the file goes (an empty file would be a project problem)
+        path.unlink()
+    con.audit.record(client=client_of(request.scope), action="delete", asset=entry.label,
+                     file=path.relative_to(project.root).as_posix(),
+                     changed=audit.changes(entry.doc.data, None, all_secret=kind == "Secret"))
+    return f"deleted {entry.label} from {entry.doc.file}"
 
 
 def add_routes(app: FastAPI, con: Any) -> None:
@@ -206,7 +275,8 @@ def add_routes(app: FastAPI, con: Any) -> None:
             return con.page(request, "Not found", console.not_found_page(request.url.path),
                             status=404)
         body = await run_in_threadpool(form_page, con, request, kind=kind, name=None,
-                                       values=dict(_SPECS[kind][2]), file=f"{kind}.yaml")
+                                       values=dict(_SPECS[kind].defaults),
+                                       file=f"{kind}.yaml")
         return con.page(request, f"New {kind}", body)
 
     async def edit_form(request: Request, kind: str, name: str) -> Response:
@@ -223,7 +293,7 @@ def add_routes(app: FastAPI, con: Any) -> None:
         except ConfigError as exc:
             return con.page(request, "Not found", f"<h1>Not found</h1><p class='err'>"
                             f"{console.escape(str(exc))}</p>", status=404)
-        values = forms.values_of(entry.doc.data, _SPECS[kind][0])
+        values = forms.values_of(entry.doc.data, _SPECS[kind].sections(entry.doc.data))
         body = await run_in_threadpool(form_page, con, request, kind=kind, name=name,
                                        values=values, file=entry.doc.file,
                                        digest=writer.digest(entry.doc.path),
@@ -240,7 +310,7 @@ def add_routes(app: FastAPI, con: Any) -> None:
                             status=404)
         try:
             url, body = await run_in_threadpool(save, con, request, kind, name, form)
-        except ConfigError as exc:
+        except PostlineError as exc:   # the file moved away, no key to seal with, ...
             return con.page(request, "Not saved", f"<h1>Not saved</h1><p class='err'>"
                             f"{console.escape(str(exc))}</p><p><a href='{request.url.path}'>"
                             "Reload the form</a></p>", status=409)
@@ -254,6 +324,21 @@ def add_routes(app: FastAPI, con: Any) -> None:
     async def post_edit(request: Request, kind: str, name: str) -> Response:
         return await post(request, kind, name)
 
+    async def delete(request: Request, kind: str, name: str) -> Response:
+        form, refusal = await con.form(request)
+        if refusal is not None:
+            return refusal
+        try:
+            said = await run_in_threadpool(delete_asset, con, request, kind, name)
+        except ConfigError as exc:
+            return con.page(request, "Not deleted", f"<h1>Not deleted</h1><p class='err' "
+                            f"role='alert'>{console.escape(str(exc))}</p><p>"
+                            f"{console._link(kind, name, text='Back to ' + name)}</p>",
+                            status=409)
+        return RedirectResponse("/?done=" + quote(said, safe=""), 303)
+
+    app.add_api_route("/assets/{kind}/{name}/delete", delete, methods=["POST"],
+                      include_in_schema=False)
     app.add_api_route("/new/{kind}", new_form, methods=["GET"], include_in_schema=False)
     app.add_api_route("/new/{kind}", post_new, methods=["POST"], include_in_schema=False)
     app.add_api_route("/assets/{kind}/{name}/edit", edit_form, methods=["GET"],

@@ -32,6 +32,9 @@ class Field:
     ports: tuple[str, str] | None = None  # (protocol field, security field) of a port
     list_of: bool = False                 # a list typed as words separated by spaces
     datalist: str = ""                    # id of suggestions (Secret keys ...)
+    value: str = "str"                    # str | int | number | kv (key: value lines)
+    only_new: bool = False                # shown for a new asset only
+    checked: bool = True                  # a checkbox's state when the key is not written
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +135,11 @@ def values_of(raw: Mapping[str, Any], sections: tuple[Section, ...]) -> dict[str
         for part in f.key.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
         if f.widget == "checkbox":
-            out[f.key] = node is not False
+            out[f.key] = f.checked if node is None else node is not False
+        elif f.widget == "password":
+            continue   # write-only: a secret is never shown back
+        elif isinstance(node, Mapping):
+            out[f.key] = "\n".join(f"{k}: {v}" for k, v in node.items())
         elif isinstance(node, list):
             out[f.key] = " ".join(str(v) for v in node)
         elif node is not None:

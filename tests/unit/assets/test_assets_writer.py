@@ -14,7 +14,7 @@ kind: EmailConnection
 name: A          # the first one
 incoming:
   protocol: imap
-  host: imap.example.test   # the host
+  host: "imap.example.test"   # the host
   port: 993
   credential: {type: secret, secret: S.password}
 ---
@@ -38,7 +38,7 @@ def test_an_edit_keeps_comments_order_and_the_other_documents():
                      "credential": {"type": "secret", "secret": "S.other"}}})
     before, after = TEXT.split("---\n", 1), new.split("---\n", 1)
     assert after[1] == before[1]                       # B and In byte for byte
-    assert after[0] == before[0].replace("imap.example.test", "mail.example.test").replace(
+    assert after[0] == before[0].replace('"imap.example.test"', '"mail.example.test"').replace(
         "  port: 993\n", "").replace("S.password", "S.other")
 
 
@@ -69,3 +69,13 @@ def test_an_asset_that_moved_away_is_said_so(tmp_path):
     first = digest(path)
     path.write_text(TEXT + "# more\n")
     assert digest(path) != first
+
+
+def test_a_value_change_keeps_every_other_byte():
+    text = ('kind: EmailSource\nname: In\nconnection: "A"   # quoted\n'
+            'stream_name: "in/${mail:subject}"\n'
+            'attachments: {blacklist: [{type: "application/x-msdownload"}]}\n'
+            "incoming: {protocol: imap, host: h, credential: {type: secret, secret: S.p}}\n")
+    new = edited_text(text, kind="EmailSource", name="In", change={
+        "connection": "B", "incoming": {"credential": {"secret": "T.p"}}})
+    assert new == text.replace('"A"', '"B"').replace("S.p}", "T.p}")
