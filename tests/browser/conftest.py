@@ -11,7 +11,7 @@
   A test that uses ``mail_stack`` / ``mailbox_user`` gets the stack's POSTLINE_STACK_*
   variables, and the demo project's user is its fresh ``mailbox_user``.
 - ``page`` (function): a new tab already logged in to ``console``.
-- ``shot(page, name)``: a full-page screenshot kept as a test artifact in
+- ``browser_helpers.shot(page, name)``: a full-page screenshot kept as a test artifact in
   ``$POSTLINE_ARTIFACTS`` (default ``tests/artifacts/``, ignored by git).
 
 The browser is skipped (failed with CI=true) only when chromium or playwright is missing.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,13 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from browser_helpers import ARGS, CHROMIUM, POSTLINE, REPO, TOKEN, free_port
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-POSTLINE = str(Path(sys.executable).parent / "postline")   # the installed console script
-TOKEN = "browser-test-token-0123456789"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,17 +46,8 @@ def _unavailable(why: str) -> None:
     pytest.skip(why)
 
 
-def artifacts_dir() -> Path:
-    where = Path(os.environ.get("POSTLINE_ARTIFACTS") or REPO / "tests" / "artifacts")
-    where.mkdir(parents=True, exist_ok=True)
-    return where
 
 
-def shot(page, name: str) -> Path:
-    """Save a full-page screenshot ``<artifacts>/<name>.png``; returns its path."""
-    path = artifacts_dir() / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -87,10 +72,6 @@ def browser() -> Iterator[object]:
             shutil.rmtree(profile, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -127,13 +108,6 @@ def _wait_up(url: str, proc: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"postline serve did not answer within 60 s:\n{log.read_text()}")
 
 
-def keyed_copy(source: Path, dest: Path, key_file: Path) -> Path:
-    """A copy of project ``source`` at ``dest`` with a key pair of its own (the private key
-    in ``key_file``): the console can seal Secret values and token caches there."""
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".postline-state"))
-    subprocess.run([POSTLINE, "keys", "create", str(dest), "--key-file", str(key_file)],
-                   check=True, capture_output=True, timeout=60)
-    return dest
 
 
 def _optional(request: pytest.FixtureRequest, name: str, default):

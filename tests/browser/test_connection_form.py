@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import httpx
-from conftest import shot
+from browser_helpers import shot
 
 
 def _form(page, console):

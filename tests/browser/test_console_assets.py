@@ -4,7 +4,7 @@ that are written but never shown."""
 from __future__ import annotations
 
 import pytest
-from conftest import REPO, keyed_copy, shot
+from browser_helpers import REPO, keyed_copy, shot
 
 
 @pytest.fixture

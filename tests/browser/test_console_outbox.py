@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import shot
+from browser_helpers import shot
 
 from postline.testing.ports import wait_until
 from postline.testing.smtp_faults import FaultyServer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import shot
+from browser_helpers import shot
 
 
 def test_log_in_and_see_the_main_pages(page, console):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import POSTLINE, REPO, free_port, keyed_copy, shot
+from browser_helpers import POSTLINE, REPO, free_port, keyed_copy, shot
 
 
 @pytest.fixture

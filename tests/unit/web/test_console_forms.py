@@ -57,7 +57,7 @@ def test_a_save_needs_the_sessions_token_and_this_origin(root):
                     headers={"Origin": "http://console.test"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].endswith("Mail?saved=1")
     text = (root / "assets.yaml").read_text()
-    assert text.startswith("# keep me\n") and "description: changed" in text
+    assert text.startswith("# keep me\n") and 'description: "changed"' in text
     assert "protocol: none" in text
     log = root / "state" / "audit.jsonl"
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
