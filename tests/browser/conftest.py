@@ -150,11 +150,12 @@ def console(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Console]
            **_optional(request, "console_env", {})}
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([POSTLINE, "serve", str(project),
+        proc = subprocess.Popen([POSTLINE, "serve", project.name,
                                  "--port", str(port), *(args_marker.args if args_marker
                                                         else ()),
                                  *_optional(request, "console_args", [])],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+                                # as a person types it: paths on the pages read project/...
+                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_up(url, proc, log)
