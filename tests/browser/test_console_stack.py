@@ -128,3 +128,29 @@ def test_runtime_view_updates_while_a_run_goes_on(page, console, mail_stack, mai
     finally:
         run.terminate()
         run.wait(timeout=60)
+
+
+def test_retry_a_failed_mail_from_the_ledger(page, console, mail_stack, mailbox_user):
+    import base64
+
+    # the demo processor forwards an urgent subject; U+2028 in it makes the mail fail
+    subject = "urgent\u2028report"
+    encoded = base64.b64encode(subject.encode()).decode()
+    raw_subject = f"=?utf-8?b?{encoded}?="   # as the stack's subjects() lists it
+    mail_stack.deliver(mailbox_user.email, b"From: a@example.test\r\nTo: "
+                       + mailbox_user.email.encode() + b"\r\nSubject: =?utf-8?b?"
+                       + encoded.encode() + b"?=\r\nMessage-ID: <fail-1@example.test>\r\n"
+                       b"\r\nplease\r\n")
+    r = subprocess.run([POSTLINE, "run", str(console.project), "--once"], env=console.env,
+                       capture_output=True, text=True, timeout=120)
+    assert "failed" in r.stderr + r.stdout
+    assert mail_stack.subjects(mailbox_user.email, "Processed/Errors") == [raw_subject]
+    page.goto(console.url + "/sources/Inbox")
+    assert "failed: 1" in page.locator(".counts").inner_text()
+    shot(page, "ledger-failed")
+    page.get_by_role("button", name="Retry all failed mails").click()   # confirmed
+    page.wait_for_url("**/sources/Inbox?done=**")
+    said = page.get_by_role("status").inner_text()
+    assert "retrying 1 mail of source Inbox; 1 moved back to 'INBOX'" in said
+    assert mail_stack.subjects(mailbox_user.email, "INBOX") == [raw_subject]
+    assert "failed: 0" in page.locator(".counts").inner_text()
