@@ -148,7 +148,9 @@ def test_retry_a_failed_mail_from_the_ledger(page, console, mail_stack, mailbox_
     page.goto(console.url + "/sources/Inbox")
     assert "failed: 1" in page.locator(".counts").inner_text()
     shot(page, "ledger-failed")
-    page.get_by_role("button", name="Retry all failed mails").click()   # confirmed
+    assert page.get_by_role("button", name="Retry all failed mails").is_visible()
+    row = page.locator("tr", has=page.get_by_text("failed", exact=True))
+    row.get_by_role("button", name="Retry", exact=True).click()   # this one mail, confirmed
     page.wait_for_url("**/sources/Inbox?done=**")
     said = page.get_by_role("status").inner_text()
     assert "retrying 1 mail of source Inbox; 1 moved back to 'INBOX'" in said

@@ -64,6 +64,22 @@ def ledger_actions(project: Any, name: str, *, csrf: str, read_only: bool) -> st
             + "</div>")
 
 
+def ledger_row_actions(name: str, csrf: str):
+    """``entry -> HTML``: Retry (a failed entry) and Reset buttons for one ledger row."""
+    base = f"/sources/{quote(name, safe='')}"
+
+    def cell(entry: Any) -> str:
+        key = {"key": entry.key}
+        out = _button(f"{base}/retry", "Retry", csrf, hidden=key,
+                      confirm="Move this failed mail back into the input folder?") \
+            if entry.state == "failed" else ""
+        return '<div class="actions">' + out + _button(
+            f"{base}/reset", "Reset", csrf, hidden=key,
+            confirm="Forget this entry? A mail still in the input folder is read again.") \
+            + "</div>"
+    return cell
+
+
 def outbox_actions(project: Any, name: str, *, csrf: str, read_only: bool) -> str:
     """The retry button under an outbox (none when read-only)."""
     if read_only:

@@ -203,8 +203,9 @@ def _ledger_rows(path, source: str) -> tuple[dict[str, int], list]:
         ledger.close()
 
 
-def ledger_page(project: Any, name: str) -> str:
-    """HTML body of ``/sources/{name}``. Raises ConfigError if there is no such source."""
+def ledger_page(project: Any, name: str, *, row_actions=None) -> str:
+    """HTML body of ``/sources/{name}``; ``row_actions(entry)`` (HTML) fills a last column
+    when given. Raises ConfigError if there is no such source."""
     from postline.source.ledger import ledger_path
 
     project.entry("EmailSource", name)
@@ -221,9 +222,11 @@ def ledger_page(project: Any, name: str) -> str:
         return head + _counts(counts) + "<p class='muted'>No entries for this source.</p>"
     rows = [(f"<code>{escape(e.key)}</code>", escape(e.state), str(e.attempts),
              escape(_when(e.updated)), escape(e.subject or ""), escape(e.reason or ""))
-            for e in entries]
+            + ((row_actions(e),) if row_actions else ()) for e in entries]
+    cols = ("Key", "State", "Attempts", "Updated", "Subject", "Reason") \
+        + (("",) if row_actions else ())
     return (head + _counts(counts) + f"<h2>Latest {len(entries)} entries</h2>"
-            + _table(("Key", "State", "Attempts", "Updated", "Subject", "Reason"), rows))
+            + _table(cols, rows))
 
 
 def outbox_page(project: Any, name: str) -> str:

@@ -135,8 +135,10 @@ def add_console(app: FastAPI, project: Any, *, guard: Guard, read_only: bool = F
             project, kind, name, csrf=con.context(request)["csrf"], read_only=read_only))
 
     def ledger(request: Request, name: str) -> str:
-        return console.ledger_page(workspace.project, name) + actions.ledger_actions(
-            workspace.project, name, csrf=con.context(request)["csrf"], read_only=read_only)
+        csrf = con.context(request)["csrf"]
+        rows = None if read_only else actions.ledger_row_actions(name, csrf)
+        return console.ledger_page(workspace.project, name, row_actions=rows) + \
+            actions.ledger_actions(workspace.project, name, csrf=csrf, read_only=read_only)
 
     def outbox(request: Request, name: str) -> str:
         return console.outbox_page(workspace.project, name) + actions.outbox_actions(
