@@ -74,6 +74,15 @@ def test_create_save_validate_and_edit(page, console):
     incoming = page.get_by_role("group", name="Incoming mail server")
     outgoing = page.get_by_role("group", name="Outgoing mail server")
     incoming.get_by_label("Host", exact=True).fill("${lay:MAIL_HOST}")
+    # the value a macro expands to shows as it is typed; a secret's as ***
+    host_out = incoming.locator("output[for='incoming.host']")
+    page.wait_for_function("o => o.textContent === '= 127.0.0.1'", arg=host_out.element_handle())
+    incoming.get_by_label("User", exact=True).fill("${sec:DemoSecrets.password}")
+    user_out = incoming.locator("output[for='incoming.user']")
+    page.wait_for_function("o => o.textContent === '= ***'", arg=user_out.element_handle())
+    incoming.get_by_label("User", exact=True).fill("${lay:NOPE}")
+    page.wait_for_function("o => o.textContent.startsWith('cannot expand')",
+                           arg=user_out.element_handle())
     incoming.get_by_label("User", exact=True).fill("partner@example.test")
     incoming.get_by_label("Secret", exact=True).fill("DemoSecrets.password")
     outgoing.get_by_label("Outgoing mail server protocol").select_option(

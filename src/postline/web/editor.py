@@ -63,21 +63,25 @@ def asset_url(kind: str, name: str) -> str:
     return f"/assets/{quote(kind, safe='')}/{quote(name, safe='')}"
 
 
+def resolve(project: Any, value: str) -> str:
+    """What the macros of ``value`` expand to now: the text, ``***`` for a secret, or
+    ``cannot expand: <why>``."""
+    try:
+        exp = expand_tracked(value, project._loaded.context(strict=False))
+        return MASK if exp.sensitive else exp.text
+    except SecretError:
+        return MASK
+    except ConfigError as exc:
+        return f"cannot expand: {exc.message}"
+
+
 def _resolved(project: Any, sections: tuple, values: Mapping[str, Any]) -> dict[str, str]:
     """Field -> what its macros expand to now (a secret's value as ``***``)."""
-    ctx = project._loaded.context(strict=False)
     out: dict[str, str] = {}
     for f in forms.fields_of(sections):
         value = values.get(f.key)
-        if not f.macro or not isinstance(value, str) or not has_macros(value):
-            continue
-        try:
-            exp = expand_tracked(value, ctx)
-            out[f.key] = MASK if exp.sensitive else exp.text
-        except SecretError:
-            out[f.key] = MASK
-        except ConfigError as exc:
-            out[f.key] = f"cannot expand: {exc.message}"
+        if f.macro and isinstance(value, str) and has_macros(value):
+            out[f.key] = resolve(project, value)
     return out
 
 
@@ -337,6 +341,15 @@ def add_routes(app: FastAPI, con: Any) -> None:
                             status=409)
         return RedirectResponse("/?done=" + quote(said, safe=""), 303)
 
+    async def resolved(request: Request, value: str = "") -> Response:
+        if not con.authed(request):
+            return Response("log in again", status_code=401)
+        text = resolve(con.workspace.project, value[:2000]) if has_macros(value) else ""
+        return Response(f"= {text}" if text and not text.startswith("cannot") else text,
+                        media_type="text/plain; charset=utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+    app.add_api_route("/resolve", resolved, methods=["GET"], include_in_schema=False)
     app.add_api_route("/assets/{kind}/{name}/delete", delete, methods=["POST"],
                       include_in_schema=False)
     app.add_api_route("/new/{kind}", new_form, methods=["GET"], include_in_schema=False)

@@ -44,7 +44,25 @@
     }
     setTimeout(tick, every);
   }
+  // a macro field shows what it expands to while it is typed (the server expands it;
+  // a secret comes back as ***)
+  function resolveAsTyped(input) {
+    var output = input.form.querySelector("output[for='" + input.id + "']");
+    var timer = null;
+    input.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () {
+        if (input.value.indexOf("${") < 0) { output.textContent = ""; return; }
+        fetch("/resolve?value=" + encodeURIComponent(input.value),
+              {credentials: "same-origin"})
+          .then(function (r) { return r.ok ? r.text() : ""; })
+          .then(function (text) { output.textContent = text; })
+          .catch(function () {});
+      }, 250);
+    });
+  }
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("input[data-resolve]").forEach(resolveAsTyped);
     document.querySelectorAll("form[data-dynamic]").forEach(function (form) {
       update(form);
       form.addEventListener("change", function () { update(form); });
