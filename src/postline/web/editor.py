@@ -344,6 +344,8 @@ def add_routes(app: FastAPI, con: Any) -> None:
     async def resolved(request: Request, value: str = "") -> Response:
         if not con.authed(request):
             return Response("log in again", status_code=401)
+        if con.read_only:   # no forms there: nothing to preview, no environment to probe
+            return Response("", status_code=403)
         text = resolve(con.workspace.project, value[:2000]) if has_macros(value) else ""
         return Response(f"= {text}" if text and not text.startswith("cannot") else text,
                         media_type="text/plain; charset=utf-8",

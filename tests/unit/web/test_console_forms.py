@@ -89,3 +89,14 @@ def test_a_project_with_errors_is_served_with_its_problems(root):
     html = client.get("/").text
     assert "broken.yaml:3: EmailService/Broken: connection:" in html
     assert '<a href="/assets/EmailService/Broken">fix</a>' in html
+
+
+def test_resolve_shows_macros_but_not_in_read_only(root, monkeypatch):
+    monkeypatch.setenv("CONSOLE_TEST_HOST", "mail.example.test")
+    client = _client(root)
+    r = client.get("/resolve", params={"value": "${env:CONSOLE_TEST_HOST}:1"})
+    assert r.text == "= mail.example.test:1"
+    assert client.get("/resolve", params={"value": "${sec:Creds.password}"}).text == "= ***"
+    assert client.get("/resolve", params={"value": "plain"}).text == ""
+    client = _client(root, read_only=True)
+    assert client.get("/resolve", params={"value": "${env:HOME}"}).status_code == 403
