@@ -1,6 +1,6 @@
 """Fixtures of the console's browser tests: Debian's chromium driven by Playwright.
 
-- ``browser`` (session): one headless chromium (``/usr/bin/chromium``, installed by
+- ``browser`` (module): one headless chromium (``/usr/bin/chromium``, installed by
   scripts/bootstrap.sh; never ``playwright install``) with a fresh profile directory.
 - ``console`` (function): ``postline serve`` started as a subprocess on a copy of a project
   on a random free port -> :class:`Console` (its URL, project directory, token, log).
@@ -50,7 +50,9 @@ def _unavailable(why: str) -> None:
 
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the main
+# thread while it is open, and every later test that calls asyncio.run() there would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     try:
         from playwright.sync_api import sync_playwright

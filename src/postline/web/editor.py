@@ -9,6 +9,7 @@ the form was opened is not overwritten: the page says so and offers to reload.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,10 +163,21 @@ def _doc_data(path: Path, text: str, kind: str, name: str) -> dict:
     return {}
 
 
+# one save at a time: the check that a file did not change and its writing go together
+_WRITING = threading.Lock()
+
+
 def save(con: Any, request: Request, kind: str, name: str | None,
          form: Mapping[str, list[str]]) -> tuple[str | None, str]:
     """Validate and write the posted form. Returns (URL to go to, '') when saved, else
-    (None, the form page again with the problems beside their fields)."""
+    (None, the form page again with the problems beside their fields). Raises
+    PostlineError when the asset left its file or a value cannot be sealed."""
+    with _WRITING:
+        return _save(con, request, kind, name, form)
+
+
+def _save(con: Any, request: Request, kind: str, name: str | None,
+          form: Mapping[str, list[str]]) -> tuple[str | None, str]:
     from postline.assets.problems import Problem
 
     project = con.workspace.project
@@ -248,6 +260,11 @@ def save(con: Any, request: Request, kind: str, name: str | None,
 def delete_asset(con: Any, request: Request, kind: str, name: str) -> str:
     """Remove ``kind/name`` from its file; returns what was done. Raises ConfigError when
     it is still used (naming every user) or its file changed."""
+    with _WRITING:
+        return _delete(con, request, kind, name)
+
+
+def _delete(con: Any, request: Request, kind: str, name: str) -> str:
     project = con.workspace.project
     entry = project.entry(kind, name)
     users = list(dict.fromkeys(r.source_label for r in project.usage(name, kind)))
