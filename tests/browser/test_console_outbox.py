@@ -49,6 +49,8 @@ def test_retry_a_failed_mail(page, console, smtp):
     page.goto(console.url + "/services/Notify")
     assert "554 5.7.1" in page.locator("table").inner_text()
     shot(page, "outbox-failed")
+    row = page.locator("tr", has=page.get_by_text("failed", exact=True))
+    assert row.get_by_role("button", name="Retry", exact=True).is_visible()
     page.get_by_role("button", name="Retry all failed mails").click()   # confirmed
     page.wait_for_url("**/services/Notify?done=*")
     assert "queued 1 mail(s) of Notify again" in page.get_by_role("status").inner_text()

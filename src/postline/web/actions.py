@@ -80,6 +80,19 @@ def ledger_row_actions(name: str, csrf: str):
     return cell
 
 
+def outbox_row_actions(name: str, csrf: str):
+    """``entry -> HTML``: a Retry button for a failed (or unknown) outbox mail."""
+    def cell(entry: Any) -> str:
+        if entry.state not in ("failed", "unknown"):
+            return ""
+        return _button(f"/services/{quote(name, safe='')}/retry", "Retry", csrf,
+                       hidden={"id": str(entry.id)},
+                       confirm=f"Queue mail {entry.id} again?" + (
+                           " Its outcome is unknown: the recipients may get it twice."
+                           if entry.state == "unknown" else ""))
+    return cell
+
+
 def outbox_actions(project: Any, name: str, *, csrf: str, read_only: bool) -> str:
     """The retry button under an outbox (none when read-only)."""
     if read_only:

@@ -229,8 +229,9 @@ def ledger_page(project: Any, name: str, *, row_actions=None) -> str:
             + _table(cols, rows))
 
 
-def outbox_page(project: Any, name: str) -> str:
-    """HTML body of ``/services/{name}``. Raises ConfigError if there is no such service."""
+def outbox_page(project: Any, name: str, *, row_actions=None) -> str:
+    """HTML body of ``/services/{name}``; ``row_actions(entry)`` (HTML) fills a last column
+    when given. Raises ConfigError if there is no such service."""
     from postline.service.outbox import Outbox
 
     project.entry("EmailService", name)
@@ -248,7 +249,8 @@ def outbox_page(project: Any, name: str) -> str:
         return head + _counts(counts) + "<p class='muted'>No mails for this service.</p>"
     rows = [(str(e.id), escape(e.state), escape(_when(e.updated_at)), str(e.attempts),
              escape(e.summary), escape(e.reason or str((e.result or {}).get("server_reply", ""))))
-            for e in entries]
+            + ((row_actions(e),) if row_actions else ()) for e in entries]
+    cols = ("Id", "State", "Updated", "Tries", "Recipients | subject", "Reason / reply") \
+        + (("",) if row_actions else ())
     return (head + _counts(counts) + f"<h2>Latest {len(entries)} mails</h2>"
-            + _table(("Id", "State", "Updated", "Tries", "Recipients | subject",
-                      "Reason / reply"), rows))
+            + _table(cols, rows))

@@ -141,8 +141,10 @@ def add_console(app: FastAPI, project: Any, *, guard: Guard, read_only: bool = F
             actions.ledger_actions(workspace.project, name, csrf=csrf, read_only=read_only)
 
     def outbox(request: Request, name: str) -> str:
-        return console.outbox_page(workspace.project, name) + actions.outbox_actions(
-            workspace.project, name, csrf=con.context(request)["csrf"], read_only=read_only)
+        csrf = con.context(request)["csrf"]
+        rows = None if read_only else actions.outbox_row_actions(name, csrf)
+        return console.outbox_page(workspace.project, name, row_actions=rows) + \
+            actions.outbox_actions(workspace.project, name, csrf=csrf, read_only=read_only)
 
     app.add_api_route("/", guarded("Project", index), methods=["GET"], include_in_schema=False)
     app.add_api_route("/assets/{kind}/{name}", guarded("Asset", asset), methods=["GET"],
