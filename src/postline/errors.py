@@ -24,6 +24,8 @@ adapter that called the library, with ``raise ... from exc`` so the cause is kep
     ├── ParseError                      a mail could not be turned into a record; skippable
     ├── StorageError                    a local write/read failed (disk full, permissions):
     │                                   not the mail's fault, so stop and retry later
+    ├── UnsafePathError                 an output entry is a link (or not what postline
+    │                                   writes): refused, never followed; the mail fails
     └── Busy                            another process already does this (reads this source,
                                         uses this state): do not start a second one (fatal)
 
@@ -159,6 +161,13 @@ class QueueFull(PostlineError):
 
 class ParseError(PostlineError):
     """A mail could not be turned into a record at all."""
+
+    disposition: Disposition = "skippable"
+
+
+class UnsafePathError(PostlineError):
+    """A sink's directory holds a symbolic link (or another odd entry) where postline writes
+    a file or directory of a mail: it is refused, not followed, and only that mail fails."""
 
     disposition: Disposition = "skippable"
 

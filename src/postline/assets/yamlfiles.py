@@ -20,6 +20,16 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from postline.assets.problems import Problem
 
 YAML_SUFFIXES = (".yaml", ".yml")
+# Limits against files made to take `validate` (and every command that loads the project)
+# down: ruamel's round-trip loader reads ~0.1-0.2 MB a second here, so a 5 MB file took
+# half a minute; and aliases are expanded into copies below, so a nine-level alias bomb
+# of a few hundred bytes would become 9^9 values. Asset files are a few KB.
+MAX_FILE_BYTES = 64 * 1024      # 0.3-1.3 s of ruamel here, the worst a list of 30,000 "a,"
+MAX_VALUES = 100_000          # values of one file, counted with its aliases expanded
+
+
+class _TooMany(Exception):
+    """A document expands to more than MAX_VALUES values."""
 
 
 @dataclass
@@ -70,7 +80,16 @@ def read_documents(path: Path, shown: str, *, text: str | None = None
     A syntax error stops reading that file (the documents before it are still returned).
     """
     try:
-        raw = path.read_bytes() if text is None else text.encode("utf-8")
+        if text is not None:   # the console checking an edit before it writes it
+            raw = text.encode("utf-8")
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_FILE_BYTES + 1)   # (not stat: it may be a pipe or /dev/zero)
+        if len(raw) > MAX_FILE_BYTES:
+            size = _size_text(path) if text is None else f"{len(raw) / 1e6:.1f} MB, "
+            return [], [Problem(shown, 1, f"file is {size}over the limit of "
+                                          f"{MAX_FILE_BYTES // 1024} KB for an asset file; "
+                                          "split it into several files")]
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
@@ -80,14 +99,20 @@ def read_documents(path: Path, shown: str, *, text: str | None = None
     except OSError as exc:
         return [], [Problem(shown, 1, f"cannot read file: {exc.strerror}")]
     docs: list[RawDocument] = []
+    budget = [MAX_VALUES]
+    start = 1
     try:
         for index, node in enumerate(_loader().load_all(text)):
             if node is None:
                 continue
-            lines: dict[tuple, int] = {}
-            data = _plain(node, (), lines)
             start = (node.lc.line + 1) if hasattr(node, "lc") else 1
+            lines: dict[tuple, int] = {}
+            data = _plain(node, (), lines, budget)
             docs.append(RawDocument(shown, path, index, start, data, lines))
+    except _TooMany:
+        return docs, [Problem(shown, start, f"the file expands to more than {MAX_VALUES:,} "
+                                            "values through its aliases (*name); write the "
+                                            "values out, or use fewer aliases")]
     except MarkedYAMLError as exc:
         return docs, [Problem(shown, _mark_line(exc), _syntax_message(exc, text))]
     except YAMLError as exc:  # unmarked errors are rare (e.g. reader errors)
@@ -140,8 +165,20 @@ def _first_key_line(text: str, key: str, exc: MarkedYAMLError) -> int | None:
     return None
 
 
-def _plain(node: Any, path: tuple, lines: dict[tuple, int]) -> Any:
-    """Plain Python data from a ruamel node, recording the line of every key and item."""
+def _size_text(path: Path) -> str:
+    try:
+        return f"{os.stat(path).st_size / 1e6:.1f} MB, "
+    except OSError:
+        return ""
+
+
+def _plain(node: Any, path: tuple, lines: dict[tuple, int], budget: list[int]) -> Any:
+    """Plain Python data from a ruamel node, recording the line of every key and item.
+    ``budget[0]`` is how many values may still be made (an alias is copied each time it is
+    used); raises _TooMany past it."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooMany
     if isinstance(node, dict):
         out: dict[Any, Any] = {}
         for key, value in node.items():
@@ -150,7 +187,7 @@ def _plain(node: Any, path: tuple, lines: dict[tuple, int]) -> Any:
                 lines[path + (name,)] = node.lc.key(key)[0] + 1
             except (AttributeError, KeyError, TypeError):
                 pass
-            out[name] = _plain(value, path + (name,), lines)
+            out[name] = _plain(value, path + (name,), lines, budget)
         return out
     if isinstance(node, list):
         items = []
@@ -159,7 +196,7 @@ def _plain(node: Any, path: tuple, lines: dict[tuple, int]) -> Any:
                 lines[path + (i,)] = node.lc.item(i)[0] + 1
             except (AttributeError, KeyError, TypeError, IndexError):
                 pass
-            items.append(_plain(value, path + (i,), lines))
+            items.append(_plain(value, path + (i,), lines, budget))
         return items
     return _scalar(node)
 

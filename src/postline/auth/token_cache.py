@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from postline.errors import TokenError
+from postline.files import make_dirs
 
 
 def cache_path(state_dir: Path, connection: str, direction: str) -> Path:
@@ -41,7 +42,7 @@ def load(source: Any, path: Path) -> str | None:
 
 def save(source: Any, path: Path, cache_json: str) -> None:
     """Seal ``cache_json`` and write it to ``path`` (0600, atomic replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     os.chmod(path.parent, 0o700)
     sealed = source.seal(cache_json.encode("utf-8"))
     tmp = path.with_name(path.name + ".tmp")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from postline.errors import ConfigError, QueueFull, StorageError
+from postline.files import private_sqlite
 
 SCHEMA_VERSION = 1
 STATES = ("queued", "sending", "sent", "failed", "unknown")
@@ -90,7 +91,7 @@ class Outbox:
         self._lock = threading.Lock()
         db = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self.path)   # whole outgoing messages: 0600, dir 0700
             self._db = db = sqlite3.connect(self.path, isolation_level=None,
                                             check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -101,7 +102,7 @@ class Outbox:
                                   f"{version}); upgrade postline")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, ConfigError) as exc:
+        except (sqlite3.Error, OSError, ConfigError) as exc:
             if db is not None:
                 db.close()  # nobody else holds it: the constructor failed
             if isinstance(exc, ConfigError):

@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from postline.files import make_dirs
+from postline.source.limits import MAX_STORED
+
 if TYPE_CHECKING:
     from postline.source.mime import ParsedMail
 
@@ -225,11 +228,14 @@ class _Store:
 
 
 def _create(path: Path) -> BinaryIO:
+    # 0600 (the rename to the part's home keeps it); no link is followed
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return open(path, "wb")
+        fd = os.open(path, flags, 0o600)
     except FileNotFoundError:   # the first part ever: the runner's work dir is new
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "wb")
+        make_dirs(path.parent)
+        fd = os.open(path, flags, 0o600)
+    return open(fd, "wb")
 
 
 _STORE = _Store()
@@ -257,6 +263,9 @@ def add_attachment(mail: ParsedMail, *, chunks: Iterable[bytes], filename: str |
     Raises what decoding ``chunks`` or writing raises."""
     reason = policy.type_reason(content_type) if policy.load else \
         "not loaded (attachments.load is false)"
+    if reason is None and mail.stored_count >= MAX_STORED:
+        # (a file each: 50,000 tiny parts made 50,000 files)
+        reason = f"over the limit of {MAX_STORED} stored attachments per mail"
     temp = scratch.new_file() if reason is None else None
     size, sha256 = _hash_and_store(chunks, temp)
     if temp is not None:
@@ -269,6 +278,7 @@ def add_attachment(mail: ParsedMail, *, chunks: Iterable[bytes], filename: str |
             temp = None
         else:
             mail.stored_total += size
+            mail.stored_count += 1
     mail.attachments.append(Attachment(
         filename=filename, content_type=content_type, disposition=disposition,
         content_id=content_id.strip() if content_id else None, size=size, sha256=sha256,

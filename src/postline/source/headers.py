@@ -15,6 +15,8 @@ import re
 from datetime import datetime, timedelta, timezone
 from email.message import Message
 
+from postline.source.limits import MAX_ADDRESS_TEXT, MAX_ADDRESSES, first_addresses
+
 ASCII_ALIASES = {"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "646", "us"}
 
 
@@ -39,8 +41,16 @@ def raw_header_text(raw: bytes, defects: list[str], name: str = "") -> str:
 _UNUSABLE_CODECS = {"undefined", "idna", "punycode"}
 
 
-@functools.lru_cache(maxsize=512)
 def text_codec(charset: str) -> str | None:
+    """:func:`_text_codec`, not cached for names no charset has (a header may carry a
+    megabyte of them; the cache must not keep them)."""
+    if len(charset) > 64:
+        return None
+    return _text_codec(charset)
+
+
+@functools.lru_cache(maxsize=512)
+def _text_codec(charset: str) -> str | None:
     """The codec name to decode text declared as ``charset`` (already stripped and lower
     case), or None when it names no usable text encoding. Never raises.
 
@@ -182,13 +192,28 @@ def _unfold(value: str) -> str:
     return value.replace("\r\n", "").replace("\n", "").strip()
 
 
-def addresses(values: list[str], defects: list[str]) -> list[dict[str, str]]:
-    """``[{name, address}]`` from the raw values of one address header (may repeat)."""
+def addresses(values: list[str], defects: list[str], name: str = "address"
+              ) -> list[dict[str, str]]:
+    """``[{name, address}]`` from the raw values of one address header (may repeat), at
+    most MAX_ADDRESSES of them, read from the first MAX_ADDRESS_TEXT characters (cut at a
+    comma); what was left out is a defect naming header ``name``."""
     if not values:
         return []
-    pairs, found = _addresses(tuple(values))
+    total = sum(map(len, values))
+    if total > MAX_ADDRESS_TEXT:
+        values = first_addresses(values)
+        defects.append(f"{name} header of {total:,} characters; only its first "
+                       f"{MAX_ADDRESS_TEXT:,} are read")
+    if total > 4096:   # not cached: the cache would keep such texts for later mails
+        pairs, found = _addresses.__wrapped__(tuple(values))
+    else:
+        pairs, found = _addresses(tuple(values))
     defects.extend(found)
-    return [{"name": name, "address": addr} for name, addr in pairs]
+    if len(pairs) > MAX_ADDRESSES:
+        defects.append(f"{name} has {len(pairs):,} addresses; the first {MAX_ADDRESSES:,} "
+                       "are kept")
+        pairs = pairs[:MAX_ADDRESSES]
+    return [{"name": n, "address": addr} for n, addr in pairs]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -404,6 +429,9 @@ def content_info(content_type: str | None, disposition: str | None, defects: lis
     costs ~15 us. Returns a new object each time (callers may change it)."""
     key = (content_type, disposition, default_type)
     hit = _INFO_CACHE.get(key)
+    if hit is None and len(content_type or "") + len(disposition or "") > 2048:
+        # not cached: the cache would keep such (hostile) values for later mails
+        return ContentInfo(content_type, disposition, defects, default_type)
     if hit is None:
         found: list[str] = []
         info = ContentInfo(content_type, disposition, found, default_type)

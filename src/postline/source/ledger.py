@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from postline.errors import ConfigError, StorageError
+from postline.files import private_sqlite
 
 STATES = ("acquired", "done", "failed", "ignored")
 # 2: the fingerprint column (added to a version 1 ledger when it is opened for writing)
@@ -226,7 +227,7 @@ class SqliteLedger(Ledger):
             return
         db = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self.path)   # 0600 (and its -wal/-shm), in a 0700 directory
             self._db = db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                             check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -238,7 +239,7 @@ class SqliteLedger(Ledger):
             self._rdb = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                         check_same_thread=False)
             self._rdb.execute("PRAGMA query_only=ON")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             if db is not None:
                 db.close()  # nobody else holds it: the constructor failed
             raise ConfigError(f"ledger {self.path} cannot be opened: {exc}",

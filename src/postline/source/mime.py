@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from typing import Union
 
 from postline.source.attachments import Attachment, AttachmentPolicy, Scratch, add_attachment
+from postline.source.limits import (MAX_DEPTH, MAX_HEADERS, MAX_MALFORMED, MAX_PARTS,
+                                    HeaderCap)
 from postline.source.headers import (
     content_info,
     body_text,
@@ -40,7 +42,6 @@ except ImportError:  # pragma: no cover - depends on the installation
     def _b64decode(data: memoryview) -> bytes:
         return binascii.a2b_base64(data)
 CHUNK = 1 << 20
-MAX_DEPTH = 40
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _NON_B64 = bytes(b for b in range(256) if b not in _B64)
 _TAIL_OK = (b"", b"\r", b"\n", b" ", b"\t", b"-")
@@ -48,6 +49,11 @@ _TAIL_OK = (b"", b"\r", b"\n", b" ", b"\t", b"-")
 
 class FastPathError(Exception):
     """The fast parser gives up on this mail; the caller falls back to the stdlib parser."""
+
+
+class TooDeep(FastPathError):
+    """Multipart nesting past MAX_DEPTH: the stdlib parser reads deeper, and failing that,
+    ``parse_fast(cut_deep=True)`` reads the mail without its deepest parts."""
 
 
 class ParsedMail:
@@ -60,6 +66,9 @@ class ParsedMail:
         self.attachments: list[Attachment] = []
         self.defects: list[str] = []
         self.stored_total = 0
+        self.stored_count = 0
+        self.parts = 0                            # MIME parts read so far (MAX_PARTS)
+        self.cut_deep = False                     # parts past the depth limit: left out
         self.parser = "fast"
         self.scratch: Scratch | None = None       # set by parse_mail: stored part files
         self._by_name: dict[str, list[str]] | None = None
@@ -107,7 +116,12 @@ def read_headers(buf: Buffer, start: int, end: int, defects: list[str]
     else:
         hdr_end = body = end
     block = bytes(buf[start:hdr_end])
-    fast = _header_lines_ascii(block)
+    lines = block.count(b"\n")   # (a C scan of a few hundred bytes, as a rule)
+    if lines > MAX_HEADERS and (lines - block.count(b"\n ") - block.count(b"\n\t")
+                                > MAX_HEADERS):
+        fast = None   # more headers than are kept: read them one by one, bounded
+    else:
+        fast = _header_lines_ascii(block)
     if fast is not None:
         return fast, body
     # Only blocks the fast reader declined get here (it declines any lone CR), and the
@@ -184,34 +198,53 @@ def _header_lines_ascii(block: bytes) -> list[tuple[str, str]] | None:
     return out
 
 
+def _lines(block: bytes) -> Iterator[tuple[int, bytes]]:
+    """The lines of ``block`` one at a time, each with its offset (a split() of a 14 MB
+    block of a million headers would hold a million line objects at once)."""
+    pos, end = 0, len(block)
+    while pos < end:
+        nl = block.find(b"\n", pos)
+        if nl < 0:
+            nl = end
+        yield pos, block[pos:nl]
+        pos = nl + 1
+
+
 def _header_lines(block: bytes, defects: list[str]
                   ) -> tuple[list[tuple[str, str]], int | None]:
     """The headers of ``block`` line by line, and the offset of the first line that is no
     header (no colon, or white space in the name) when there is one: the body starts
     there, and the lines after it are not headers. Problems go to ``defects``."""
-    headers: list[tuple[bytes, bytes]] = []
+    # a value's lines are joined at the end: adding each continuation line to the value
+    # copied it every time (a Cc of 300,000 folded lines: minutes)
+    headers: list[tuple[bytes, list[bytes]]] = []
     first = True
     cut: int | None = None
-    offset = 0
-    for line in block.split(b"\n"):
-        at, offset = offset, offset + len(line) + 1
+    cap = HeaderCap()
+    malformed = 0
+    dropping = False          # the current header was not kept: nor are its continuations
+    for at, line in _lines(block):
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line:
             continue
         if line[:1] in (b" ", b"\t"):
+            if dropping:
+                continue
             if headers:
-                name, value = headers[-1]
-                headers[-1] = (name, value + line)
+                headers[-1][1].append(line)
             else:
                 defects.append("continuation line before the first header")
             first = False
             continue
         name, sep, value = line.partition(b":")
         name = name.rstrip()
-        if line.startswith(b"From "):   # an mbox envelope line: a header, not the body
-            if not first:
-                defects.append(f"malformed header line {line[:40]!r}")
+        if line.startswith(b"From ") or (sep and not name):
+            # an mbox envelope line (a header, not the body) or a line starting with ':'
+            if not (first and line.startswith(b"From ")):
+                malformed += 1
+                if malformed <= MAX_MALFORMED:
+                    defects.append(f"malformed header line {line[:40]!r}")
             first = False
             continue
         if not sep or b" " in name or b"\t" in name:
@@ -219,15 +252,19 @@ def _header_lines(block: bytes, defects: list[str]
                            f"starts at {line[:40]!r}")
             cut = at
             break
-        if not name:
-            defects.append(f"malformed header line {line[:40]!r}")
-            first = False
-            continue
         first = False
-        headers.append((name, value))
+        dropping = not cap.keep(name, headers)
+        if not dropping:
+            headers.append((name, [value]))
+    if malformed > MAX_MALFORMED:
+        defects.append(f"{malformed:,} malformed header lines; the first {MAX_MALFORMED} "
+                       "named")
+    if (capped := cap.defect(len(headers))) is not None:
+        defects.append(capped)
     out = []
-    for name, value in headers:
+    for name, lines in headers:
         n = name.decode("ascii", errors="replace")
+        value = lines[0] if len(lines) == 1 else b"".join(lines)
         out.append((n, raw_header_text(value, defects, n).strip()))
     return out, cut
 
@@ -255,9 +292,10 @@ def _find_delim(buf: Buffer, delim: bytes, pos: int, end: int) -> int:
     return buf.find(delim, pos, end)
 
 
-def split_multipart(buf: Buffer, start: int, end: int, boundary: str, defects: list[str]
-                    ) -> list[tuple[int, int]] | None:
-    """Spans of the body parts between ``--boundary`` lines; None when none is found."""
+def split_multipart(buf: Buffer, start: int, end: int, boundary: str, defects: list[str],
+                    limit: int = MAX_PARTS) -> list[tuple[int, int]] | None:
+    """Spans of the body parts between ``--boundary`` lines (at most ``limit``, the rest
+    is not looked for); None when none is found."""
     delim = b"--" + boundary.encode("latin-1", errors="replace")
     dl = len(delim)
     marks: list[int] = []
@@ -276,6 +314,9 @@ def split_multipart(buf: Buffer, start: int, end: int, boundary: str, defects: l
             if buf[pos:pos + 1] == b"-":
                 continue
             marks.append(i)
+            if len(marks) > limit:
+                closed = True   # (not read further: _walk names the cut)
+                break
     if not marks:
         return None
     if not closed:
@@ -365,10 +406,13 @@ def _release(buf: Buffer, start: int, stop: int) -> None:
             pass
 
 
-def parse_fast(buf: Buffer, *, policy: AttachmentPolicy, scratch: Scratch) -> ParsedMail:
-    """Parse a whole mail. Raises FastPathError (or any error) to ask for the fallback."""
+def parse_fast(buf: Buffer, *, policy: AttachmentPolicy, scratch: Scratch,
+               cut_deep: bool = False) -> ParsedMail:
+    """Parse a whole mail. Raises FastPathError (or any error) to ask for the fallback;
+    ``cut_deep``: leave out parts nested past MAX_DEPTH (with a defect) instead."""
     mail = ParsedMail()
     mail.scratch = scratch
+    mail.cut_deep = cut_deep
     if buf.find(b"\n") < 0 and buf.find(b"\r") >= 0:
         # Only CR line ends (classic Mac OS): read as CRLF, so that the header block, the
         # boundaries and the body are found. A copy, but of a rare mail (the stdlib
@@ -383,10 +427,30 @@ def parse_fast(buf: Buffer, *, policy: AttachmentPolicy, scratch: Scratch) -> Pa
     return mail
 
 
+def beyond_limits(mail: ParsedMail, depth: int, max_depth: int = MAX_DEPTH) -> bool:
+    """True when a part at ``depth`` is not to be read (past ``max_depth`` or MAX_PARTS);
+    the first such part of each kind leaves a defect. Counts the part otherwise. Raises
+    FastPathError past ``max_depth`` unless ``mail.cut_deep``: the stdlib parser reads
+    deeper (a few hundred levels), and is asked first."""
+    if depth > max_depth:
+        if not mail.cut_deep:
+            raise TooDeep("MIME nesting too deep")
+        note = f"MIME parts nested deeper than {max_depth} levels are not read"
+        if note not in mail.defects:
+            mail.defects.append(note)
+        return True
+    mail.parts += 1
+    if mail.parts > MAX_PARTS:
+        if mail.parts == MAX_PARTS + 1:
+            mail.defects.append(f"more than {MAX_PARTS:,} MIME parts; the rest is not read")
+        return True
+    return False
+
+
 def _walk(buf: Buffer, mail: ParsedMail, headers: list[tuple[str, str]], start: int, end: int,
           depth: int, default_type: str, policy: AttachmentPolicy, scratch: Scratch) -> None:
-    if depth > MAX_DEPTH:
-        raise FastPathError("MIME nesting too deep")
+    if beyond_limits(mail, depth):
+        return
     d = mail.defects
     info = content_info(_get(headers, "content-type"), _get(headers, "content-disposition"),
                        d, default_type)
@@ -402,6 +466,9 @@ def _walk(buf: Buffer, mail: ParsedMail, headers: list[tuple[str, str]], start: 
         if spans is not None:
             child = "message/rfc822" if info.type == "multipart/digest" else "text/plain"
             for s, e in spans:
+                if mail.parts >= MAX_PARTS:   # (beyond_limits names it, once)
+                    beyond_limits(mail, depth + 1)
+                    break
                 hdrs, body = read_headers(buf, s, e, d)
                 _walk(buf, mail, hdrs, body, e, depth + 1, child, policy, scratch)
             return

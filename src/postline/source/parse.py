@@ -26,7 +26,9 @@ from postline.source.headers import (
     raw_header_text,
 )
 from postline.source.attachments import AttachmentPolicy, Scratch, add_attachment
-from postline.source.mime import Buffer, ParsedMail, parse_fast
+from postline.source.limits import MAX_STDLIB_DEPTH, HeaderCap
+from postline.source.mime import (Buffer, FastPathError, ParsedMail, TooDeep, beyond_limits,
+                                  parse_fast)
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,16 @@ def parse_mail(*, data: bytes | bytearray | None = None, path: Path | None = Non
     when neither parser can read the mail at all, StorageError when the disk fails us.
     """
     scratch = Scratch(work_dir, prefix)
+    too_deep = False
     try:
         with open_buffer(data=data, path=path) as buf:
             return parse_fast(buf, policy=policy, scratch=scratch)
     except Exception as exc:  # noqa: BLE001 - any failure of the fast path means: fall back
         if (err := storage_error(exc, what="storing attachments")) is not None:
             raise err from exc  # a full disk is not the mail's fault: do not fall back
-        reason = f"{type(exc).__name__}: {exc}"[:200]
+        kind = "FastPathError" if isinstance(exc, FastPathError) else type(exc).__name__
+        reason = f"{kind}: {exc}"[:200]
+        too_deep = isinstance(exc, TooDeep)
         log.debug("fast parser gave up (%s); using the stdlib parser", reason)
         scratch.clear()
     try:
@@ -82,13 +87,35 @@ def parse_mail(*, data: bytes | bytearray | None = None, path: Path | None = Non
         scratch.clear()
         if (err := storage_error(exc, what="storing attachments")) is not None:
             raise err from exc
-        raise ParseError(f"mail cannot be parsed: {type(exc).__name__}: {exc}"[:300]) from exc
+        if not too_deep:
+            raise ParseError(f"mail cannot be parsed: {type(exc).__name__}: {exc}"[:300]
+                             ) from exc
+        # (a RecursionError of a mail nested a thousand deep): read it without its deepest
+        # parts rather than lose it, subject and all
+        return _parse_cut_deep(data, path, policy, scratch, f"{type(exc).__name__}")
     mail.defects.insert(0, f"fast parser gave up ({reason}); parsed with the stdlib parser")
     if (len(data) if data is not None else path.stat().st_size if path else 0) == 0:
         # still a record (the server holds a 0-byte mail), but nobody should wonder why
         # it is blank
         mail.defects.insert(1, "empty mail")
     mail.scratch = scratch
+    return mail
+
+
+def _parse_cut_deep(data: bytes | bytearray | None, path: Path | None,
+                    policy: AttachmentPolicy, scratch: Scratch, why: str) -> ParsedMail:
+    """The fast parser again, leaving out parts nested past its depth limit. Raises
+    StorageError, ParseError."""
+    try:
+        with open_buffer(data=data, path=path) as buf:
+            mail = parse_fast(buf, policy=policy, scratch=scratch, cut_deep=True)
+    except Exception as exc:  # noqa: BLE001
+        scratch.clear()
+        if (err := storage_error(exc, what="storing attachments")) is not None:
+            raise err from exc
+        raise ParseError(f"mail cannot be parsed: {type(exc).__name__}: {exc}"[:300]) from exc
+    mail.defects.insert(0, f"nested too deep for the stdlib parser too ({why}); read "
+                           "without its deepest parts")
     return mail
 
 
@@ -99,15 +126,20 @@ def _raw_headers(part: Message, defects: list[str]) -> list[tuple[str, str]]:
     ``raw_items`` gives the values as parsed, the 8-bit bytes kept as surrogate escapes;
     ``items``/``get`` of compat32 would turn those into ``Header`` objects whose text has
     U+FFFD in place of every such byte."""
-    out = []
+    out: list[tuple[str, str]] = []
+    cap = HeaderCap()   # as the fast path keeps them
     for name, value in part.raw_items():
         n = str(name)
+        if not cap.keep(n.encode("ascii", "replace"), out):
+            continue
         text = str(value)
         try:
             text = raw_header_text(text.encode("ascii", "surrogateescape"), defects, n)
         except UnicodeEncodeError:   # not from the bytes parser: already text
             pass
         out.append((n, text.replace("\r\n", "").replace("\n", "").replace("\r", "").strip()))
+    if (cut := cap.defect(len(out))) is not None:
+        defects.append(cut)
     return out
 
 
@@ -130,7 +162,9 @@ def parse_stdlib(fh: BinaryIO, *, policy: AttachmentPolicy, scratch: Scratch) ->
 
 
 def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, scratch: Scratch,
-                 headers: list[tuple[str, str]] | None = None) -> None:
+                 headers: list[tuple[str, str]] | None = None, depth: int = 0) -> None:
+    if beyond_limits(mail, depth, MAX_STDLIB_DEPTH):
+        return
     d = mail.defects
     d.extend(type(x).__name__ for x in getattr(part, "defects", []))
     if headers is None:
@@ -169,7 +203,7 @@ def _walk_stdlib(part: Message, mail: ParsedMail, policy: AttachmentPolicy, scra
         if isinstance(payload, list):
             for sub in payload:
                 if isinstance(sub, Message):
-                    _walk_stdlib(sub, mail, policy, scratch)
+                    _walk_stdlib(sub, mail, policy, scratch, depth=depth + 1)
             return
     if info.type.startswith("multipart/"):
         info.type = "text/plain"

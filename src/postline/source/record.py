@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from postline.source.headers import addresses, decode_words, parse_date, received_date
+from postline.source.limits import MAX_HEADER_VALUE
 from postline.source.mime import ParsedMail
 
 SCHEMA_VERSION = 1
@@ -21,6 +22,8 @@ SCHEMA_PATH = Path(__file__).with_name("record.schema.json")
 
 _ADDRESS_HEADERS = {"from": "from", "to": "to", "cc": "cc", "bcc": "bcc",
                     "reply_to": "reply-to", "sender": "sender"}
+_HEADER_NAMES = {"from": "From", "to": "To", "cc": "Cc", "bcc": "Bcc", "reply-to": "Reply-To",
+                 "sender": "Sender"}
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,26 @@ def ledger_key(connection: str, folder: str, folder_version: str, server_id: str
     return f"{connection}/{folder}/{folder_version}/{server_id}"
 
 
-def safe_name(text: str, limit: int = 120) -> str:
-    """``text`` as a file-name part: no path separators or control characters."""
-    cleaned = re.sub(r'[\x00-\x1f/\\:*?"<>|]+', "_", text).strip(" .")
-    return cleaned[:limit] or "_"
+NAME_BYTES = 200   # of an attachment's file name part: file systems allow 255 a name
+
+
+def safe_name(text: str, limit: int = 120, max_bytes: int = NAME_BYTES) -> str:
+    """``text`` as a file-name part: no path separators or control characters, at most
+    ``limit`` characters and ``max_bytes`` bytes of UTF-8 (a CJK letter takes 3 bytes, and
+    file systems count bytes), cut before a short extension so that it stays (the full
+    name stays in the record)."""
+    text = text.encode("utf-8", "replace").decode("utf-8")   # (lone surrogates)
+    cleaned = re.sub(r'[\x00-\x1f\x7f/\\:*?"<>|]+', "_", text).strip(" .")
+    if len(cleaned) > limit or len(cleaned.encode("utf-8")) > max_bytes:
+        stem, dot, ext = cleaned.rpartition(".")
+        if not (dot and stem and 0 < len(ext) <= 16 and ext.isalnum()):
+            stem, ext = cleaned, ""
+        else:
+            ext = "." + ext
+        room = max_bytes - len(ext.encode("utf-8"))
+        stem = stem[:limit - len(ext)].encode("utf-8")[:room].decode("utf-8", "ignore")
+        cleaned = stem.rstrip(" .") + ext
+    return cleaned or "_"
 
 
 def file_key(key: str) -> str:
@@ -73,7 +92,7 @@ def header_summary(mail: ParsedMail) -> dict[str, Any]:
         subject = subject.replace("\x00", "")
     out: dict[str, Any] = {"subject": subject}
     for field, header in _ADDRESS_HEADERS.items():
-        out[field] = addresses(mail.header_all(header), d)
+        out[field] = addresses(mail.header_all(header), d, _HEADER_NAMES[header])
     out["message_id"] = message_id(mail.header_all("message-id"), d)
     return out
 
@@ -168,6 +187,10 @@ def _decoded_headers(mail: ParsedMail, summary: dict[str, Any], defects: list[st
         done[subject_raw] = summary["subject"]
     out = []
     for n, v in mail.headers:
+        if len(v) > MAX_HEADER_VALUE:
+            defects.append(f"header {n[:40]} of {len(v):,} characters cut to "
+                           f"{MAX_HEADER_VALUE:,} in the record")
+            v = v[:MAX_HEADER_VALUE]
         if "=?" in v:
             value = done.get(v)
             if value is None:

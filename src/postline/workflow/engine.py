@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from postline.errors import Busy, ConfigError, PostlineError, os_error_message
+from postline.files import FILE_MODE
 from postline.locks import ProcessLock
 from postline.protocols.base import MailboxReader
 from postline.source.filters import AttachmentRules, MailFilter
@@ -136,6 +137,15 @@ def attachments_home(project: Any, workflow: Any, sinks: list[Sink]
     return fallback
 
 
+def attachments_mode(workflow: Any, sinks: list[Sink]) -> int:
+    """The file mode of stored attachments: beside the first directory sink's records they
+    are as private as those records (its ``mode``), elsewhere FILE_MODE."""
+    first_dir = next((s for s in sinks if isinstance(s, DirectorySink)), None)
+    if workflow.attachments_dir or first_dir is None:
+        return FILE_MODE
+    return first_dir.mode
+
+
 def mail_settings(project: Any, workflow: Any, *, source: Any, conn: Any, work_dir: Path,
                   sinks: list[Sink], home: Callable[[str], Path],
                   service_opener: Callable[[str], Any] | None = None) -> MailSettings:
@@ -164,7 +174,8 @@ def mail_settings(project: Any, workflow: Any, *, source: Any, conn: Any, work_d
         attachments=AttachmentRules.from_config(source.attachments),
         reprocess=source.reprocess, on_failure=f.on_failure, max_retries=f.max_retries,
         min_backoff=f.min_backoff, max_backoff=f.max_backoff, work_dir=work_dir,
-        attachments_home=home, sinks=sinks, processor=processor, context=context)
+        attachments_home=home, sinks=sinks, processor=processor, context=context,
+        file_mode=attachments_mode(workflow, sinks))
 
 
 def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: Ledger,
@@ -186,7 +197,7 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
         def reader_factory(c: Any) -> MailboxReader:
             return open_reader(project, c)
     # delta links (Graph): an idle round then costs what changed, not a listing of the folder
-    cursors = (DeltaLinks(path=delta_links_path(state_dir)) if protocol == "graph"
+    cursors = (DeltaLinks(path=delta_links_path(Path(project.state_dir))) if protocol == "graph"
                and isinstance(ledger, SqliteLedger) else None)
     return WorkflowRunner(name=workflow.name, source=source, settings=settings, ledger=ledger,
                           reader_factory=lambda: reader_factory(conn),

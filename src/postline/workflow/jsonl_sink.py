@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from postline.files import FILE_MODE, dir_mode_for, make_dirs, set_mode
 from postline.protocols.base import RawMessage
 from postline.workflow.sinks import Sink, Staged, _line
 
@@ -28,8 +29,9 @@ log = logging.getLogger("postline.sinks")
 class _JsonlFile:
     """One JSONL file shared by every sink instance in this process that names it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mode: int = FILE_MODE) -> None:
         self.path = path
+        self.mode = mode
         self.index_path = path.with_name(path.name + ".keys")
         self.lock = threading.Lock()
         self.keys: set[str] = set()
@@ -43,7 +45,7 @@ class _JsonlFile:
     def open(self) -> None:
         if self._fh is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent, dir_mode_for(self.mode))
         indexed_to = 0
         size = self.path.stat().st_size if self.path.exists() else 0
         if self.index_path.exists():
@@ -68,9 +70,9 @@ class _JsonlFile:
             if good != len(data):
                 with open(self.index_path, "r+b") as f:
                     f.truncate(good)
-        self._fh = open(self.path, "a+b")
+        self._fh = _open_with_mode(self.path, "a+b", self.mode)
         try:
-            self._idx = open(self.index_path, "ab")
+            self._idx = _open_with_mode(self.index_path, "ab", self.mode)
             size = self._fh.seek(0, os.SEEK_END)
             if size > indexed_to:
                 self._catch_up(indexed_to, size)
@@ -198,10 +200,12 @@ _JSONL_LOCK = threading.Lock()
 class JsonlSink(Sink):
     label = "jsonl"
 
-    def __init__(self, *, path: Path) -> None:
+    def __init__(self, *, path: Path, mode: int = FILE_MODE) -> None:
+        """``mode``: of the file and its ``.keys`` index (set on every open, so a changed
+        setting applies to an existing file too)."""
         self.path = Path(path).resolve()
         with _JSONL_LOCK:
-            self._file = _JSONL_FILES.setdefault(self.path, _JsonlFile(self.path))
+            self._file = _JSONL_FILES.setdefault(self.path, _JsonlFile(self.path, mode))
 
     def open(self) -> None:
         with _JSONL_LOCK:
@@ -232,6 +236,19 @@ class JsonlSink(Sink):
                     self._file.close()
                 except OSError as exc:  # close never raises (Sink contract)
                     log.warning("closing %s: %s", self.where, exc)
+
+
+def _open_with_mode(path: Path, how: str, mode: int):
+    """``open(path, how)`` ("ab" or "a+b"), the file created or set to ``mode`` exactly."""
+    flags = os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_RDWR if "+" in how
+                                                        else os.O_WRONLY)
+    fd = os.open(path, flags, mode)
+    try:
+        set_mode(fd, mode, path)
+        return open(fd, how)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _append(fd: int, lines: list[bytes]) -> None:

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 
 from postline.errors import (DeliveryError, ParseError, PostlineError, StorageError,
                              storage_error)
+from postline.files import FILE_MODE, SafeDir, dir_mode_for
 from postline.protocols.base import RawMessage
 from postline.source.filters import AttachmentRules, MailFilter
 from postline.source.fingerprint import fingerprint
@@ -58,6 +58,7 @@ class MailSettings:
     sinks: list[Sink] = field(default_factory=list)
     processor: Processor | None = None
     context: Context | None = None
+    file_mode: int = FILE_MODE      # of stored attachments (their directory: dir_mode_for)
 
 
 @dataclass
@@ -163,26 +164,60 @@ def _duplicate(s: MailSettings, prep: Prepared, fp: str, done: list[DoneMail]
     return None
 
 
+class StoredParts:
+    """The attachment files of one mail in their home (made without following links, see
+    :class:`SafeDir`): their paths, and the way to take them back when the mail fails."""
+
+    def __init__(self) -> None:
+        self.home: SafeDir | None = None
+        self.names: list[str] = []
+        self.paths: list[Path] = []
+
+    def remove(self) -> None:
+        """Remove the files and, when that leaves it empty, their directory (a failed mail
+        leaves nothing behind). Never raises."""
+        if self.home is None:
+            return
+        for name in self.names:
+            try:
+                self.home.unlink(name)
+            except OSError as exc:
+                log.warning("cannot remove %s/%s: %s", self.home.path, name, exc)
+        try:
+            os.rmdir(self.home.path)   # (fails on a link: nothing is followed)
+        except OSError:
+            pass
+        self.names, self.paths = [], []
+        self.close()
+
+    def close(self) -> None:
+        if self.home is not None:
+            self.home.close()
+            self.home = None
+
+
 def _store_attachments(record: dict[str, Any], parsed: ParsedMail,
-                       home_of: Callable[[], Path]) -> list[Path]:
-    home: Path | None = None
-    stored: list[Path] = []
+                       home_of: Callable[[], Path], mode: int, kept: StoredParts) -> None:
+    """Move the stored parts to their home and set the record's ``path``s; ``kept`` lists
+    them. A part's file name is ``NN-<name cut to 200 bytes>`` (the record keeps the whole
+    name). Raises UnsafePathError (a link where the home or a file goes), OSError."""
     for i, (att, rec) in enumerate(zip(parsed.attachments, record["attachments"])):
         if att.temp_path is None:
             continue
-        if home is None:
-            home = home_of()
-            home.mkdir(parents=True, exist_ok=True)
-        target = home / f"{i:02d}-{safe_name(att.filename or 'attachment')}"
-        try:
-            os.replace(att.temp_path, target)
-        except OSError:  # another file system
-            shutil.move(str(att.temp_path), target)
+        if kept.home is None:
+            path = home_of()
+            with SafeDir.open(path.parent, mode=dir_mode_for(mode)) as parent:
+                kept.home, _ = parent.subdir(path.name, mode=dir_mode_for(mode))
+        name = f"{i:02d}-{safe_name(att.filename or 'attachment')}"
+        if mode != FILE_MODE:   # parts are made 0600; a rename keeps the mode
+            os.chmod(att.temp_path, mode)
+        kept.home.move_in(att.temp_path, name)
         if parsed.scratch is not None:
             parsed.scratch.forget(att.temp_path)
+        target = kept.home.path / name
+        kept.names.append(name)
+        kept.paths.append(target)
         rec["path"] = str(target)
-        stored.append(target)
-    return stored
 
 
 def _result(prep_key: str, t0: float, state: str, label: str, subject: str,
@@ -269,6 +304,15 @@ def deliver(prep: Prepared, *, s: MailSettings, done: list[DoneMail],
     it to the processor and every sink. Never raises for a mail's own problems (they
     become a ``failed`` outcome); lets ConnectError, StorageError (disk full,
     permissions: not the mail's fault) and stop requests out."""
+    kept = StoredParts()
+    try:
+        return _deliver(prep, s=s, done=done, stop=stop, clock=clock, kept=kept)
+    finally:
+        kept.close()
+
+
+def _deliver(prep: Prepared, *, s: MailSettings, done: list[DoneMail],
+             stop: threading.Event, clock: Clock, kept: StoredParts) -> JobResult:
     key, subject, identity, digest = prep.key, prep.subject, prep.identity, prep.digest
     # the mail's own time: its parse plus this step (not the batch's other mails)
     t0 = time.perf_counter() - prep.ms / 1000
@@ -278,6 +322,8 @@ def deliver(prep: Prepared, *, s: MailSettings, done: list[DoneMail],
 
     def result(state: str, label: str, reason: str | None = None,
                dup_of: str | None = None, settled: bool = False) -> JobResult:
+        if state != "done":
+            kept.remove()   # a mail that is not done leaves no attachment behind
         return _result(key, t0, state, label, subject, reason, identity, digest, dup_of,
                        parsed, fp, settled)
 
@@ -308,7 +354,8 @@ def deliver(prep: Prepared, *, s: MailSettings, done: list[DoneMail],
         macros["date"] = record["date"] or ""
         macros["received"] = record["received"] or ""
         record["stream_name"] = s.stream_name(macros)
-        stored = _store_attachments(record, parsed, lambda: s.attachments_home(key))
+        _store_attachments(record, parsed, lambda: s.attachments_home(key), s.file_mode,
+                           kept)
         for sink in s.sinks:
             if isinstance(sink, DirectorySink) and sink.keep_eml:
                 record["eml_path"] = str(sink.eml_path(key))
@@ -351,7 +398,7 @@ def deliver(prep: Prepared, *, s: MailSettings, done: list[DoneMail],
                     # a stop request ended a sink's retries: the next run takes the mail up
                     return result("acquired", "interrupted", f"{where}: {exc}"[:500])
                 raise
-            done_result.files = tuple(stored)
+            done_result.files = tuple(kept.paths)
             return done_result
         except Ignore as exc:  # the processor skips the mail on purpose: no retry
             return result("ignored", "ignored", exc.reason[:500])

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from postline.errors import StorageError
+from postline.files import make_dirs
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
 from postline.source.filters import AttachmentRules
 from postline.source.ledger import Entry, Ledger
@@ -83,7 +84,7 @@ def retry_failed(*, source, protocol: str, entries: list[Entry], ledger: Ledger,
             wanted.setdefault(e.message_id or f"no-identity:{e.key}", []).append(e)
     found: list[str] = []
     if wanted:
-        work_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(work_dir)
         try:
             with reader_factory() as reader:
                 if not reader.capabilities.stable_ids:

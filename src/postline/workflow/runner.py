@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
+from postline.files import make_dirs
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
 from postline.source.delta_links import DeltaLinks
 from postline.source.ledger import Ledger, Place, SqliteLedger
@@ -446,7 +447,7 @@ def _default_committer(ledger: Ledger) -> Committer:
 def clean_work_dir(path: Path) -> None:
     """Remove leftovers of an earlier run (parse scratch files, spooled mails)."""
     shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
+    make_dirs(path)   # 0700: parts of mails wait here
 
 
 def _one_line(text: str) -> str:

@@ -19,7 +19,6 @@ import abc
 import json
 import logging
 import os
-import shutil
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from postline.errors import DeliveryError
+from postline.files import FILE_MODE, SafeDir, dir_mode_for
 from postline.logs import redact
 from postline.protocols.base import RawMessage
 from postline.source.record import file_key
@@ -119,27 +119,32 @@ except ImportError:  # pragma: no cover - depends on the installation
         return (_dumps(record) + "\n").encode("utf-8")
 
 
-def write_raw(raw: RawMessage, target: Path) -> None:
-    """Copy the raw mail to ``target`` (streaming for spooled mails)."""
-    if raw.data is not None:
-        target.write_bytes(raw.data)
-    else:
-        assert raw.path is not None
-        shutil.copyfile(raw.path, target)
-
-
 class DirectorySink(Sink):
+    """``<key>.eml``, ``<key>.json`` (and, through the runner, ``<key>.attachments/``) in
+    one directory, created ``mode`` (directories: :func:`dir_mode_for` of it) relative to
+    the directory held open (:class:`SafeDir`): an entry that is a symbolic link is refused
+    (the mail fails with UnsafePathError), never followed."""
+
     label = "directory"
 
-    def __init__(self, *, path: Path, keep_eml: bool = True) -> None:
+    def __init__(self, *, path: Path, keep_eml: bool = True, mode: int = FILE_MODE) -> None:
         self.path = Path(path)
         self.keep_eml = keep_eml
+        self.mode = mode
+        self.dir_mode = dir_mode_for(mode)
+        self._dir: SafeDir | None = None
         self._dirty: list[Path] = []
         self._written: dict[str, list[Path]] = {}   # by key, since the last stage
         self._removed = False   # files were discarded: the directory needs an fsync
 
     def open(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self._dir is None:
+            self._dir = SafeDir.open(self.path, mode=self.dir_mode, where=self.where)
+
+    def close(self) -> None:
+        if self._dir is not None:
+            self._dir.close()
+            self._dir = None
 
     def eml_path(self, key: str) -> Path:
         return self.path / f"{file_key(key)}.eml"
@@ -148,22 +153,30 @@ class DirectorySink(Sink):
         return self.path / f"{file_key(key)}.attachments"
 
     def write(self, record: dict[str, Any], raw: RawMessage) -> None:
+        """Write the mail's ``.eml`` and ``.json`` (each to a new temporary entry, then
+        renamed); skipped when its ``.json`` exists. Raises UnsafePathError (a planted
+        link), OSError."""
+        self.open()
+        d = self._dir
+        assert d is not None
         key = record["key"]
         stem = file_key(key)
-        final = self.path / f"{stem}.json"
-        if final.exists():
+        if d.kind(f"{stem}.json") is not None:
             return
         written = self._written.setdefault(key, [])
         if self.keep_eml:
+            tmp = f".{stem}.eml.tmp"
+            d.write_new(tmp, data=raw.data, source=None if raw.data is not None else raw.path,
+                        mode=self.mode)
+            d.replace(tmp, f"{stem}.eml")
             eml = self.path / f"{stem}.eml"
-            tmp = self.path / f".{stem}.eml.tmp"
-            write_raw(raw, tmp)
-            os.replace(tmp, eml)
             self._dirty.append(eml)
             written.append(eml)
-        tmp = self.path / f".{stem}.json.tmp"
-        tmp.write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
-        os.replace(tmp, final)
+        tmp = f".{stem}.json.tmp"
+        d.write_new(tmp, data=json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8"),
+                    mode=self.mode)
+        d.replace(tmp, f"{stem}.json")
+        final = self.path / f"{stem}.json"
         self._dirty.append(final)
         written.append(final)
 
@@ -173,9 +186,11 @@ class DirectorySink(Sink):
         durable before the ledger says the mail failed."""
         written = self._written.pop(key, [])
         stem = file_key(key)
-        for path in [*reversed(written), self.path / f".{stem}.json.tmp",
-                     self.path / f".{stem}.eml.tmp"]:
-            path.unlink(missing_ok=True)
+        if self._dir is None:
+            return
+        for name in [*(p.name for p in reversed(written)), f".{stem}.json.tmp",
+                     f".{stem}.eml.tmp"]:
+            self._dir.unlink(name)   # a link itself, never its target
         if written:
             self._removed = True
             gone = set(written)
@@ -345,11 +360,12 @@ def make_sink(config, *, root: Path) -> Sink:
         return path if path.is_absolute() else root / path
 
     if config.type == "directory":
-        return DirectorySink(path=resolve(config.path), keep_eml=config.keep_eml)
+        return DirectorySink(path=resolve(config.path), keep_eml=config.keep_eml,
+                             mode=int(config.mode, 8))
     if config.type == "jsonl":
         from postline.workflow.jsonl_sink import JsonlSink
 
-        return JsonlSink(path=resolve(config.path))
+        return JsonlSink(path=resolve(config.path), mode=int(config.mode, 8))
     if config.type == "stdout":
         return StdoutSink()
     if config.type == "http":

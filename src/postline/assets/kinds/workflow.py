@@ -9,8 +9,8 @@
     services: {Notify: AlertsService}      # ctx.services.Notify -> EmailService AlertsService
     attachments_dir: out/attachments       # optional; see docs/source.md
     sinks:
-      - {type: directory, path: out/mails}
-      - {type: jsonl, path: out/mails.jsonl}
+      - {type: directory, path: out/mails}          # mode: "0600" (files; dirs 0700)
+      - {type: jsonl, path: out/mails.jsonl, mode: "0640"}
       - {type: stdout}
       - {type: http, url: "https://hooks.example.com/mail", headers: {X-Token: "${sec:Hook.token}"},
          timeout: 10, retries: 3}
@@ -29,6 +29,22 @@ from postline.assets.kinds.base import AssetModel, ProjectPath, Ref, register_ki
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
+def _file_mode(value: object) -> str:
+    """A file sink's ``mode``: octal digits in quotes, the owner's read and write kept,
+    nobody else's write (records and attachments are the senders' data)."""
+    if not isinstance(value, str):
+        raise ValueError(f'write the mode in quotes as octal digits, e.g. mode: "0640" '
+                         f"(got {value!r})")
+    text = value.strip()
+    if not text.isdigit() or len(text) > 4 or any(c in "89" for c in text):
+        raise ValueError(f'mode {value!r} is not an octal file mode such as "0600" or "0640"')
+    mode = int(text, 8)
+    if mode & 0o600 != 0o600 or mode & ~0o644:
+        raise ValueError(f"mode {value!r} must give the owner read and write and others at "
+                         'most read (e.g. "0600", "0640", "0644")')
+    return f"{mode:04o}"
+
+
 class DirectorySink(BaseModel):
     """Per mail: ``<key>.json`` (record), ``<key>.eml`` (original), attachment files."""
 
@@ -36,6 +52,9 @@ class DirectorySink(BaseModel):
     type: Literal["directory"]
     path: str = Field(min_length=1)
     keep_eml: bool = True
+    mode: str = "0600"   # of files; directories get the same plus search (0700, 0750)
+
+    _mode = field_validator("mode", mode="before")(_file_mode)
 
 
 class JsonlSink(BaseModel):
@@ -44,6 +63,9 @@ class JsonlSink(BaseModel):
     model_config = _STRICT
     type: Literal["jsonl"]
     path: str = Field(min_length=1)
+    mode: str = "0600"   # of the file and its .keys index
+
+    _mode = field_validator("mode", mode="before")(_file_mode)
 
 
 class StdoutSink(BaseModel):
