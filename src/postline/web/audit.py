@@ -5,6 +5,7 @@ Values that are or came from secrets are never written: they show as ``***``."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from postline.logs import MASK
+
+log = logging.getLogger("postline.web")
 
 SHOWN = 200
 
@@ -62,7 +65,17 @@ class AuditLog:
 
     def record(self, *, client: str, action: str, asset: str, file: str = "",
                changed: list[dict[str, Any]] | None = None, detail: str = "") -> None:
-        """Append one entry. Raises OSError when the state directory cannot be written."""
+        """Append one entry. A log that cannot be written is logged as an error (the change
+        it describes is already made), never raised."""
+        try:
+            self._append(client=client, action=action, asset=asset, file=file,
+                         changed=changed, detail=detail)
+        except OSError as exc:
+            log.error("audit log %s cannot be written (%s): %s %s by %s", self.path,
+                      exc.strerror or exc, action, asset, client)
+
+    def _append(self, *, client: str, action: str, asset: str, file: str,
+                changed: list[dict[str, Any]] | None, detail: str) -> None:
         entry = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "client": client,
                  "action": action, "asset": asset, "file": file, "changes": changed or [],
                  "detail": detail}

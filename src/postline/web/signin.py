@@ -48,8 +48,11 @@ class SignIn:
         return out.getvalue().decode()
 
     def url(self) -> str:
+        """The verification link, only when it is an http(s) URL (it comes from the
+        authority and becomes a link on the page: never a javascript: one)."""
         flow = self.flow or {}
-        return flow.get("verification_uri_complete") or flow.get("verification_uri") or ""
+        url = str(flow.get("verification_uri_complete") or flow.get("verification_uri") or "")
+        return url if url.lower().startswith(("https://", "http://")) else ""
 
 
 def _device_directions(conn: Any) -> list[str]:
