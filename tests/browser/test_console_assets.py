@@ -44,7 +44,8 @@ def test_rename_updates_every_reference_or_none(page, console):
     r = console.postline("validate", str(console.project), env=console.env)
     assert r.returncode == 0, r.stdout + r.stderr
     # the Asset Usage box follows the new name
-    page.get_by_role("link", name="Notify").first.click()
+    page.locator("details.usage summary").click()
+    page.locator("details.usage").get_by_role("link", name="Notify").click()
     page.wait_for_url("**/assets/EmailService/Notify")
 
 

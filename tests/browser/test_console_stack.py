@@ -74,9 +74,11 @@ def test_a_failed_step_shows_the_fix(page, console, mailbox_user):
 
 def test_follow_asset_usage_from_a_connection_to_its_source(page, console):
     page.goto(console.url + "/assets/EmailConnection/LocalMail")
-    box = page.locator(".box", has_text="Asset usage")
+    box = page.locator("details.usage")
     assert "Used by 2 asset(s)" in box.inner_text()
-    page.get_by_role("link", name="Inbox").click()
+    assert not box.get_by_role("link", name="Inbox").is_visible()   # collapsed at first
+    box.locator("summary").click()                                   # expand ...
+    box.get_by_role("link", name="Inbox").click()                    # ... and follow
     page.wait_for_url("**/assets/EmailSource/Inbox")
     assert page.get_by_role("heading", name="EmailSource Inbox").is_visible()
 

@@ -145,7 +145,8 @@ def not_found_page(path: str) -> str:
 
 
 def usage_box(project: Any, e: Any) -> str:
-    """HTML of the Asset Usage box of entry ``e``: who references it, through which field."""
+    """HTML of the Asset Usage box of entry ``e``: how many assets reference it; expanded,
+    which ones (linked) through which field."""
     refs = project.usage(e.name, e.kind)
     if not refs:
         return '<div class="box"><b>Asset usage</b>: Not used anywhere else</div>'
@@ -155,8 +156,10 @@ def usage_box(project: Any, e: Any) -> str:
              + (f" → <code>{escape(r.target_text)}</code>" if r.key or r.via_macro else "")
              + (" (macro)" if r.via_macro else ""),
              f"<code>{escape(f'{r.file}:{r.line}')}</code>") for r in refs]
-    return (f'<div class="box"><b>Asset usage</b>: Used by {len(users)} asset(s)</div>'
-            + _table(("Asset", "Field", "Location"), rows))
+    # as the seed's box: the count first, click to expand, then click to follow
+    return (f'<details class="usage"><summary class="box"><b>Asset usage</b>: Used by '
+            f'{len(users)} asset(s)</summary>'
+            + _table(("Asset", "Field", "Location"), rows) + "</details>")
 
 
 def asset_page(project: Any, kind: str, name: str, *, actions: str = "") -> str:
