@@ -10,6 +10,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 apt_pkgs=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl postgresql)
+# the console's browser tests: Debian's chromium driven by Playwright (never `playwright install`),
+# and CJK fonts so screenshots of non-Latin names show glyphs, not boxes
+apt_pkgs+=(chromium fonts-noto-cjk)
 # the local OAuth server (oidc-provider 9) runs on Node.js 20+; take Debian's only when none is there
 command -v node >/dev/null || apt_pkgs+=(nodejs)
 command -v npm >/dev/null || apt_pkgs+=(npm)

@@ -26,8 +26,9 @@ STATE_DIR_NAME = ".postline-state"
 class Project:
     """The assets of one project directory. Build it with :func:`open_project`."""
 
-    def __init__(self, *, loaded: Loaded, state_dir: Path) -> None:
+    def __init__(self, *, loaded: Loaded, state_dir: Path, reloader=None) -> None:
         self._loaded = loaded
+        self._reloader = reloader
         self._resolved: dict[tuple[str, str], AssetModel] = {}
         self.root: Path = loaded.root
         self.state_dir: Path = state_dir
@@ -119,6 +120,16 @@ class Project:
         """Plaintext of a :meth:`seal` result; needs the private key. Raises SecretError."""
         return self._loaded.secrets.open_sealed(text)
 
+    def reload(self, *, overrides: Mapping[Path, str] | None = None) -> "Project":
+        """This project loaded again from disk the way it was first loaded (same directory as
+        given, environment and key file), without failing on validation errors; with
+        ``overrides`` (absolute path -> text) read instead of those files. Raises
+        ConfigError when the directory is no longer a project."""
+        if self._reloader is None:
+            return load_project(self.root, environ=self._loaded.environ,
+                                key_file=self._loaded.secrets.key_file, overrides=overrides)
+        return self._reloader(overrides)
+
     def usage(self, name: str, kind: str | None = None) -> list[Reference]:
         """Who references ``name`` (of ``kind``). Raises ConfigError if the asset is unknown."""
         e = self.find(name, kind)
@@ -143,10 +154,12 @@ class Project:
 
 
 def load_project(path: str | os.PathLike = ".", *, environ: Mapping[str, str] | None = None,
-                 key_file: str | os.PathLike | None = None) -> Project:
+                 key_file: str | os.PathLike | None = None,
+                 overrides: Mapping[Path, str] | None = None) -> Project:
     """Load the project at ``path`` without failing on validation errors (see ``.problems``).
 
-    Raises ConfigError only when ``path`` is not a project directory.
+    ``overrides`` (absolute path -> text) are read instead of those files, to check an edit
+    before it is written. Raises ConfigError only when ``path`` is not a project directory.
     """
     environ = os.environ if environ is None else environ
     shown = os.fspath(path)
@@ -154,8 +167,12 @@ def load_project(path: str | os.PathLike = ".", *, environ: Mapping[str, str] | 
     state = environ.get("POSTLINE_STATE_DIR")
     state_dir = Path(state).expanduser().resolve() if state else root / STATE_DIR_NAME
     loaded = load(root, shown_root=shown, environ=environ, key_file=key_file,
-                  state_dir=state_dir)
-    return Project(loaded=loaded, state_dir=state_dir)
+                  state_dir=state_dir, overrides=overrides)
+
+    def reloader(new_overrides: Mapping[Path, str] | None) -> Project:
+        return load_project(path, environ=environ, key_file=key_file, overrides=new_overrides)
+
+    return Project(loaded=loaded, state_dir=state_dir, reloader=reloader)
 
 
 def open_project(path: str | os.PathLike = ".", *, environ: Mapping[str, str] | None = None,

@@ -83,11 +83,15 @@ class Loaded:
 
 
 def load(root: Path, *, shown_root: str, environ: Mapping[str, str],
-         key_file: str | Path | None, state_dir: Path) -> Loaded:
-    """Load and check every asset under ``root``.
+         key_file: str | Path | None, state_dir: Path,
+         overrides: Mapping[Path, str] | None = None) -> Loaded:
+    """Load and check every asset under ``root``; ``overrides`` maps absolute file paths to
+    the text to read instead of the file's (a file that does not exist yet is added), so
+    the console can validate an edit before writing it.
 
     Raises ConfigError only when ``root`` is not a project directory.
     """
+    overrides = overrides or {}
     if root.exists() and not root.is_dir():
         parent = os.path.dirname(shown_root.rstrip("/")) or "."
         raise ConfigError(f"{shown_root} is a file, not a project directory",
@@ -97,6 +101,7 @@ def load(root: Path, *, shown_root: str, environ: Mapping[str, str],
         raise ConfigError(f"project directory {shown_root} does not exist",
                           hint="pass the directory that holds the asset YAML files")
     files = find_files(root, skip=(state_dir,))
+    files += sorted(p for p in overrides if p not in files)
     if not files:
         raise ConfigError(f"no asset files (*.yaml, *.yml) in {shown_root}",
                           hint="is this the project directory?")
@@ -104,7 +109,7 @@ def load(root: Path, *, shown_root: str, environ: Mapping[str, str],
     docs: list[RawDocument] = []
     for path in files:
         shown = display_path(shown_root, path, root)
-        found, bad = read_documents(path, shown)
+        found, bad = read_documents(path, shown, text=overrides.get(path))
         if found and not bad and not any(_meant_as_asset(d.data) for d in found):
             # other YAML beside the assets (Prometheus rules, CI files, compose files)
             problems.append(Problem(shown, 1, "skipped: no document in this file has a "

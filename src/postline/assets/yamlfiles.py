@@ -72,16 +72,21 @@ def display_path(root_as_given: str, path: Path, root: Path) -> str:
     return os.path.normpath(os.path.join(root_as_given, path.relative_to(root).as_posix()))
 
 
-def read_documents(path: Path, shown: str) -> tuple[list[RawDocument], list[Problem]]:
-    """Parse every document of one file. Returns the documents read and any problem met.
+def read_documents(path: Path, shown: str, *, text: str | None = None
+                   ) -> tuple[list[RawDocument], list[Problem]]:
+    """Parse every document of one file (or ``text`` as if it were that file's content).
+    Returns the documents read and any problem met.
 
     A syntax error stops reading that file (the documents before it are still returned).
     """
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)   # (not stat: it may be a pipe or /dev/zero)
+        if text is not None:   # the console checking an edit before it writes it
+            raw = text.encode("utf-8")
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_FILE_BYTES + 1)   # (not stat: it may be a pipe or /dev/zero)
         if len(raw) > MAX_FILE_BYTES:
-            size = _size_text(path)
+            size = _size_text(path) if text is None else f"{len(raw) / 1e6:.1f} MB, "
             return [], [Problem(shown, 1, f"file is {size}over the limit of "
                                           f"{MAX_FILE_BYTES // 1024} KB for an asset file; "
                                           "split it into several files")]

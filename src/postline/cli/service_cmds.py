@@ -94,6 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     sp.add_argument("--max-body-mb", type=float, default=25.0, metavar="MB",
                     help="largest request body of the API in MiB (default 25); bigger: 413")
+    sp.add_argument("--read-only", action="store_true",
+                    help="the console shows everything but changes nothing (no forms, no "
+                    "retry, no sign-in)")
+    sp.add_argument("--status-url", metavar="URL",
+                    help="the /status of a 'postline run --status' the console's Runtime "
+                    "page shows live (e.g. http://127.0.0.1:9108/status)")
     sp.set_defaults(handler=cmd_serve)
 
 
@@ -244,7 +250,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from postline.web.app import create_app
     from postline.web.guard import MIB, ServeLimits
 
-    project = postline.open_project(args.project)
+    # a project with errors still starts: the console shows them where they are, to be
+    # fixed from the page (the API refuses what an invalid asset cannot do)
+    from postline.project import load_project
+
+    project = load_project(args.project)
     if args.token_secret:
         token = project.secret(args.token_secret)
     else:
@@ -260,7 +270,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_body_mb <= 0:
         raise ConfigError(f"--max-body-mb must be more than 0, got {args.max_body_mb:g}")
     limits = ServeLimits(max_body=int(args.max_body_mb * MIB))
-    app = create_app(project, token=token, limits=limits)
+    app = create_app(project, token=token, limits=limits, read_only=args.read_only,
+                     status_url=args.status_url)
+    if project.errors:
+        print(f"postline: warning: the project has {len(project.errors)} error(s) (see "
+              "postline validate); the console lists them with a link to fix each",
+              file=sys.stderr)
     if not tls and not _loopback(args.host):
         print(f"postline: warning: serving on {args.host} without TLS: the API token and "
               f"console cookies cross the network in clear text; pass --tls-cert/--tls-key or "

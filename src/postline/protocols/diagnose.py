@@ -9,6 +9,7 @@ authentication, and for incoming the folder list), the server's notable capabili
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +102,8 @@ def _outgoing(project: Any, conn: Any, trace: Trace) -> None:
     asyncio.run(run())
 
 
-def _microsoft365(project: Any, conn: Any) -> DirectionReport:
+def _microsoft365(project: Any, conn: Any, trace_factory: Callable[[str], Trace] = lambda _: Trace()
+                  ) -> DirectionReport:
     """One report for Graph (it serves both directions): token, mailbox, folders."""
     from urllib.parse import urlsplit
 
@@ -110,7 +112,7 @@ def _microsoft365(project: Any, conn: Any) -> DirectionReport:
     report = DirectionReport(direction="microsoft365", protocol="graph",
                              host=url.hostname or "", port=url.port or 443, security="tls",
                              verify_identity=m.check_server_identity)
-    trace = Trace()
+    trace = trace_factory("microsoft365")
     try:
         _incoming(project, conn, report, trace)
         report.ok = True
@@ -121,16 +123,19 @@ def _microsoft365(project: Any, conn: Any) -> DirectionReport:
     return report
 
 
-def diagnose(project: Any, connection: Any, *, directions: list[str] | None = None
+def diagnose(project: Any, connection: Any, *, directions: list[str] | None = None,
+             trace_factory: Callable[[str], Trace] = lambda _: Trace()
              ) -> list[DirectionReport]:
     """Test each configured direction (or just ``directions``). Never raises for a failed
     connection -- failures are in the reports; raises ConfigError for an unknown direction.
     A microsoft365 connection gets one report (direction ``microsoft365``): token,
-    mailbox and folder list through Microsoft Graph, whatever ``directions`` says."""
+    mailbox and folder list through Microsoft Graph, whatever ``directions`` says.
+    ``trace_factory(direction)`` makes the trace of each direction (the console's reports
+    each step as it ends)."""
     conn = project.get("EmailConnection", connection) if isinstance(connection, str) \
         else connection
     if conn.type == "microsoft365":
-        return [_microsoft365(project, conn)]
+        return [_microsoft365(project, conn, trace_factory)]
     wanted = directions or [d for d in ("incoming", "outgoing") if conn.endpoint(d)]
     reports = []
     for direction in wanted:
@@ -138,7 +143,7 @@ def diagnose(project: Any, connection: Any, *, directions: list[str] | None = No
         report = DirectionReport(direction=direction, protocol=ep.protocol, host=ep.host,
                                  port=ep.effective_port, security=ep.security,
                                  verify_identity=ep.verify_identity)
-        trace = Trace()
+        trace = trace_factory(direction)
         try:
             if direction == "incoming":
                 _incoming(project, conn, report, trace)

@@ -8,8 +8,8 @@
 ``POST /api/services/{name}/send-and-forget``  202 ``{id, message_id, state}``; 503 queue full
 =====================================  ======================================================
 
-The read-only web console (assets, asset usage, ledgers, outboxes) is in
-:mod:`postline.web.console`, mounted on the same app.
+The web console (assets, asset usage, forms, ledgers, outboxes, the runtime view) is in
+:mod:`postline.web.routes`, mounted on the same app.
 
 Errors are JSON ``{error, field, retriable, outcome, code, type}``. Every ``/api/services``
 route needs ``Authorization: Bearer <token>`` (compared in constant time), checked before the
@@ -66,12 +66,15 @@ def status_for(exc: PostlineError) -> int:
 
 
 def create_app(project: Any, *, token: str, open_service=None, limits: ServeLimits | None = None,
-               clock: Callable[[], float] = time.monotonic) -> FastAPI:
+               clock: Callable[[], float] = time.monotonic, read_only: bool = False,
+               status_url: str | None = None) -> FastAPI:
     """The FastAPI app serving ``project``'s Email Services, guarded by bearer ``token``.
 
     ``open_service(project, name)`` defaults to :func:`postline.service.open_service`;
     ``limits`` (body sizes, sessions, failed-login back-off) default to :class:`ServeLimits`,
-    timed by ``clock``. Services opened here are closed when the app shuts down. Raises
+    timed by ``clock``. ``read_only``: the console changes nothing; ``status_url``: the
+    ``/status`` of a ``postline run --status`` the console's runtime view shows. Services
+    opened here are closed when the app shuts down. Raises
     ConfigError when ``token`` is empty.
     """
     from postline.service import error_to_json, result_to_json
@@ -167,7 +170,8 @@ def create_app(project: Any, *, token: str, open_service=None, limits: ServeLimi
         except PostlineError as exc:
             raise fail(exc) from None
 
-    from postline.web.console import add_console
+    from postline.web.routes import add_console
 
-    add_console(app, project, guard=guard)  # the read-only HTML console (GET /, /login, ...)
+    # the HTML console (GET /, /login, the forms, ...)
+    add_console(app, project, guard=guard, read_only=read_only, status_url=status_url)
     return app

@@ -30,53 +30,20 @@ from html import escape
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
 
-from postline import __version__
 from postline.errors import ConfigError
-from postline.web.guard import Guard, client_of
+from postline.web.pages import page
 
-COOKIE = "postline_session"
 LATEST = 200
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
-header{background:#24292f;color:#fff;padding:10px 24px;display:flex;gap:16px;align-items:center}
-header a{color:#fff;text-decoration:none;font-weight:600}header form{margin-left:auto}
-main{max-width:1100px;margin:0 auto;padding:16px 24px}
-h1{font-size:22px;margin:8px 0 12px}h2{font-size:17px;margin:22px 0 8px}
-table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d0d7de}
-th,td{text-align:left;padding:5px 9px;border-bottom:1px solid #d0d7de;vertical-align:top}
-th{background:#f0f3f6;font-weight:600}td.k{white-space:nowrap}
-a{color:#0969da}code,pre{font:12.5px/1.5 ui-monospace,Menlo,Consolas,monospace}
-pre{background:#fff;border:1px solid #d0d7de;padding:10px 12px;overflow:auto}
-.ok{color:#1a7f37}.err{color:#cf222e}.warn{color:#9a6700}.muted{color:#57606a}
-.box{background:#fff;border:1px solid #d0d7de;border-left:4px solid #0969da;padding:8px 14px;margin:8px 0}
-.counts span{display:inline-block;background:#fff;border:1px solid #d0d7de;border-radius:12px;padding:1px 10px;margin:0 6px 6px 0}
-ul.problems{background:#fff;border:1px solid #d0d7de;padding:8px 8px 8px 28px}
-button{font:inherit;padding:4px 12px;cursor:pointer}input{font:inherit;padding:4px 8px;width:320px;max-width:100%;box-sizing:border-box}
-.wide{overflow-x:auto;max-width:100%}td code{overflow-wrap:anywhere}
-@media (max-width:640px){header{padding:8px 12px;gap:10px}main{padding:10px 12px}
-h1{font-size:19px;overflow-wrap:anywhere}th,td{padding:4px 6px}td.k{white-space:normal}
-pre{white-space:pre-wrap;overflow-wrap:anywhere}}
-"""
+
 
 
 def _page(title: str, body: str, *, status: int = 200, logged_in: bool = True,
-          headers: dict[str, str] | None = None) -> HTMLResponse:
-    out = ('<form method="post" action="/logout"><button>Log out</button></form>'
-           if logged_in else "")
-    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{escape(title)} · postline</title><style>{_CSS}</style></head><body>"
-            f'<header><a href="/">postline</a><span class="muted">{escape(__version__)}</span>'
-            f"{out}</header><main>{body}</main></body></html>")
-    return HTMLResponse(html, status_code=status,
-                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                 "Content-Security-Policy": "default-src 'none'; "
-                                 "style-src 'unsafe-inline'; form-action 'self'",
-                                 **(headers or {})})
+          headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    """A console page: ``body`` (HTML escaped by its builder) in the base template."""
+    return page("base.html", title=title, body=body, status=status, logged_in=logged_in,
+                headers=headers, **context)
 
 
 def _table(cols: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
@@ -88,9 +55,9 @@ def _table(cols: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
             "</table></div>")
 
 
-def _link(kind: str, name: str) -> str:
+def _link(kind: str, name: str, *, text: str | None = None) -> str:
     href = f"/assets/{quote(kind, safe='')}/{quote(name, safe='')}"
-    return f'<a href="{escape(href)}">{escape(name)}</a>'
+    return f'<a href="{escape(href)}">{escape(text or name)}</a>'
 
 
 def _when(ts: float) -> str:
@@ -110,9 +77,14 @@ def _description(e: Any) -> str:
     return str(desc or "")
 
 
-def index_page(project: Any) -> str:
-    """HTML body of ``/``: every asset by kind, then the project's problems."""
+def index_page(project: Any, *, new_kinds: Iterable[str] = ()) -> str:
+    """HTML body of ``/``: a "New <kind>" link for each of ``new_kinds``, every asset by
+    kind, then the project's problems."""
     parts = [f"<h1>Project <code>{escape(str(project.root))}</code></h1>"]
+    if new_kinds:
+        parts.append('<p class="new">' + "".join(
+            f'<a href="/new/{escape(quote(k, safe=""))}">New {escape(k)}</a>'
+            for k in new_kinds) + "</p>")
     first_error = {}
     for p in project.errors:
         first_error.setdefault(p.asset, str(p))
@@ -140,9 +112,18 @@ def index_page(project: Any) -> str:
                  f"{len(warnings)} warning(s)</span></h2>")
     if project.problems:
         items = "".join(f"<li class='{'err' if p.severity == 'error' else 'warn'}'>"
-                        f"<code>{escape(str(p))}</code></li>" for p in project.problems)
+                        f"<code>{escape(str(p))}</code>{_fix_link(project, p)}</li>"
+                        for p in project.problems)
         parts.append(f"<ul class='problems'>{items}</ul>")
     return "".join(parts)
+
+
+def _fix_link(project: Any, problem: Any) -> str:
+    """`` · fix`` linking to the page of the asset a problem is about, when it is one."""
+    kind, _, name = (problem.asset or "").partition("/")
+    if not name or not any(e.kind == kind and e.name == name for e in project.entries()):
+        return ""
+    return f' <span class="muted">·</span> {_link(kind, name, text="fix")}'
 
 
 def _runtime_link(kind: str, name: str) -> str:
@@ -164,7 +145,8 @@ def not_found_page(path: str) -> str:
 
 
 def usage_box(project: Any, e: Any) -> str:
-    """HTML of the Asset Usage box of entry ``e``: who references it, through which field."""
+    """HTML of the Asset Usage box of entry ``e``: how many assets reference it; expanded,
+    which ones (linked) through which field."""
     refs = project.usage(e.name, e.kind)
     if not refs:
         return '<div class="box"><b>Asset usage</b>: Not used anywhere else</div>'
@@ -174,12 +156,15 @@ def usage_box(project: Any, e: Any) -> str:
              + (f" → <code>{escape(r.target_text)}</code>" if r.key or r.via_macro else "")
              + (" (macro)" if r.via_macro else ""),
              f"<code>{escape(f'{r.file}:{r.line}')}</code>") for r in refs]
-    return (f'<div class="box"><b>Asset usage</b>: Used by {len(users)} asset(s)</div>'
-            + _table(("Asset", "Field", "Location"), rows))
+    # as the seed's box: the count first, click to expand, then click to follow
+    return (f'<details class="usage"><summary class="box"><b>Asset usage</b>: Used by '
+            f'{len(users)} asset(s)</summary>'
+            + _table(("Asset", "Field", "Location"), rows) + "</details>")
 
 
-def asset_page(project: Any, kind: str, name: str) -> str:
-    """HTML body of one asset: resolved as ``postline show`` prints it, plus its usage.
+def asset_page(project: Any, kind: str, name: str, *, actions: str = "") -> str:
+    """HTML body of one asset: resolved as ``postline show`` prints it, plus its usage;
+    ``actions`` (HTML: Edit, Test connection, ...) under the title.
 
     Raises ConfigError when there is no such asset.
     """
@@ -189,7 +174,7 @@ def asset_page(project: Any, kind: str, name: str) -> str:
     e = project.entry(kind, name)
     parts = [f"<h1>{escape(e.kind)} <code>{escape(e.name)}</code></h1>",
              (f"<p class='muted'>{escape(_description(e))} · <code>"
-              f"{escape(f'{e.doc.file}:{e.doc.line}')}</code></p>")]
+              f"{escape(f'{e.doc.file}:{e.doc.line}')}</code></p>"), actions]
     extra = {"EmailSource": "sources", "EmailService": "services"}.get(e.kind)
     if extra:
         what = "ledger" if extra == "sources" else "outbox"
@@ -221,8 +206,9 @@ def _ledger_rows(path, source: str) -> tuple[dict[str, int], list]:
         ledger.close()
 
 
-def ledger_page(project: Any, name: str) -> str:
-    """HTML body of ``/sources/{name}``. Raises ConfigError if there is no such source."""
+def ledger_page(project: Any, name: str, *, row_actions=None) -> str:
+    """HTML body of ``/sources/{name}``; ``row_actions(entry)`` (HTML) fills a last column
+    when given. Raises ConfigError if there is no such source."""
     from postline.source.ledger import ledger_path
 
     project.entry("EmailSource", name)
@@ -239,13 +225,16 @@ def ledger_page(project: Any, name: str) -> str:
         return head + _counts(counts) + "<p class='muted'>No entries for this source.</p>"
     rows = [(f"<code>{escape(e.key)}</code>", escape(e.state), str(e.attempts),
              escape(_when(e.updated)), escape(e.subject or ""), escape(e.reason or ""))
-            for e in entries]
+            + ((row_actions(e),) if row_actions else ()) for e in entries]
+    cols = ("Key", "State", "Attempts", "Updated", "Subject", "Reason") \
+        + (("",) if row_actions else ())
     return (head + _counts(counts) + f"<h2>Latest {len(entries)} entries</h2>"
-            + _table(("Key", "State", "Attempts", "Updated", "Subject", "Reason"), rows))
+            + _table(cols, rows))
 
 
-def outbox_page(project: Any, name: str) -> str:
-    """HTML body of ``/services/{name}``. Raises ConfigError if there is no such service."""
+def outbox_page(project: Any, name: str, *, row_actions=None) -> str:
+    """HTML body of ``/services/{name}``; ``row_actions(entry)`` (HTML) fills a last column
+    when given. Raises ConfigError if there is no such service."""
     from postline.service.outbox import Outbox
 
     project.entry("EmailService", name)
@@ -263,105 +252,8 @@ def outbox_page(project: Any, name: str) -> str:
         return head + _counts(counts) + "<p class='muted'>No mails for this service.</p>"
     rows = [(str(e.id), escape(e.state), escape(_when(e.updated_at)), str(e.attempts),
              escape(e.summary), escape(e.reason or str((e.result or {}).get("server_reply", ""))))
-            for e in entries]
+            + ((row_actions(e),) if row_actions else ()) for e in entries]
+    cols = ("Id", "State", "Updated", "Tries", "Recipients | subject", "Reason / reply") \
+        + (("",) if row_actions else ())
     return (head + _counts(counts) + f"<h2>Latest {len(entries)} mails</h2>"
-            + _table(("Id", "State", "Updated", "Tries", "Recipients | subject",
-                      "Reason / reply"), rows))
-
-
-def _login_form(error: str = "", next_: str = "/") -> str:
-    msg = f"<p class='err'>{escape(error)}</p>" if error else ""
-    return (f"<h1>Log in</h1>{msg}<form method='post' action='/login'>"
-            f"<input type='hidden' name='next' value='{escape(next_)}'>"
-            "<p><label>API token (POSTLINE_API_TOKEN)<br>"
-            "<input type='password' name='token' autocomplete='current-password' autofocus>"
-            "</label></p><p><button>Log in</button></p></form>")
-
-
-def _safe_next(value: str) -> str:
-    # only a path on this server: never an absolute or protocol-relative URL
-    ok = value.startswith("/") and not value.startswith("//") and "\\" not in value
-    return value if ok else "/"
-
-
-def add_console(app: FastAPI, project: Any, *, guard: Guard) -> None:
-    """Add the console's routes to ``app``, guarded by ``guard`` (Bearer or session cookie)."""
-
-    def authed(request: Request) -> bool:
-        if guard.sessions.valid(request.cookies.get(COOKIE, "")):
-            return True
-        return guard.bearer_ok(request.headers.get("authorization", ""),
-                               client_of(request.scope), f"GET {request.url.path}")
-
-    def guarded(title: str, build):
-        async def handler(request: Request) -> Response:
-            if not authed(request):
-                return RedirectResponse("/login?next=" + quote(request.url.path), 303)
-            try:
-                # sqlite and rendering block: keep them off the event loop the API uses
-                body = await run_in_threadpool(build, **request.path_params)
-                return _page(title, body)
-            except ConfigError as exc:
-                return _page("Not found", f"<h1>Not found</h1><p class='err'>{escape(str(exc))}"
-                             "</p><p><a href='/'>Back to the project</a></p>", status=404)
-        return handler
-
-    app.add_api_route("/", guarded("Project", lambda: index_page(project)),
-                      methods=["GET"], include_in_schema=False)
-    app.add_api_route("/assets/{kind}/{name}", guarded(
-        "Asset", lambda kind, name: asset_page(project, kind, name)),
-        methods=["GET"], include_in_schema=False)
-    app.add_api_route("/sources/{name}", guarded(
-        "Ledger", lambda name: ledger_page(project, name)), methods=["GET"],
-        include_in_schema=False)
-    app.add_api_route("/services/{name}", guarded(
-        "Outbox", lambda name: outbox_page(project, name)), methods=["GET"],
-        include_in_schema=False)
-
-    from fastapi.exception_handlers import http_exception_handler
-    from starlette.exceptions import HTTPException
-
-    async def not_found(request: Request, exc: HTTPException) -> Response:
-        # a person who mistypes a console URL gets a page; API clients keep their JSON
-        path = request.url.path
-        if exc.status_code != 404 or path == "/api" or path.startswith(("/api/", "/docs",
-                                                                        "/openapi", "/redoc")):
-            return await http_exception_handler(request, exc)
-        return _page("Not found", not_found_page(path), status=404,
-                     logged_in=authed(request))
-
-    app.add_exception_handler(HTTPException, not_found)
-
-    @app.get("/login", include_in_schema=False)
-    async def login_form(next: str = "/") -> Response:
-        return _page("Log in", _login_form(next_=_safe_next(next)), logged_in=False)
-
-    @app.post("/login", include_in_schema=False)
-    async def login(request: Request) -> Response:
-        client = client_of(request.scope)
-        wait = guard.failures.retry_after(client)
-        if wait is not None:   # answered before the form is read
-            return _page("Log in", _login_form(f"Too many failed logins from {client}; try "
-                                               f"again in {wait}s."), status=429,
-                         logged_in=False, headers={"Retry-After": str(wait)})
-        # parsed here rather than with Form(): FastAPI's forms need python-multipart
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        given = (form.get("token") or [""])[0]
-        next_ = _safe_next((form.get("next") or ["/"])[0])
-        if not guard.token_ok(given):
-            guard.failures.failed(client, "failed console login")
-            return _page("Log in", _login_form("Wrong token.", next_), status=401,
-                         logged_in=False)
-        guard.failures.succeeded(client)
-        resp = RedirectResponse(next_, 303)
-        resp.set_cookie(COOKIE, guard.sessions.create(), httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/",
-                        max_age=int(guard.limits.session_max))
-        return resp
-
-    @app.post("/logout", include_in_schema=False)
-    async def logout(request: Request) -> Response:
-        guard.sessions.end(request.cookies.get(COOKIE, ""))
-        resp = RedirectResponse("/login", 303)
-        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
-        return resp
+            + _table(cols, rows))

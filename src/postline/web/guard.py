@@ -10,6 +10,10 @@
   further failure locks the address out for twice as long as the last (1 s, 2 s, 4 s, ...
   up to ``max_lockout``), answered with 429 and ``Retry-After``. Failures are logged with the
   address, never with what was tried.
+* CSRF (console forms that change something): a per-session token (an HMAC of the session
+  id under a key made at start, so it ends with the session) in every form, cookies sent
+  ``SameSite=Strict``, and :func:`same_origin`: a request whose ``Origin`` (or ``Referer``)
+  names another site is refused whatever it carries.
 * :class:`Sessions`: console sessions are random ids (``secrets.token_urlsafe``) kept in
   server memory, removed on logout, and ending after ``session_idle`` seconds without use or
   ``session_max`` seconds after login, whichever comes first (a restart ends them all).
@@ -168,6 +172,23 @@ class Sessions:
                 del self._by_id[sid]
 
 
+def same_origin(scope: dict) -> bool:
+    """False when the request's ``Origin`` (or, without one, its ``Referer``) is another site
+    than the one it was sent to; True when it matches or the browser sent neither."""
+    from urllib.parse import urlsplit
+
+    headers = {k: v.decode("latin-1") for k, v in scope["headers"]
+               if k in (b"origin", b"referer", b"host")}
+    said = headers.get(b"origin") or headers.get(b"referer")
+    if not said:
+        return True
+    if said == "null":   # a sandboxed frame, a file: page, a redirect across sites
+        return False
+    parts = urlsplit(said)
+    scheme = scope.get("scheme", "http")
+    return parts.scheme == scheme and parts.netloc == headers.get(b"host", "")
+
+
 def client_of(scope: dict) -> str:
     """The client's address as the server saw it (after a trusted proxy's X-Forwarded-For)."""
     client = scope.get("client")
@@ -186,6 +207,15 @@ class Guard:
         self.limits = limits or ServeLimits()
         self.failures = FailedLogins(limits=self.limits, clock=clock)
         self.sessions = Sessions(limits=self.limits, clock=clock)
+        self._csrf_key = secrets.token_bytes(32)
+
+    def csrf_token(self, sid: str) -> str:
+        """The CSRF token of session ``sid`` (stable for the session, useless without it)."""
+        return hmac.new(self._csrf_key, sid.encode(), "sha256").hexdigest()
+
+    def csrf_ok(self, sid: str, given: str) -> bool:
+        """Whether ``given`` is the CSRF token of the live session ``sid``."""
+        return bool(sid) and hmac.compare_digest(self.csrf_token(sid), given or "")
 
     def token_ok(self, given: str) -> bool:
         """Constant-time comparison of ``given`` with the API token."""
