@@ -81,11 +81,11 @@ def _target(args) -> tuple[str, str]:
 
 def _open_ledger(project_path: str, source: str):
     import postline
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.stores import open_ledger
 
     project = postline.open_project(project_path)
     project.get("EmailSource", source)  # raises ConfigError with a did-you-mean
-    return SqliteLedger(path=ledger_path(project.state_dir))
+    return open_ledger(project)
 
 
 def cmd_ledger_list(args) -> int:
@@ -171,7 +171,7 @@ def cmd_ledger_prune(args) -> int:
     import time
 
     import postline
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.stores import open_ledger
     from postline.workflow.runner import server_action
 
     project_path, name = _target(args)
@@ -193,7 +193,7 @@ def cmd_ledger_prune(args) -> int:
         raise ConfigError(kept[0], hint="prune only states whose mails are moved or deleted")
     n = 0
     if safe:
-        ledger = SqliteLedger(path=ledger_path(project.state_dir))
+        ledger = open_ledger(project)
         try:
             n = ledger.prune(name, before=time.time() - age, states=safe)
         finally:
@@ -209,13 +209,13 @@ def cmd_ledger_prune(args) -> int:
 def cmd_ledger_retry(args) -> int:
     import postline
     from postline.protocols import open_reader
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.stores import open_ledger
     from postline.workflow.retry import retry_failed
 
     project_path, name = _target(args)
     project = postline.open_project(project_path)
     source, conn, protocol = _source_of(project, name)
-    ledger = SqliteLedger(path=ledger_path(project.state_dir))
+    ledger = open_ledger(project)
     try:
         if args.all:
             entries = ledger.entries(name, state="failed")

@@ -93,7 +93,10 @@ def _start_status(project, args):
         raise ConfigError(f"--stall-after {args.stall_after:g}: expected a number of "
                           "seconds above 0")
     flows = select_workflows(project, args.workflow)
-    counts = LedgerCounts(ledger_path(project.state_dir))
+    from postline.state.stores import open_ledger, shared_store
+
+    counts = LedgerCounts(ledger_path(project.state_dir), opener=(
+        (lambda: open_ledger(project, read_only=True)) if shared_store(project) else None))
     status = RunStatus({w.name: w.source for w in flows}, stall_after=args.stall_after,
                        ledger_counts=counts)
     server = StatusServer(status, host, port).start()

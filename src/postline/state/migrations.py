@@ -44,14 +44,47 @@ class Migration:
         default=None, compare=False)
 
 
-# Version 1 only creates the meta table (facts about this state: who created it, when);
-# the ledger, outbox, token cache and leases follow as later versions.
+# Version 1 creates the meta table (facts about this state: who created it, when); later
+# versions add the ledger and the fleet's tables.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, description="meta: facts about this state", statements=(
         "CREATE TABLE {schema}.meta (key text PRIMARY KEY, value text NOT NULL, "
         "updated_at timestamptz NOT NULL DEFAULT now())",
         "INSERT INTO {schema}.meta (key, value) VALUES ('created_by', 'postline "
         + __version__ + "')",
+    )),
+    # the ledger (state/pg_ledger.py): the SQLite ledger's tables, version 3 of its file.
+    # Times stay Unix seconds (double precision) as there: Entry and prune speak them.
+    Migration(version=2, description="ledger: one row per mail, folder versions and state",
+              statements=(
+        "CREATE TABLE {schema}.mails (source text NOT NULL, key text NOT NULL, "
+        "state text NOT NULL, connection text NOT NULL DEFAULT '', folder text NOT NULL "
+        "DEFAULT '', folder_version text NOT NULL DEFAULT '', server_id text NOT NULL "
+        "DEFAULT '', reason text, attempts integer NOT NULL DEFAULT 0, message_id text, "
+        "content_hash text, subject text, settled boolean NOT NULL DEFAULT false, "
+        "dup_of text, created double precision NOT NULL, updated double precision NOT NULL, "
+        "fingerprint text, seq bigserial, PRIMARY KEY (source, key))",
+        "CREATE INDEX mails_mid ON {schema}.mails (source, message_id)",
+        "CREATE INDEX mails_state ON {schema}.mails (source, state, created)",
+        "CREATE INDEX mails_created ON {schema}.mails (source, created)",
+        "CREATE INDEX mails_updated ON {schema}.mails (source, updated)",
+        "CREATE INDEX mails_pending ON {schema}.mails (source, folder) WHERE NOT settled",
+        "CREATE INDEX mails_dup ON {schema}.mails (source, dup_of) WHERE dup_of IS NOT NULL",
+        "CREATE TABLE {schema}.folders (source text NOT NULL, folder text NOT NULL, "
+        "version text NOT NULL, PRIMARY KEY (source, folder))",
+        "CREATE TABLE {schema}.folder_state (source text NOT NULL, folder text NOT NULL, "
+        "name text NOT NULL, value text NOT NULL, PRIMARY KEY (source, folder, name))",
+    )),
+    # the fleet (state/leases.py): who runs, who owns which source, by the database clock
+    Migration(version=3, description="fleet: instances and source leases with fencing tokens",
+              statements=(
+        "CREATE TABLE {schema}.instances (name text PRIMARY KEY, host text NOT NULL, "
+        "pid integer NOT NULL, version text NOT NULL, assets_hash text NOT NULL, "
+        "started_at timestamptz NOT NULL DEFAULT now(), "
+        "heartbeat_at timestamptz NOT NULL DEFAULT now())",
+        "CREATE TABLE {schema}.leases (source text PRIMARY KEY, owner text, "
+        "token bigint NOT NULL, expires_at timestamptz NOT NULL, "
+        "acquired_at timestamptz NOT NULL DEFAULT now(), last_round_at timestamptz)",
     )),
 )
 

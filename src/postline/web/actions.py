@@ -108,11 +108,11 @@ def retry_ledger(project: Any, name: str, keys: list[str]) -> str:
     returns what was done in one line. Raises ConfigError / PostlineError."""
     from postline.cli.ledger_cmds import _source_of
     from postline.protocols import open_reader
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.stores import open_ledger
     from postline.workflow.retry import retry_failed
 
     source, conn, protocol = _source_of(project, name)
-    ledger = SqliteLedger(path=ledger_path(project.state_dir))
+    ledger = open_ledger(project)
     try:
         entries = ledger.entries(name, state="failed")
         if keys:
@@ -133,10 +133,10 @@ def retry_ledger(project: Any, name: str, keys: list[str]) -> str:
 
 
 def reset_ledger(project: Any, name: str, keys: list[str]) -> str:
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.stores import open_ledger
 
     project.entry("EmailSource", name)
-    ledger = SqliteLedger(path=ledger_path(project.state_dir))
+    ledger = open_ledger(project)
     try:
         n = ledger.reset(name, keys or None)
     finally:

@@ -213,6 +213,16 @@ def ledger_page(project: Any, name: str, *, row_actions=None) -> str:
 
     project.entry("EmailSource", name)
     head = f"<h1>Ledger of EmailSource {_link('EmailSource', name)}</h1>"
+    from postline.state.stores import open_ledger, shared_store
+
+    if shared_store(project) is not None:   # PostgreSQL: read-only, never migrating
+        ledger = open_ledger(project, read_only=True)
+        try:
+            counts = ledger.counts(name)
+            entries = ledger.entries(name, limit=LATEST, newest_first=True)
+        finally:
+            ledger.close()
+        return _ledger_body(head, counts, entries, row_actions)
     path = ledger_path(project.state_dir)
     if not path.exists():
         return head + (f"<p class='muted'>No ledger yet (<code>{escape(str(path))}</code> "
@@ -221,6 +231,10 @@ def ledger_page(project: Any, name: str, *, row_actions=None) -> str:
         counts, entries = _ledger_rows(path, name)
     except sqlite3.Error as exc:   # a damaged file; the ledger says so itself when opening
         raise ConfigError(f"ledger {path} cannot be read: {exc}") from None
+    return _ledger_body(head, counts, entries, row_actions)
+
+
+def _ledger_body(head: str, counts: dict[str, int], entries: list, row_actions) -> str:
     if not entries:
         return head + _counts(counts) + "<p class='muted'>No entries for this source.</p>"
     rows = [(f"<code>{escape(e.key)}</code>", escape(e.state), str(e.attempts),

@@ -21,9 +21,10 @@ from postline.files import FILE_MODE
 from postline.locks import ProcessLock
 from postline.protocols.base import MailboxReader
 from postline.source.filters import AttachmentRules, MailFilter
-from postline.source.ledger import Ledger, SqliteLedger, ledger_path
+from postline.source.ledger import Ledger
 from postline.source.record import file_key
 from postline.source.schedule import Clock
+from postline.state.stores import open_ledger
 from postline.workflow.mailjob import MailSettings
 from postline.workflow.processor import Context, Services, load_processor
 from postline.workflow.events import Broadcast, Events, MailEvent
@@ -270,7 +271,7 @@ def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = 
     runners: list[WorkflowRunner] = []
     t0 = time.perf_counter()
     try:
-        ledger = SqliteLedger(path=ledger_path(project.state_dir))
+        ledger = open_ledger(project)
         for wf in chosen:
             runners.append(build_runner(project, wf, stop=stop, ledger=ledger,
                                         reader_factory=reader_factory, clock=clock,

@@ -254,8 +254,9 @@ class LedgerCounts:
     """``counts(source)`` of the ledger at ``path``, opened read-only on first use (the run
     creates it) and closed by :meth:`close`."""
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, *, opener=None) -> None:
         self.path = path
+        self._opener = opener     # () -> Ledger, instead of the SQLite file (a StateStore)
         self._ledger = None
         self._lock = threading.Lock()
 
@@ -264,7 +265,8 @@ class LedgerCounts:
 
         with self._lock:
             if self._ledger is None:
-                self._ledger = SqliteLedger(path=self.path, read_only=True)
+                self._ledger = (self._opener() if self._opener is not None
+                                else SqliteLedger(path=self.path, read_only=True))
         return self._ledger.counts(source)
 
     def close(self) -> None:
