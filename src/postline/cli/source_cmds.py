@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run workflows: read mailboxes into sinks",
                        formatter_class=HelpFormatter, epilog=RUN_EPILOG)
     p.add_argument("project", nargs="?", default=".", help="project directory (default: .)")
+    p.add_argument("--instance", metavar="NAME",
+                   help="this instance's name in a fleet (a postgresql StateStore; default "
+                        "host:pid); see postline cluster status")
     p.add_argument("--once", action="store_true",
                    help="one polling round of every source, exit when all is committed")
     p.add_argument("--workflow", action="append", metavar="NAME",
@@ -142,7 +145,7 @@ def cmd_run(args) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = run_workflows(project, names=args.workflow, once=args.once, stop=stop,
-                                events=events)
+                                events=events, instance=args.instance)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

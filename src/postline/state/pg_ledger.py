@@ -100,8 +100,9 @@ class PostgresLedger(Ledger):
                 "expires_at > clock_timestamp() FOR SHARE"),
                 (source, self.fence.owner, token)).fetchone()
         if row is None:
+            held = f" (token {token})" if token is not None else ""
             raise Fenced(f"source {source}: this instance ({self.fence.owner}) no longer "
-                         f"holds its lease (token {token}); the write was refused",
+                         f"holds its lease{held}; the write was refused",
                          hint="another instance owns it now; this one rejoins")
 
     def check_fence(self, source: str) -> None:

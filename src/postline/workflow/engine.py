@@ -24,7 +24,7 @@ from postline.source.filters import AttachmentRules, MailFilter
 from postline.source.ledger import Ledger
 from postline.source.record import file_key
 from postline.source.schedule import Clock
-from postline.state.stores import open_ledger
+from postline.state.stores import open_ledger, shared_store
 from postline.workflow.mailjob import MailSettings
 from postline.workflow.processor import Context, Services, load_processor
 from postline.workflow.events import Broadcast, Events, MailEvent
@@ -255,17 +255,35 @@ def lock_sources(project: Any, workflows: list[Any]) -> list[ProcessLock]:
 def run_workflows(project: Any, *, names: list[str] | None = None, once: bool = False,
                   stop: threading.Event | None = None, events: Events | None = None,
                   reader_factory: ReaderFactory | None = None, clock: Clock | None = None,
-                  service_opener=None) -> Summary:
+                  service_opener=None, instance: str | None = None) -> Summary:
     """Run the workflows until ``stop`` (or one round each with ``once``).
 
     Returns the summary; fatal errors of a workflow are in ``summary.errors`` (the others
     go on). Raises ConfigError when the workflows cannot be built at all, Busy when
-    another process already reads one of their sources with this state directory.
+    another process already reads one of their sources with this state directory. With a
+    postgresql StateStore this process is one member of a fleet named ``instance``
+    (default host:pid) and runs the sources it leases (workflow/fleet.py).
     """
     stop = stop or threading.Event()
     summary = Summary()
     counting = Broadcast([_Counting(summary), *([events] if events else [])])
     chosen = select_workflows(project, names)
+    store = shared_store(project)
+    if store is not None:   # a fleet: leases on PostgreSQL instead of flocks
+        from postline.workflow.fleet import run_fleet
+
+        def build(wf: Any, own_stop: threading.Event, ledger: Ledger, evs: Events
+                  ) -> WorkflowRunner:
+            return build_runner(project, wf, stop=own_stop, ledger=ledger,
+                                reader_factory=reader_factory, clock=clock, events=evs,
+                                service_opener=service_opener)
+        t0 = time.perf_counter()
+        try:
+            run_fleet(project, chosen=chosen, store=store, instance=instance, once=once,
+                      stop=stop, counting=counting, summary=summary, build=build)
+        finally:
+            summary.seconds = time.perf_counter() - t0
+        return summary
     locks = lock_sources(project, chosen)
     ledger: Ledger | None = None
     runners: list[WorkflowRunner] = []

@@ -299,6 +299,9 @@ class WorkflowRunner:
         handed to the OS, and what makes them durable; then its outcomes and the
         acquisition of ``nxt``. Raises StorageError (a full or read-only disk)."""
         job = Job(source=self.s.source)
+        fence_check = getattr(self.ledger, "check_fence", None)
+        if fence_check is not None:   # a fleet: a stale owner writes nothing into the sinks
+            fence_check(self.s.source)
         for _, r in results:
             if r.label == "done" and r.files:
                 job.files += [str(f) for f in r.files]
@@ -377,8 +380,13 @@ class WorkflowRunner:
             if state == "acquired":
                 continue
             groups.setdefault(self._action(state), []).append((ref, key))
+        # a fleet's ledger (PostgreSQL) checks the lease's fencing token right before a
+        # move: an owner frozen past its lease must not move what another now owns
+        fence_check = getattr(self.ledger, "check_fence", None)
         for (action, target), group in groups.items():
             refs = [r for r, _ in group]
+            if action and fence_check is not None:
+                fence_check(self.s.source)
             if action == "move":
                 reader.move(refs, target)
             elif action == "delete":

@@ -1,0 +1,200 @@
+"""``postline run`` as a fleet: several processes share a project's sources through leases
+on the tests' real PostgreSQL, against the real Dovecot of the mail stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from postline.testing.info import MailUser
+
+pytestmark = [pytest.mark.stack, pytest.mark.postgres]
+
+
+def _mail(box: int, i: int) -> bytes:
+    m = EmailMessage()
+    m["From"] = "zoe@example.test"
+    m["To"] = "reader@example.test"
+    m["Subject"] = f"box {box} mail {i}"
+    m["Message-ID"] = f"<fleet-{box}-{i}-{time.time_ns()}@example.test>"
+    m.set_content(f"mail {i} of box {box}\n")
+    return m.as_bytes()
+
+
+def _deliver(stack, user: MailUser, mails: list[bytes]) -> None:
+    with smtplib.LMTP(stack.host, stack.ports["lmtp"], timeout=30) as lmtp:
+        for raw in mails:
+            lmtp.sendmail("stack@example.test", [user.email], raw)
+
+
+def _count(stack, user: MailUser, folder: str) -> int:
+    from imapclient import IMAPClient
+
+    c = IMAPClient(stack.host, port=stack.ports["imap"], ssl=False, timeout=10)
+    try:
+        c.login(user.email, user.password)
+        if not c.folder_exists(folder):
+            return 0
+        return c.select_folder(folder, readonly=True)[b"EXISTS"]
+    finally:
+        c.logout()
+
+
+class Fleet:
+    """A project of ``n`` mailboxes (one source and workflow each, JSONL sinks) with a
+    postgresql StateStore, and the ``postline run`` processes started on it."""
+
+    def __init__(self, root: Path, stack, pg_url: str, schema: str, n: int, *,
+                 lease: int = 3) -> None:
+        self.root, self.stack, self.schema = root, stack, schema
+        self.users = [MailUser.fresh(f"fleet{i}") for i in range(n)]
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.env.pop("POSTLINE_STATE_URL", None)
+        docs: list[dict] = [{"kind": "StateStore", "name": "Shared", "type": "postgresql",
+                             "url": pg_url, "schema": schema, "lease_seconds": lease,
+                             "heartbeat_seconds": lease / 3}]
+        values = {}
+        for i, user in enumerate(self.users):
+            self.env[f"FLEET_PW_{i}"] = user.password
+            values[f"pw{i}"] = f"env:FLEET_PW_{i}"
+            docs += [
+                {"kind": "EmailConnection", "name": f"Box{i}",
+                 "incoming": {"protocol": "imap", "host": stack.host,
+                              "port": stack.ports["imap"], "security": "none",
+                              "user": user.email, "connect_timeout": 5, "read_timeout": 10,
+                              "credential": {"type": "secret", "secret": f"Creds.pw{i}"}}},
+                {"kind": "EmailSource", "name": f"Src{i}", "connection": f"Box{i}",
+                 "polling": {"interval": 1}, "batch_size": 10,
+                 "folders": {"input": "INBOX", "done": "Done"}},
+                {"kind": "Workflow", "name": f"Flow{i}", "source": f"Src{i}",
+                 "processor": "slow.py",
+                 "sinks": [{"type": "jsonl", "path": f"out/box{i}.jsonl"}]}]
+        docs.insert(0, {"kind": "Secret", "name": "Creds", "values": values})
+        root.mkdir(parents=True, exist_ok=True)
+        # a few ms per mail: an instance killed or frozen is caught in the middle of a batch
+        (root / "slow.py").write_text("import time\n\ndef on_message(message, ctx):\n"
+                                      "    time.sleep(0.01)\n")
+        (root / "project.yaml").write_text("\n---\n".join(json.dumps(d) for d in docs))
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "postline", "run", str(self.root),
+                                 "--instance", name], env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def leases(self, conn) -> dict[str, tuple[str | None, int, bool]]:
+        rows = conn.execute(f"SELECT source, owner, token, owner IS NOT NULL AND expires_at "
+                            f"> now() FROM {self.schema}.leases").fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def records(self) -> list[dict]:
+        out = []
+        for path in sorted((self.root / "out").glob("*.jsonl")):
+            out += [json.loads(line) for line in path.read_text().splitlines() if line]
+        return out
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGCONT)
+                    proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def fleet(tmp_path, mail_stack, pg_url, schema):
+    made: list[Fleet] = []
+
+    def make(n: int, **kw) -> Fleet:
+        f = Fleet(tmp_path / "proj", mail_stack, pg_url, schema, n, **kw)
+        made.append(f)
+        return f
+    yield make
+    for f in made:
+        f.stop_all()
+
+
+def test_three_instances_share_six_mailboxes_through_a_kill_and_a_freeze(fleet, pg_url,
+                                                                         mail_stack):
+    per_box = 60
+    f = fleet(6, lease=3)
+    for i, user in enumerate(f.users):
+        _deliver(mail_stack, user, [_mail(i, k) for k in range(per_box)])
+    samples = []
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for name in ("a", "b", "c"):
+            f.start(name)
+
+        def spread() -> bool:
+            try:
+                held = [v for v in f.leases(conn).values() if v[2]]
+            except psycopg.errors.UndefinedTable:
+                return False
+            samples.append(held)
+            owners = {o for o, _, _ in held}
+            return len(held) == 6 and len(owners) == 3
+        wait_for(spread, 60, "six sources spread over three instances")
+        by_owner: dict[str, int] = {}
+        for owner, _, _ in (v for v in f.leases(conn).values() if v[2]):
+            by_owner[owner] = by_owner.get(owner, 0) + 1
+        assert sorted(by_owner.values()) == [2, 2, 2]           # ceil(6 / 3) each
+
+        # one instance killed mid-batch, another frozen past its lease
+        wait_for(lambda: len(f.records()) >= 60, 60, "some mails done")
+        assert len(f.records()) < 6 * per_box
+        os.kill(f.procs["a"].pid, signal.SIGKILL)
+        os.kill(f.procs["b"].pid, signal.SIGSTOP)
+        wait_for(lambda: {o for o, _, h in f.leases(conn).values() if h} == {"c"} and
+                 sum(h for _, _, h in f.leases(conn).values()) == 6, 60,
+                 "instance c to hold every source")
+        tokens_c = {s: t for s, (o, t, _) in f.leases(conn).items()}
+        os.kill(f.procs["b"].pid, signal.SIGCONT)   # wakes with stale tokens: refused
+
+        def drained() -> bool:
+            return all(_count(mail_stack, u, "INBOX") == 0 for u in f.users) and \
+                len(f.records()) >= 6 * per_box
+        wait_for(drained, 180, "every mailbox drained")
+        f.stop_all()
+        assert f.procs["b"].returncode == 0 and f.procs["c"].returncode == 0
+        # SIGTERM released the leases at once
+        assert not any(h for _, _, h in f.leases(conn).values())
+        assert all(t >= tokens_c[s] for s, (_, t, _) in f.leases(conn).items())
+
+    keys = [r["key"] for r in f.records()]
+    assert len(keys) == len(set(keys)) == 6 * per_box            # every mail exactly once
+    for u in f.users:
+        assert _count(mail_stack, u, "INBOX") == 0
+        assert _count(mail_stack, u, "Done") == per_box          # none moved twice
+    assert "no longer holds its lease" in (f.root / "b.log").read_text() or \
+        "lost the lease" in (f.root / "b.log").read_text()
