@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "postline.cli.ledger_cmds",      # ledger list/reset/prune/retry
     "postline.cli.service_cmds",     # send, outbox, serve
     "postline.cli.state_cmds",       # state migrate (a StateStore on PostgreSQL)
+    "postline.cli.cluster_cmds",     # cluster status (a fleet on a StateStore)
     "postline.cli.stack_cmds",       # dev-stack start/stop/status
 ]
 
