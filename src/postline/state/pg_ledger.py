@@ -15,6 +15,7 @@ runner stops the round, nothing settled, and tries again later, as with a full d
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -62,6 +63,22 @@ class PostgresLedger(Ledger):
         self._clock = clock
         self._s = sql.Identifier(schema)
         self.path = None   # no file: the runner commits inline (see workflow/commit.py)
+        # writes that join the next commit of a source's outcomes (the postgresql sink)
+        self._attached: dict[str, list[Any]] = {}
+        self._attach_lock = threading.Lock()
+
+    def attach(self, source: str, write: Any) -> None:
+        """Run ``write(conn)`` inside the next transaction that writes outcomes of
+        ``source`` (both commit or neither). Dropped if that transaction fails: the batch's
+        mails stay acquired and come again."""
+        with self._attach_lock:
+            self._attached.setdefault(source, []).append(write)
+
+    def _run_attached(self, conn: psycopg.Connection, source: str) -> None:
+        with self._attach_lock:
+            writes = self._attached.pop(source, [])
+        for write in writes:
+            write(conn)
 
     # -- plumbing ------------------------------------------------------------------------
     def _q(self, text: str) -> sql.Composed:
@@ -220,6 +237,7 @@ class PostgresLedger(Ledger):
         """Write ``outcomes`` inside the caller's transaction on ``conn`` (the PostgreSQL
         sink commits its rows and the ledger's done together)."""
         now = self._clock()
+        self._run_attached(conn, source)
         with conn.cursor() as cur:
             cur.executemany(self._q(self._FINISH), [
                 (source, o.key, o.state, o.reason, o.message_id, o.content_hash, o.subject,

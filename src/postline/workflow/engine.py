@@ -187,7 +187,7 @@ def build_runner(project: Any, workflow: Any, *, stop: threading.Event, ledger: 
     source, conn, protocol = source_of(project, workflow)
     work_dir = Path(project.state_dir) / "work" / workflow.name
     clean_work_dir(work_dir)
-    sinks = [make_sink(cfg, root=Path(project.root)) for cfg in workflow.sinks]
+    sinks = [make_sink(cfg, root=Path(project.root), ledger=ledger) for cfg in workflow.sinks]
     settings = mail_settings(project, workflow, source=source, conn=conn, work_dir=work_dir,
                              sinks=sinks, home=attachments_home(project, workflow, sinks),
                              service_opener=service_opener)

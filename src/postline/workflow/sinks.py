@@ -338,8 +338,10 @@ def _shown_url(url: str) -> str:
     return redact(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}")
 
 
-def make_sink(config, *, root: Path) -> Sink:
-    """A sink from a Workflow ``sinks`` entry; relative paths are under the project root."""
+def make_sink(config, *, root: Path, ledger: Any = None) -> Sink:
+    """A sink from a Workflow ``sinks`` entry; relative paths are under the project root.
+    ``ledger``: the run's ledger (a ``postgresql`` sink without url writes in its
+    transactions when it is on PostgreSQL). Raises ConfigError."""
     def resolve(p: str) -> Path:
         path = Path(p).expanduser()
         return path if path.is_absolute() else root / path
@@ -358,4 +360,17 @@ def make_sink(config, *, root: Path) -> Sink:
                         retries=config.retries, min_backoff=config.min_backoff,
                         max_backoff=config.max_backoff,
                         ca_file=str(resolve(config.ca_file)) if config.ca_file else None)
+    if config.type == "postgresql":
+        from postline.workflow.pg_sink import PostgresSink
+
+        if config.url:
+            from psycopg.conninfo import make_conninfo
+
+            from postline.assets.kinds.state_store import mask_url
+
+            return PostgresSink(table=config.table, where=mask_url(config.url),
+                                conninfo=make_conninfo(config.url,
+                                                       application_name="postline"))
+        return PostgresSink(table=config.table, ledger=ledger if hasattr(ledger, "attach")
+                            else None)
     raise ValueError(f"unknown sink type {config.type!r}")

@@ -78,12 +78,13 @@ class Fleet:
                  "folders": {"input": "INBOX", "done": "Done"}},
                 {"kind": "Workflow", "name": f"Flow{i}", "source": f"Src{i}",
                  "processor": "slow.py",
-                 "sinks": [{"type": "jsonl", "path": f"out/box{i}.jsonl"}]}]
+                 "sinks": [{"type": "jsonl", "path": f"out/box{i}.jsonl"},
+                           {"type": "postgresql", "table": f"{schema}.rows"}]}]
         docs.insert(0, {"kind": "Secret", "name": "Creds", "values": values})
         root.mkdir(parents=True, exist_ok=True)
         # a few ms per mail: an instance killed or frozen is caught in the middle of a batch
         (root / "slow.py").write_text("import time\n\ndef on_message(message, ctx):\n"
-                                      "    time.sleep(0.01)\n")
+                                      "    time.sleep(0.02)\n")
         (root / "project.yaml").write_text("\n---\n".join(json.dumps(d) for d in docs))
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -147,10 +148,8 @@ def fleet(tmp_path, mail_stack, pg_url, schema):
 
 def test_three_instances_share_six_mailboxes_through_a_kill_and_a_freeze(fleet, pg_url,
                                                                          mail_stack):
-    per_box = 60
+    per_box = 80
     f = fleet(6, lease=3)
-    for i, user in enumerate(f.users):
-        _deliver(mail_stack, user, [_mail(i, k) for k in range(per_box)])
     samples = []
     with psycopg.connect(pg_url, autocommit=True) as conn:
         for name in ("a", "b", "c"):
@@ -162,13 +161,13 @@ def test_three_instances_share_six_mailboxes_through_a_kill_and_a_freeze(fleet, 
             except psycopg.errors.UndefinedTable:
                 return False
             samples.append(held)
-            owners = {o for o, _, _ in held}
-            return len(held) == 6 and len(owners) == 3
-        wait_for(spread, 60, "six sources spread over three instances")
-        by_owner: dict[str, int] = {}
-        for owner, _, _ in (v for v in f.leases(conn).values() if v[2]):
-            by_owner[owner] = by_owner.get(owner, 0) + 1
-        assert sorted(by_owner.values()) == [2, 2, 2]           # ceil(6 / 3) each
+            by_owner: dict[str, int] = {}
+            for owner, _, _ in held:
+                by_owner[owner] = by_owner.get(owner, 0) + 1
+            return sorted(by_owner.values()) == [2, 2, 2]      # ceil(6 / 3) each
+        wait_for(spread, 60, "six sources spread evenly over three instances")
+        for i, user in enumerate(f.users):
+            _deliver(mail_stack, user, [_mail(i, k) for k in range(per_box)])
 
         # one instance killed mid-batch, another frozen past its lease
         wait_for(lambda: len(f.records()) >= 60, 60, "some mails done")
@@ -191,6 +190,9 @@ def test_three_instances_share_six_mailboxes_through_a_kill_and_a_freeze(fleet, 
         assert not any(h for _, _, h in f.leases(conn).values())
         assert all(t >= tokens_c[s] for s, (_, t, _) in f.leases(conn).items())
 
+        rows = conn.execute(f"SELECT count(*), count(DISTINCT key), count(DISTINCT source) "
+                            f"FROM {f.schema}.rows").fetchone()
+        assert rows == (6 * per_box, 6 * per_box, 6)           # the postgresql sink: once
     keys = [r["key"] for r in f.records()]
     assert len(keys) == len(set(keys)) == 6 * per_box            # every mail exactly once
     for u in f.users:
@@ -198,3 +200,47 @@ def test_three_instances_share_six_mailboxes_through_a_kill_and_a_freeze(fleet, 
         assert _count(mail_stack, u, "Done") == per_box          # none moved twice
     assert "no longer holds its lease" in (f.root / "b.log").read_text() or \
         "lost the lease" in (f.root / "b.log").read_text()
+
+
+def test_a_postgresql_sink_with_its_own_url_is_idempotent_on_key(tmp_path, mail_stack,
+                                                                  pg_url, schema):
+    from postline.workflow.engine import run_workflows
+
+    import postline
+
+    user = MailUser.fresh("pgsink")
+    _deliver(mail_stack, user, [_mail(0, k) for k in range(5)])
+    docs = [{"kind": "Secret", "name": "Creds", "values": {"pw": "env:PGSINK_PW"}},
+            {"kind": "EmailConnection", "name": "Box",
+             "incoming": {"protocol": "imap", "host": mail_stack.host,
+                          "port": mail_stack.ports["imap"], "security": "none",
+                          "user": user.email,
+                          "credential": {"type": "secret", "secret": "Creds.pw"}}},
+            {"kind": "EmailSource", "name": "Src", "connection": "Box",
+             "folders": {"input": "INBOX", "done": "Done"}},
+            {"kind": "Workflow", "name": "Flow", "source": "Src",
+             "sinks": [{"type": "postgresql", "table": f"{schema}.rows", "url": pg_url}]}]
+    (tmp_path / "p.yaml").write_text("\n---\n".join(json.dumps(d) for d in docs))
+    project = postline.open_project(tmp_path, environ={"PGSINK_PW": user.password})
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        summary = run_workflows(project, once=True)        # the ledger: SQLite
+        assert summary.counts["done"] == 5 and not summary.errors
+        row = conn.execute(f"SELECT source, subject, received IS NOT NULL, "
+                           f"record->>'key' = key FROM {schema}.rows ORDER BY subject "
+                           f"LIMIT 1").fetchone()
+        assert row == ("Src", "box 0 mail 0", True, True)
+        # the same mails written again (a crash between the sink and the ledger's commit
+        # brings them back with the same keys): no second row
+        from psycopg.conninfo import make_conninfo
+
+        from postline.workflow.pg_sink import PostgresSink
+
+        records = [r for (r,) in conn.execute(f"SELECT record FROM {schema}.rows")]
+        sink = PostgresSink(table=f"{schema}.rows", conninfo=make_conninfo(pg_url))
+        sink.open()
+        for r in records:
+            sink.write(r, None)
+        sink.stage()
+        sink.close()
+        assert conn.execute(f"SELECT count(*) FROM {schema}.rows").fetchone() == (5,)

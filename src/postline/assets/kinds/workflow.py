@@ -87,7 +87,17 @@ class HttpSink(BaseModel):
     ca_file: str | None = None
 
 
-Sink = Annotated[Union[DirectorySink, JsonlSink, StdoutSink, HttpSink],
+class PostgresqlSink(BaseModel):
+    """One row per record in ``table`` (created if missing); without ``url`` in the
+    StateStore's database, in the ledger's transaction (exactly once)."""
+
+    model_config = _STRICT
+    type: Literal["postgresql"]
+    table: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$")
+    url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+
+
+Sink = Annotated[Union[DirectorySink, JsonlSink, StdoutSink, HttpSink, PostgresqlSink],
                  Field(discriminator="type")]
 
 
