@@ -194,10 +194,10 @@ def _print_queued(args, svc, queued) -> None:
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
     from postline.cli.output import cells
-    from postline.service.outbox import Outbox
+    from postline.state.stores import open_outbox
 
     project, name = _open(args)
-    outbox = Outbox(project.state_dir / "outbox.sqlite")
+    outbox = open_outbox(project)
     try:
         entries = outbox.list(name, state=args.state, limit=args.limit)
     finally:

@@ -115,9 +115,16 @@ def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interv
         max_attempts=asset.retry.max_attempts, min_backoff=asset.retry.min_backoff,
         max_backoff=asset.retry.max_backoff, poll_interval=poll_interval)
     state_dir = project.state_dir
+    from postline.state.stores import delivery_parts, open_outbox
+
+    outbox = open_outbox(project, clock=clock)
+    lock: Any = ProcessLock(state_dir / f"outbox-{name}.lock")
+    fleet = delivery_parts(project, name, outbox=outbox, limit=throttle.limit,
+                           window=throttle.window, clock=clock)
+    if fleet is not None:   # a StateStore on PostgreSQL: the whole fleet delivers
+        lock, throttle = fleet
     return EmailService(
         settings=settings, open_sender=sender_factory,
-        outbox=Outbox(state_dir / "outbox.sqlite", clock=clock),
-        lock=ProcessLock(state_dir / f"outbox-{name}.lock"), throttle=throttle,
+        outbox=outbox, lock=lock, throttle=throttle,
         send_queue_size=asset.send_queue_size, default_from=asset.default_from, clock=clock,
         sleep=sleep or asyncio.sleep)

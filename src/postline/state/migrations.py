@@ -86,6 +86,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         "token bigint NOT NULL, expires_at timestamptz NOT NULL, "
         "acquired_at timestamptz NOT NULL DEFAULT now(), last_round_at timestamptz)",
     )),
+    # the shared outbox (state/pg_outbox.py): rows claimed by one deliverer at a time;
+    # outbox_sends is the fleet's sliding window of a service's throttle; tokens holds
+    # the sealed device-flow token caches
+    Migration(version=4, description="outbox: SendAndForget mails, the fleet's throttle, "
+                                     "sealed token caches", statements=(
+        "CREATE TABLE {schema}.outbox (id bigserial PRIMARY KEY, service text NOT NULL, "
+        "state text NOT NULL, message_id text NOT NULL, date text NOT NULL, "
+        "message text NOT NULL, summary text NOT NULL DEFAULT '', attempts integer NOT NULL "
+        "DEFAULT 0, next_attempt_at double precision NOT NULL DEFAULT 0, created_at double "
+        "precision NOT NULL, updated_at double precision NOT NULL, reason text NOT NULL "
+        "DEFAULT '', result text NOT NULL DEFAULT '', claimed_by text, "
+        "claimed_until timestamptz)",
+        "CREATE INDEX outbox_by_state ON {schema}.outbox (service, state, next_attempt_at, "
+        "id)",
+        "CREATE TABLE {schema}.outbox_sends (service text NOT NULL, at double precision "
+        "NOT NULL)",
+        "CREATE INDEX outbox_sends_by_time ON {schema}.outbox_sends (service, at)",
+        "CREATE TABLE {schema}.tokens (name text PRIMARY KEY, sealed text NOT NULL, "
+        "updated_at timestamptz NOT NULL DEFAULT now())",
+    )),
 )
 
 

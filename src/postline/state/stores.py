@@ -14,7 +14,8 @@ from postline.source.ledger import Ledger
 
 def shared_store(project: Any) -> Any | None:
     """The project's StateStore model when it is ``type: postgresql``, else None."""
-    stores = project.assets("StateStore") if hasattr(project, "assets") else []
+    assets = getattr(project, "assets", None)
+    stores = assets("StateStore") if callable(assets) else []   # (test doubles: no assets())
     return stores[0] if stores and stores[0].type == "postgresql" else None
 
 
@@ -30,3 +31,37 @@ def open_ledger(project: Any, *, read_only: bool = False, fence: Any = None) -> 
     from postline.source.ledger import SqliteLedger, ledger_path
 
     return SqliteLedger(path=ledger_path(project.state_dir), read_only=read_only)
+
+
+def open_outbox(project: Any, *, clock: Any = None) -> Any:
+    """The project's outbox: PostgreSQL (shared by the fleet) with a postgresql
+    StateStore, else ``outbox.sqlite`` in the state directory. Raises ConfigError,
+    ConnectError, AuthError."""
+    import time
+
+    clock = clock or time.time
+    if shared_store(project) is not None:
+        from postline.state.pg_ledger import ensure_schema
+        from postline.state.pg_outbox import PostgresOutbox
+        from postline.state.postgres import open_pool, target_of
+
+        target = target_of(project)
+        ensure_schema(target)
+        return PostgresOutbox(pool=open_pool(target, max_size=4, name="postline-outbox"),
+                              schema=target.schema, clock=clock)
+    from postline.service.outbox import Outbox
+
+    return Outbox(project.state_dir / "outbox.sqlite", clock=clock)
+
+
+def delivery_parts(project: Any, service: str, *, outbox: Any, limit: int | None,
+                   window: float, clock: Any) -> tuple[Any, Any] | None:
+    """(lock, throttle) of ``service`` for a fleet's outbox (every instance delivers, the
+    throttle holds for all of them), or None for the SQLite outbox (an flock and a
+    window in this process)."""
+    from postline.state.pg_outbox import FleetLock, FleetWindow, PostgresOutbox
+
+    if not isinstance(outbox, PostgresOutbox):
+        return None
+    return FleetLock(), FleetWindow(pool=outbox.pool, schema=shared_store(project).schema_name,
+                                    service=service, limit=limit, window=window, clock=clock)

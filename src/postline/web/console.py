@@ -253,11 +253,13 @@ def outbox_page(project: Any, name: str, *, row_actions=None) -> str:
 
     project.entry("EmailService", name)
     head = f"<h1>Outbox of EmailService {_link('EmailService', name)}</h1>"
+    from postline.state.stores import open_outbox, shared_store
+
     path = project.state_dir / "outbox.sqlite"
-    if not path.exists():
+    if shared_store(project) is None and not path.exists():
         return head + (f"<p class='muted'>No outbox yet (<code>{escape(str(path))}</code> "
                        "does not exist): nothing was queued by SendAndForget.</p>")
-    outbox = Outbox(path)
+    outbox = open_outbox(project) if shared_store(project) is not None else Outbox(path)
     try:
         counts, entries = outbox.counts(name), outbox.list(name, limit=LATEST)
     finally:

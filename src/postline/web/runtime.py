@@ -41,11 +41,13 @@ def outboxes(project: Any) -> list[dict[str, Any]]:
     """Per EmailService: its outbox counts (empty when nothing was queued)."""
     from postline.service.outbox import Outbox
 
+    from postline.state.stores import open_outbox, shared_store
+
     path = project.state_dir / "outbox.sqlite"
     names = [e.name for e in project.entries("EmailService")]
-    if not path.exists():
+    if shared_store(project) is None and not path.exists():
         return [{"name": n, "counts": {}} for n in names]
-    outbox = Outbox(path)
+    outbox = open_outbox(project) if shared_store(project) is not None else Outbox(path)
     try:
         return [{"name": n, "counts": outbox.counts(n)} for n in names]
     finally:

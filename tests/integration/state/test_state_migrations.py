@@ -104,12 +104,13 @@ def test_a_newer_schema_is_refused_before_anything_is_written(conn, schema):
 
 
 def test_the_shipped_steps_create_the_state_tables(conn, schema):
-    assert latest_version(MIGRATIONS) == 3
+    assert latest_version(MIGRATIONS) == 4
     _migrate(conn, MIGRATIONS, schema)
     tables = conn.execute("SELECT table_name FROM information_schema.tables WHERE "
                           "table_schema = %s ORDER BY 1", (schema,)).fetchall()
     assert tables == [("folder_state",), ("folders",), ("instances",), ("leases",),
-                      ("mails",), ("meta",), ("schema_version",)]
+                      ("mails",), ("meta",), ("outbox",), ("outbox_sends",),
+                      ("schema_version",), ("tokens",)]
     assert conn.execute(sql.SQL("SELECT value FROM {}.meta WHERE key = 'created_by'").format(
         sql.Identifier(schema))).fetchone() == ("postline 0.1.0",)
 
