@@ -234,6 +234,17 @@ class DeviceFlowProvider(_BaseProvider):
             self._cache.has_state_changed = False
 
     def _fetch(self, force_refresh: bool) -> dict:
+        from postline.state.pg_tokens import shared_tokens
+
+        shared = shared_tokens(self._source)
+        if shared is None:
+            return self._fetch_here(force_refresh)
+        # a fleet: one instance at a time refreshes, starting from the newest saved cache
+        with shared.refresh_lock(self.path.name):
+            self._load()
+            return self._fetch_here(force_refresh)
+
+    def _fetch_here(self, force_refresh: bool) -> dict:
         app = self._app or self._load()
         accounts = app.get_accounts()
         if not accounts:

@@ -27,6 +27,11 @@ def load(source: Any, path: Path) -> str | None:
 
     Raises TokenError when the file exists but cannot be opened with the project's key.
     """
+    from postline.state.pg_tokens import shared_tokens
+
+    shared = shared_tokens(source)   # a postgresql StateStore: the fleet's one login
+    if shared is not None:
+        return shared.load(path.name)
     try:
         sealed = path.read_text(encoding="ascii")
     except FileNotFoundError:
@@ -42,6 +47,12 @@ def load(source: Any, path: Path) -> str | None:
 
 def save(source: Any, path: Path, cache_json: str) -> None:
     """Seal ``cache_json`` and write it to ``path`` (0600, atomic replace)."""
+    from postline.state.pg_tokens import shared_tokens
+
+    shared = shared_tokens(source)   # a postgresql StateStore: sealed in its database
+    if shared is not None:
+        shared.save(path.name, cache_json)
+        return
     make_dirs(path.parent)
     os.chmod(path.parent, 0o700)
     sealed = source.seal(cache_json.encode("utf-8"))
