@@ -15,6 +15,8 @@ MIGRATE_EPILOG = """Examples:
   postline state migrate .
   POSTLINE_STATE_URL=postgresql://postline@db:5432/postline postline state migrate .
   postline state migrate . --json
+  postline state migrate . --from-sqlite                 copy this project's SQLite state
+  postline state migrate . --from-sqlite /srv/old/state  ... or another directory's
 
 Creates the StateStore's schema (default 'postline') and its tables, or upgrades them to
 this postline's version; each step in its own transaction, safe to run while instances
@@ -37,6 +39,10 @@ def register(sub: Any) -> None:
     p.add_argument("project", metavar="PROJECT", nargs="?", default=".",
                    help="project directory (default: .)")
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    p.add_argument("--from-sqlite", metavar="DIR", nargs="?", const="", default=None,
+                   help="also copy the SQLite ledger, outbox and token caches of state "
+                        "directory DIR (default: the project's) into PostgreSQL; "
+                        "idempotent, prints counts")
     p.set_defaults(handler=cmd_migrate)
 
 
@@ -49,18 +55,31 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     project = open_project(args.project)
     target = target_of(project)
+    copied = source_dir = None
+    if args.from_sqlite is not None:
+        from postline.state.from_sqlite import copy_from_sqlite, report_lines, state_dir_of
+
+        source_dir = state_dir_of(project, args.from_sqlite or None)
     with connect(target, autocommit=True) as conn:
         try:
             result = migrate(conn, MIGRATIONS, schema=target.schema, label=target.label,
                              where=target.where)
+            if source_dir is not None:
+                copied = copy_from_sqlite(conn, target.schema, source_dir)
         except psycopg.Error as exc:
             raise query_failure(target, exc) from exc
+    if copied is not None and not args.json:
+        for line in report_lines(copied, source_dir, target.label):
+            print(line)
     if args.json:
         print(json.dumps({"state_store": target.label.split("/", 1)[1], "where": target.where,
                           "schema": result.schema, "created_schema": result.created_schema,
                           "before": result.before, "after": result.after,
                           "applied": [{"version": m.version, "description": m.description}
-                                      for m in result.applied]}, indent=2))
+                                      for m in result.applied],
+                          **({"copied": {k: {"found": f, "copied": n} for k, (f, n) in
+                                         vars(copied).items()}} if copied else {})},
+                         indent=2))
         return 0
     if not result.applied and not result.created_schema:
         print(f"{target.label}: schema {result.schema} in {target.where} is at version "

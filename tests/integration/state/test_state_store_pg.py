@@ -27,7 +27,7 @@ def test_test_connection_then_migrate_then_current(store_project, schema, capsys
                         f"schema {schema}")
     assert [ln.split()[1] for ln in lines[1:5]] == ["dns", "tcp", "login", "schema"]
     assert "PostgreSQL 15." in lines[3] and "as postline, database postline" in lines[3]
-    assert lines[4].endswith(f"{schema} does not exist yet (this postline creates version 1); "
+    assert lines[4].endswith(f"{schema} does not exist yet (this postline creates version 4); "
                              f"create it with: postline state migrate {root}")
     assert lines[5].strip() == "PASSED (schema not current)"
 
@@ -36,18 +36,22 @@ def test_test_connection_then_migrate_then_current(store_project, schema, capsys
     assert out.splitlines() == [
         f"StateStore/Shared: created schema {schema} in 127.0.0.1:{pg_server.port}/postline",
         "  applied version 1: meta: facts about this state",
-        f"StateStore/Shared: schema {schema} is at version 1 (was 0): current"]
+        "  applied version 2: ledger: one row per mail, folder versions and state",
+        "  applied version 3: fleet: instances and source leases with fencing tokens",
+        "  applied version 4: outbox: SendAndForget mails, the fleet's throttle, sealed "
+        "token caches",
+        f"StateStore/Shared: schema {schema} is at version 4 (was 0): current"]
     code, out, _ = run(capsys, "state", "migrate", str(root))
     assert out == (f"StateStore/Shared: schema {schema} in 127.0.0.1:{pg_server.port}/postline "
-                   "is at version 1: current, nothing to do\n")
+                   "is at version 4: current, nothing to do\n")
 
     code, out, _ = run(capsys, "test-connection", str(root), "Shared", "--json")
     report = json.loads(out)
     assert code == 0
     assert {k: report[k] for k in ("state_store", "ok", "schema", "schema_version",
                                    "latest_version", "schema_state", "current", "url")} == {
-        "state_store": "Shared", "ok": True, "schema": schema, "schema_version": 1,
-        "latest_version": 1, "schema_state": "current", "current": True,
+        "state_store": "Shared", "ok": True, "schema": schema, "schema_version": 4,
+        "latest_version": 4, "schema_state": "current", "current": True,
         "url": f"postgresql://postline:***@127.0.0.1:{pg_server.port}/postline"}
     assert report["server_version"].startswith("15.")
     assert "postline-pass" not in out
@@ -160,7 +164,7 @@ def test_a_newer_schema_is_refused(store_project, schema, admin, capsys, pg_serv
                           "postline_version) VALUES (7, 'from the future', '9.9.0')").format(
         sql.Identifier(schema)))
     line = (f"StateStore/Shared: schema {schema} in 127.0.0.1:{pg_server.port}/postline is at "
-            f"version 7 (written by postline 9.9.0), newer than this postline 0.1.0 knows (1)")
+            f"version 7 (written by postline 9.9.0), newer than this postline 0.1.0 knows (4)")
     fix = "upgrade postline here; an older postline never writes to a newer schema"
     code, out, err = run(capsys, "state", "migrate", str(root))
     assert (code, err) == (1, f"postline: error: {line} ({fix})\n")
