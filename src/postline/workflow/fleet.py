@@ -98,6 +98,8 @@ def run_fleet(project: Any, *, chosen: list[Any], store: Any, instance: str | No
     from postline.state.postgres import open_pool, target_of
 
     name = instance or default_instance_name()
+    # the pool's own warnings repeat every reconnect attempt; ours says it once a heartbeat
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     holdings = Holdings(owner=name)
     ledger = open_pg_ledger(project, fence=holdings)    # migrates the schema first
     target = target_of(project)
@@ -157,8 +159,8 @@ def run_fleet(project: Any, *, chosen: list[Any], store: Any, instance: str | No
         holdings.set(source, None)     # first: any write it still tries is refused
         entry.stop.set()
         entry.release_when_done = False
-        log.warning("instance %s: %s source %s (token %d): stopping its runner", name, why,
-                    source, entry.token)
+        log.warning("instance %s: source %s (token %d): %s; stopping its runner", name,
+                    source, entry.token, why)
 
     def reap() -> None:
         for source, entry in list(running.items()):
@@ -181,7 +183,8 @@ def run_fleet(project: Any, *, chosen: list[Any], store: Any, instance: str | No
             if holdings.token(source) is None:
                 continue
             if not leases.renew(source, entry.token):
-                lose(source, "lost the lease of")
+                lose(source, "lost the lease (it expired or another instance took it: "
+                             "this process was frozen or cut off)")
         if once and took_once:
             return      # --once: one pass of taking, then only renewing until done
         took_once.append(True)
@@ -216,7 +219,8 @@ def run_fleet(project: Any, *, chosen: list[Any], store: Any, instance: str | No
                 if time.monotonic() - last_ok >= store.lease_seconds:
                     for source in list(running):
                         if holdings.token(source) is not None:
-                            lose(source, "cannot renew (database unreachable) the lease of")
+                            lose(source, "no lease renewal for longer than the lease "
+                                         "(database unreachable)")
             if once and took_once and not any(e.thread.is_alive()
                                               for e in running.values()):
                 break

@@ -63,9 +63,15 @@ def insert_rows(conn: psycopg.Connection, table: str, records: list[dict[str, An
 
 
 def create_table(conn: psycopg.Connection, table: str) -> None:
-    """Create ``table`` with the sink's columns unless it exists."""
-    conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + COLUMNS + ")").format(
-        _table(table)))
+    """Create ``table`` with the sink's columns unless it exists (``conn`` in autocommit
+    mode or idle)."""
+    # IF NOT EXISTS is not safe against a concurrent CREATE (two instances starting at
+    # once: a unique violation in pg_type), so one creator at a time per table
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                     (f"postline-sink:{table}",))
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + COLUMNS + ")").format(
+            _table(table)))
 
 
 class PostgresSink(Sink):

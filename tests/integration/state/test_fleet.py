@@ -55,14 +55,14 @@ class Fleet:
     postgresql StateStore, and the ``postline run`` processes started on it."""
 
     def __init__(self, root: Path, stack, pg_url: str, schema: str, n: int, *,
-                 lease: int = 3) -> None:
+                 lease: int = 3, slow: float = 0.02) -> None:
         self.root, self.stack, self.schema = root, stack, schema
         self.users = [MailUser.fresh(f"fleet{i}") for i in range(n)]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.env.pop("POSTLINE_STATE_URL", None)
         docs: list[dict] = [{"kind": "StateStore", "name": "Shared", "type": "postgresql",
                              "url": pg_url, "schema": schema, "lease_seconds": lease,
-                             "heartbeat_seconds": lease / 3}]
+                             "heartbeat_seconds": lease / 3, "connect_timeout": 2}]
         values = {}
         for i, user in enumerate(self.users):
             self.env[f"FLEET_PW_{i}"] = user.password
@@ -84,7 +84,7 @@ class Fleet:
         root.mkdir(parents=True, exist_ok=True)
         # a few ms per mail: an instance killed or frozen is caught in the middle of a batch
         (root / "slow.py").write_text("import time\n\ndef on_message(message, ctx):\n"
-                                      "    time.sleep(0.02)\n")
+                                      f"    time.sleep({slow})\n")
         (root / "project.yaml").write_text("\n---\n".join(json.dumps(d) for d in docs))
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -244,3 +244,55 @@ def test_a_postgresql_sink_with_its_own_url_is_idempotent_on_key(tmp_path, mail_
         sink.stage()
         sink.close()
         assert conn.execute(f"SELECT count(*) FROM {schema}.rows").fetchone() == (5,)
+
+
+def test_postgresql_restarted_and_away_past_the_lease(tmp_path, mail_stack, schema):
+    """Instances pause while the database is away (no mail moved or written without it),
+    lose their leases past lease_seconds, and take the sources again when it is back:
+    nothing lost, nothing twice."""
+    from postline.testing.ports import free_port
+    from postline.testing.postgres import DevPostgres
+
+    import shutil
+    import tempfile
+
+    # as the pg_server fixture: a directory the 'postgres' user can enter (when root)
+    parent = Path(tempfile.mkdtemp(prefix="postline-pg-"))
+    os.chmod(parent, 0o755)
+    server = DevPostgres(dir=parent / "postgres", port=free_port())
+    info = server.start()
+    f = Fleet(tmp_path / "proj", mail_stack, info.url, schema, 2, lease=3, slow=0.01)
+    try:
+        per_box = 60
+        for name in ("a", "b"):
+            f.start(name)
+        with psycopg.connect(info.url, autocommit=True) as conn:
+            wait_for(lambda: _owners(f, conn) == {"a", "b"}, 60, "a source owned by each")
+        for i, user in enumerate(f.users):
+            _deliver(mail_stack, user, [_mail(i, k) for k in range(per_box // 2)])
+        wait_for(lambda: len(f.records()) >= 10, 60, "some mails done")
+        server.stop()                                   # away for longer than the lease
+        wait_for(lambda: all("database unreachable" in (f.root / f"{n}.log").read_text()
+                             for n in ("a", "b")), 60, "both instances to give up the leases")
+        for i, user in enumerate(f.users):              # mail keeps coming meanwhile
+            _deliver(mail_stack, user, [_mail(i, k) for k in range(per_box // 2, per_box)])
+        server.start()
+        wait_for(lambda: all(_count(mail_stack, u, "INBOX") == 0 for u in f.users) and
+                 len(f.records()) >= 2 * per_box, 120, "every mailbox drained")
+        assert all(p.poll() is None for p in f.procs.values())    # paused, never exited
+        f.stop_all()
+        keys = [r["key"] for r in f.records()]
+        assert len(keys) == len(set(keys)) == 2 * per_box
+        for u in f.users:
+            assert _count(mail_stack, u, "Done") == per_box
+    finally:
+        f.stop_all()
+        server.stop()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _owners(f: Fleet, conn) -> set[str]:
+    try:
+        return {o for o, _, h in f.leases(conn).values() if h}
+    except psycopg.errors.UndefinedTable:
+        return set()
