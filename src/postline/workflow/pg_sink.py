@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from postline.errors import ConfigError, DeliveryError, StorageError
+from postline.errors import ConfigError, StorageError
 from postline.protocols.base import RawMessage
 from postline.workflow.sinks import Sink, Staged
 
@@ -155,4 +155,3 @@ class PostgresSink(Sink):
                 self._conn.close()
             except psycopg.Error:
                 pass
-        _ = DeliveryError

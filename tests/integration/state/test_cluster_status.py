@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import psycopg
 import pytest
 
 import postline
@@ -74,4 +73,3 @@ def test_cluster_status_without_a_postgresql_state_store_is_one_line(tmp_path, c
     assert main(["cluster", "status", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "has no StateStore asset" in err
-    _ = psycopg

@@ -296,3 +296,18 @@ def _owners(f: Fleet, conn) -> set[str]:
         return {o for o, _, h in f.leases(conn).values() if h}
     except psycopg.errors.UndefinedTable:
         return set()
+
+
+def test_run_with_a_wrong_password_exits_1_without_touching_a_mailbox(tmp_path, mail_stack,
+                                                                      pg_server, schema):
+    bad = pg_server.url.replace("postline-pass", "wrong-pass")
+    assert bad != pg_server.url
+    f = Fleet(tmp_path / "proj", mail_stack, bad, schema, 1)
+    _deliver(mail_stack, f.users[0], [_mail(0, 1)])
+    proc = subprocess.run([sys.executable, "-m", "postline", "run", str(f.root), "--once"],
+                          env=f.env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "StateStore/Shared: PostgreSQL refused the password" in \
+        lines[0] and "wrong-pass" not in proc.stderr
+    assert _count(mail_stack, f.users[0], "INBOX") == 1
