@@ -43,6 +43,10 @@ class Events:
     def stopped(self, workflow: str, error: str | None) -> None:
         """The workflow's loop ended: on request (``error`` None) or on a fatal error."""
 
+    def lease(self, workflow: str, *, owned: bool, token: int | None = None) -> None:
+        """A fleet (a postgresql StateStore): whether this instance holds the lease of the
+        workflow's source now, and its fencing token (every heartbeat)."""
+
 
 class Broadcast(Events):
     """Every hook called on each of ``targets``, in order."""
@@ -77,3 +81,7 @@ class Broadcast(Events):
     def stopped(self, workflow: str, error: str | None) -> None:
         for t in self.targets:
             t.stopped(workflow, error)
+
+    def lease(self, workflow: str, *, owned: bool, token: int | None = None) -> None:
+        for t in self.targets:
+            t.lease(workflow, owned=owned, token=token)

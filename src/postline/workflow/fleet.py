@@ -195,6 +195,9 @@ def run_fleet(project: Any, *, chosen: list[Any], store: Any, instance: str | No
                 log.info("instance %s: giving source %s back (%d live instances, share %d)",
                          name, source, live, share)
                 running[source].stop.set()
+        for wf in chosen:   # /status, /metrics: who reads what, per heartbeat
+            token = holdings.token(wf.source)
+            counting.lease(wf.name, owned=token is not None, token=token)
         free = [s for s in by_source if s not in running and s not in failed]
         random.shuffle(free)
         for source in free:

@@ -54,12 +54,15 @@ LEDGER_STATES = ("acquired", "done", "failed", "ignored")
 class WorkflowState:
     source: str
     state: str = "starting"          # starting | connected | reconnecting | stopped | failed
+    #                                  | elsewhere (a fleet: another instance reads it)
     since: float = 0.0
     last_activity: float = 0.0
     last_round: float | None = None
     backlog: int = 0
     error: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    owned: bool | None = None        # a fleet: holds the source's lease (None: no fleet)
+    token: int | None = None
 
 
 class RunStatus(Events):
@@ -102,6 +105,12 @@ class RunStatus(Events):
                                   "fires when no round ever ends)", ["workflow"], registry=r)
         self.m_connected = Gauge("postline_workflow_connected", "1 while the mailbox is "
                                  "connected", ["workflow"], registry=r)
+        self.m_owned = Gauge("postline_source_lease_owned", "a fleet: 1 while this "
+                             "instance holds the lease of the workflow's source",
+                             ["workflow"], registry=r)
+        self.m_token = Gauge("postline_source_lease_token", "a fleet: the fencing token this "
+                             "instance holds for the workflow's source (0: none)",
+                             ["workflow"], registry=r)
         self.m_up = Gauge("postline_workflow_up", "1 while the workflow runs, 0 once it "
                           "stopped (on request or on an error)", ["workflow"], registry=r)
         r.register(_Live(self))
@@ -164,6 +173,19 @@ class RunStatus(Events):
     def alive(self, workflow: str) -> None:
         self._set(workflow)
 
+    def lease(self, workflow: str, *, owned: bool, token: int | None = None) -> None:
+        # a source another instance of the fleet reads is neither stuck nor unready here
+        with self._lock:
+            w = self.workflows.get(workflow)
+            if w is None:
+                return
+            w.owned, w.token = owned, token
+            if not owned and w.state in ("starting", "stopped"):
+                w.state = "elsewhere"
+            w.last_activity = self.clock()
+        self.m_owned.labels(workflow).set(1 if owned else 0)
+        self.m_token.labels(workflow).set(token or 0)
+
     def stopped(self, workflow: str, error: str | None) -> None:
         self._set(workflow, state="failed" if error else "stopped",
                   error=redact(error) if error else None)
@@ -190,7 +212,8 @@ class RunStatus(Events):
         """Readiness: every workflow connected. (ok, one line per workflow that is not)."""
         with self._lock:
             problems = [f"workflow {name}: {w.state}" + (f": {w.error}" if w.error else "")
-                        for name, w in self.workflows.items() if w.state != "connected"]
+                        for name, w in self.workflows.items()
+                        if w.state not in ("connected", "elsewhere")]
         return not problems, problems
 
     def snapshot(self) -> dict[str, Any]:
@@ -202,7 +225,9 @@ class RunStatus(Events):
             flows = {name: {"source": w.source, "state": w.state, "since": iso(w.since),
                             "last_activity": iso(w.last_activity),
                             "last_round": iso(w.last_round), "backlog": w.backlog,
-                            "counts": dict(w.counts), "error": w.error}
+                            "counts": dict(w.counts), "error": w.error,
+                            **({"lease": {"owned": w.owned, "token": w.token}}
+                               if w.owned is not None else {})}
                      for name, w in self.workflows.items()}
         for flow in flows.values():
             flow["ledger"] = self._ledger(flow["source"])
