@@ -189,12 +189,24 @@ def run_fleet(project: Any, *, chosen: list[Any], store: Any, instance: str | No
             return      # --once: one pass of taking, then only renewing until done
         took_once.append(True)
         share = len(by_source) if once else math.ceil(len(by_source) / max(live, 1))
+        floor = len(by_source) // max(live, 1)
         held = [s for s in running if holdings.token(s) is not None]
         for source in held[share:]:
             if not running[source].stop.is_set():
                 log.info("instance %s: giving source %s back (%d live instances, share %d)",
                          name, source, live, share)
                 running[source].stop.set()
+        # ceil() alone can leave one instance with nothing (4 sources, 3 instances: 2, 2,
+        # 0): while another live instance holds less than floor(), those above it give one
+        # back per heartbeat and nobody takes more than floor()
+        starving = not once and _others_below(leases, name, floor, beat)
+        if starving:
+            keeping = [s for s in held if not running[s].stop.is_set()]
+            if len(keeping) > floor:
+                log.info("instance %s: giving source %s back (another instance holds fewer "
+                         "than %d)", name, keeping[-1], floor)
+                running[keeping[-1]].stop.set()
+            share = min(share, floor)
         for wf in chosen:   # /status, /metrics: who reads what, per heartbeat
             token = holdings.token(wf.source)
             counting.lease(wf.name, owned=token is not None, token=token)
@@ -251,6 +263,21 @@ def run_fleet(project: Any, *, chosen: list[Any], store: Any, instance: str | No
             pass
         pool.close()
         ledger.close()
+
+
+def _others_below(leases: Leases, me: str, floor: int, beat: float) -> bool:
+    """Whether a live instance other than ``me`` that joined in the last five heartbeats
+    holds fewer than ``floor`` sources. (An older one that still holds fewer cannot take
+    more, e.g. it runs other workflows: waiting for it would leave sources unread.)"""
+    if floor <= 0:
+        return False
+    counts: dict[str | None, int] = {}
+    for row in leases.rows():
+        if row.held:
+            counts[row.owner] = counts.get(row.owner, 0) + 1
+    return any(counts.get(m.name, 0) < floor for m in leases.members()
+               if m.live and m.name != me and
+               (m.heartbeat_at - m.started_at).total_seconds() < 5 * beat)
 
 
 def _flag_strangers(leases: Leases, me: str, flagged: set[str]) -> None:

@@ -311,3 +311,38 @@ def test_run_with_a_wrong_password_exits_1_without_touching_a_mailbox(tmp_path, 
     assert len(lines) == 1 and "StateStore/Shared: PostgreSQL refused the password" in \
         lines[0] and "wrong-pass" not in proc.stderr
     assert _count(mail_stack, f.users[0], "INBOX") == 1
+
+
+def test_instances_joining_and_leaving_rebalance_and_never_share_a_source(fleet, pg_url,
+                                                                          mail_stack):
+    f = fleet(4, lease=3)
+    per_box = 40
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        def shares() -> list[int]:
+            try:
+                held = [o for o, _, h in f.leases(conn).values() if h]
+            except psycopg.errors.UndefinedTable:
+                return []
+            return sorted(held.count(o) for o in set(held))
+
+        f.start("a")
+        wait_for(lambda: shares() == [4], 60, "a to hold all four sources")
+        for i, user in enumerate(f.users):
+            _deliver(mail_stack, user, [_mail(i, k) for k in range(per_box // 2)])
+        f.start("b")
+        wait_for(lambda: shares() == [2, 2], 60, "a and b to hold two each")
+        f.start("c")
+        wait_for(lambda: shares() == [1, 1, 2], 60, "a, b and c to share four sources")
+        f.procs["a"].send_signal(signal.SIGTERM)     # leaves: its leases released at once
+        assert f.procs["a"].wait(timeout=60) == 0
+        wait_for(lambda: shares() == [2, 2], 60, "b and c to take a's sources")
+        for i, user in enumerate(f.users):
+            _deliver(mail_stack, user, [_mail(i, k) for k in range(per_box // 2, per_box)])
+        wait_for(lambda: all(_count(mail_stack, u, "INBOX") == 0 for u in f.users) and
+                 len(f.records()) >= 4 * per_box, 120, "every mailbox drained")
+        f.stop_all()
+    keys = [r["key"] for r in f.records()]
+    assert len(keys) == len(set(keys)) == 4 * per_box
+    # each process logged the sources it took; a source taken by two processes at once
+    # would show in the lease table as two live owners, which its primary key forbids, and
+    # in the sinks as a mail written twice, which the keys above rule out
