@@ -348,7 +348,7 @@ def open_pg_ledger(project: Any, *, read_only: bool = False, fence: Fence | None
 
     target = target_of(project)
     ensure_schema(target, read_only=read_only)
-    pool = open_pool(target, max_size=max_size, name="postline-ledger")
+    pool = open_pool(target, max_size=max_size, name="postline-ledger", autocommit=True)
     return PostgresLedger(pool=pool, schema=target.schema, label=target.label, fence=fence,
                           clock=clock)
 

@@ -200,15 +200,19 @@ def _password_hint(target: Target) -> str:
 
 
 def open_pool(target: Target, *, min_size: int = 1, max_size: int = 4,
-              name: str = "postline-state") -> Any:
+              name: str = "postline-state", autocommit: bool = False) -> Any:
     """An open ``psycopg_pool.ConnectionPool`` to ``target``; the first login is checked
-    here so a wrong setting fails now, with the errors of :func:`connect`. Close it with
-    ``pool.close()`` (or use it as a context manager)."""
+    here so a wrong setting fails now, with the errors of :func:`connect`. With
+    ``autocommit`` its connections run each statement on its own (explicit transactions
+    with ``conn.transaction()``), which spares a read the ROLLBACK the pool sends when the
+    connection comes back. Close it with ``pool.close()`` (or use it as a context
+    manager)."""
     from psycopg_pool import ConnectionPool
 
     connect(target).close()
     pool = ConnectionPool(target.conninfo, min_size=min_size, max_size=max_size, name=name,
-                          open=False, timeout=max(target.connect_timeout, 1.0))
+                          open=False, timeout=max(target.connect_timeout, 1.0),
+                          kwargs={"autocommit": autocommit})
     pool.open(wait=True, timeout=max(target.connect_timeout, 1.0) * 2)
     return pool
 

@@ -14,6 +14,8 @@
       - {type: stdout}
       - {type: http, url: "https://hooks.example.com/mail", headers: {X-Token: "${sec:Hook.token}"},
          timeout: 10, retries: 3}
+      - {type: postgresql, table: mails}            # url: optional (default: the StateStore's
+                                                    # database, in the ledger's transaction)
 """
 
 from __future__ import annotations
