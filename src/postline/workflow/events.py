@@ -47,6 +47,10 @@ class Events:
         """A fleet (a postgresql StateStore): whether this instance holds the lease of the
         workflow's source now, and its fencing token (every heartbeat)."""
 
+    def fleet(self, *, instance: str, live: int, differing: list[str]) -> None:
+        """A fleet, every heartbeat: this instance's name, how many instances are live and
+        the names of those whose postline version or assets differ from this one's."""
+
 
 class Broadcast(Events):
     """Every hook called on each of ``targets``, in order."""
@@ -85,3 +89,7 @@ class Broadcast(Events):
     def lease(self, workflow: str, *, owned: bool, token: int | None = None) -> None:
         for t in self.targets:
             t.lease(workflow, owned=owned, token=token)
+
+    def fleet(self, *, instance: str, live: int, differing: list[str]) -> None:
+        for t in self.targets:
+            t.fleet(instance=instance, live=live, differing=differing)

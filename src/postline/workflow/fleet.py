@@ -178,7 +178,8 @@ def run_fleet(project: Any, *, chosen: list[Any], store: Any, instance: str | No
     def tick() -> None:
         reap()
         live = leases.beat()
-        _flag_strangers(leases, name, flagged)
+        counting.fleet(instance=name, live=live,
+                       differing=_flag_strangers(leases, name, flagged))
         for source, entry in list(running.items()):
             if holdings.token(source) is None:
                 continue
@@ -280,18 +281,21 @@ def _others_below(leases: Leases, me: str, floor: int, beat: float) -> bool:
                (m.heartbeat_at - m.started_at).total_seconds() < 5 * beat)
 
 
-def _flag_strangers(leases: Leases, me: str, flagged: set[str]) -> None:
-    """Log once per instance whose postline version or assets differ from this one's."""
+def _flag_strangers(leases: Leases, me: str, flagged: set[str]) -> list[str]:
+    """The live instances whose postline version or assets differ from this one's; each is
+    logged once."""
     members = {m.name: m for m in leases.members() if m.live}
     mine = members.get(me)
     if mine is None:
-        return
+        return []
+    differing = [m.name for m in members.values() if m.name != me and
+                 (m.version, m.assets_hash) != (mine.version, mine.assets_hash)]
     for m in members.values():
-        if m.name in flagged or m.name == me:
+        if m.name in flagged or m.name not in differing:
             continue
-        if (m.version, m.assets_hash) != (mine.version, mine.assets_hash):
-            flagged.add(m.name)
-            log.warning("instance %s runs postline %s with assets %s, this one (%s) postline "
-                        "%s with assets %s: the fleet runs two configurations (intended only "
-                        "during a rolling upgrade)", m.name, m.version, m.assets_hash, me,
-                        mine.version, mine.assets_hash)
+        flagged.add(m.name)
+        log.warning("instance %s runs postline %s with assets %s, this one (%s) postline "
+                    "%s with assets %s: the fleet runs two configurations (intended only "
+                    "during a rolling upgrade)", m.name, m.version, m.assets_hash, me,
+                    mine.version, mine.assets_hash)
+    return differing

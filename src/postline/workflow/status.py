@@ -105,6 +105,12 @@ class RunStatus(Events):
                                   "fires when no round ever ends)", ["workflow"], registry=r)
         self.m_connected = Gauge("postline_workflow_connected", "1 while the mailbox is "
                                  "connected", ["workflow"], registry=r)
+        self.fleet_info: dict[str, Any] | None = None
+        self.m_live = Gauge("postline_fleet_instances_live", "a fleet: live instances "
+                            "(this one included)", registry=r)
+        self.m_differing = Gauge("postline_fleet_instances_differing", "a fleet: live "
+                                 "instances whose postline version or assets differ from "
+                                 "this one's", registry=r)
         self.m_owned = Gauge("postline_source_lease_owned", "a fleet: 1 while this "
                              "instance holds the lease of the workflow's source",
                              ["workflow"], registry=r)
@@ -173,6 +179,13 @@ class RunStatus(Events):
     def alive(self, workflow: str) -> None:
         self._set(workflow)
 
+    def fleet(self, *, instance: str, live: int, differing: list[str]) -> None:
+        with self._lock:
+            self.fleet_info = {"instance": instance, "live_instances": live,
+                               "differing_instances": list(differing)}
+        self.m_live.set(live)
+        self.m_differing.set(len(differing))
+
     def lease(self, workflow: str, *, owned: bool, token: int | None = None) -> None:
         # a source another instance of the fleet reads is neither stuck nor unready here
         with self._lock:
@@ -233,7 +246,8 @@ class RunStatus(Events):
             flow["ledger"] = self._ledger(flow["source"])
         ok, problems = self.health()
         return {"version": __version__, "started": iso(self.started), "healthy": ok,
-                "problems": problems, "workflows": flows}
+                "problems": problems, "workflows": flows,
+                **({"fleet": self.fleet_info} if self.fleet_info is not None else {})}
 
     def _ledger(self, source: str) -> dict[str, int] | None:
         if self.ledger_counts is None:

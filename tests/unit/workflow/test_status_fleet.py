@@ -21,7 +21,12 @@ def test_sources_of_other_instances_count_as_elsewhere_and_leases_are_shown():
     assert flows["A"]["lease"] == {"owned": True, "token": 7}
     assert (flows["B"]["state"], flows["B"]["lease"]) == ("elsewhere",
                                                           {"owned": False, "token": None})
+    st.fleet(instance="a", live=3, differing=["c"])
+    assert st.snapshot()["fleet"] == {"instance": "a", "live_instances": 3,
+                                      "differing_instances": ["c"]}
     text = st.metrics_text().decode()
+    assert "postline_fleet_instances_live 3.0" in text
+    assert "postline_fleet_instances_differing 1.0" in text
     assert 'postline_source_lease_owned{workflow="A"} 1.0' in text
     assert 'postline_source_lease_owned{workflow="B"} 0.0' in text
     assert 'postline_source_lease_token{workflow="A"} 7.0' in text
@@ -30,3 +35,4 @@ def test_sources_of_other_instances_count_as_elsewhere_and_leases_are_shown():
 def test_without_a_fleet_the_status_has_no_lease():
     st = RunStatus({"A": "SrcA"})
     assert "lease" not in st.snapshot()["workflows"]["A"]
+    assert "fleet" not in st.snapshot()
