@@ -90,6 +90,7 @@ class Leases:
         self.pool = pool
         self.owner = owner
         self.lease = float(lease_seconds)
+        self._joined: dict[str, Any] | None = None
         self._s = sql.Identifier(schema)
 
     def _run(self, text: str, args: tuple = ()) -> list[tuple]:
@@ -108,6 +109,8 @@ class Leases:
     # -- members -------------------------------------------------------------------------
     def join(self, *, host: str, pid: int, version: str, assets_hash: str) -> None:
         """Register (or refresh) this instance."""
+        self._joined = {"host": host, "pid": pid, "version": version,
+                        "assets_hash": assets_hash}
         self._run("INSERT INTO {s}.instances (name, host, pid, version, assets_hash) VALUES "
                   "(%s,%s,%s,%s,%s) ON CONFLICT (name) DO UPDATE SET host=excluded.host, "
                   "pid=excluded.pid, version=excluded.version, assets_hash="
@@ -117,11 +120,16 @@ class Leases:
     def beat(self) -> int:
         """Record this instance's heartbeat; returns how many instances are live (this
         one included)."""
+        # an instance gone for an hour leaves the list (cluster status shows it as gone
+        # until then)
         rows = self._run(
             "WITH b AS (UPDATE {s}.instances SET heartbeat_at=now() WHERE name=%s "
-            "RETURNING 1) SELECT (SELECT count(*) FROM {s}.instances WHERE name <> %s AND "
-            "heartbeat_at > now() - make_interval(secs => %s)) + 1",
-            (self.owner, self.owner, self.lease))
+            "RETURNING 1), gone AS (DELETE FROM {s}.instances WHERE heartbeat_at < now() - "
+            "interval '1 hour') SELECT (SELECT count(*) FROM {s}.instances WHERE name <> %s "
+            "AND heartbeat_at > now() - make_interval(secs => %s)) + 1, "
+            "(SELECT count(*) FROM b)", (self.owner, self.owner, self.lease))
+        if not rows[0][1] and self._joined is not None:
+            self.join(**self._joined)   # removed while frozen for an hour: join again
         return int(rows[0][0])
 
     def leave(self) -> None:
