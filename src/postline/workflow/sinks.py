@@ -338,10 +338,11 @@ def _shown_url(url: str) -> str:
     return redact(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}")
 
 
-def make_sink(config, *, root: Path, ledger: Any = None) -> Sink:
+def make_sink(config, *, root: Path, ledger: Any = None, project: Any = None) -> Sink:
     """A sink from a Workflow ``sinks`` entry; relative paths are under the project root.
     ``ledger``: the run's ledger (a ``postgresql`` sink without url writes in its
-    transactions when it is on PostgreSQL). Raises ConfigError."""
+    transactions when it is on PostgreSQL); without one (``postline try``) such a sink
+    writes to the StateStore of ``project`` on its own. Raises ConfigError."""
     def resolve(p: str) -> Path:
         path = Path(p).expanduser()
         return path if path.is_absolute() else root / path
@@ -371,6 +372,15 @@ def make_sink(config, *, root: Path, ledger: Any = None) -> Sink:
             return PostgresSink(table=config.table, where=mask_url(config.url),
                                 conninfo=make_conninfo(config.url,
                                                        application_name="postline"))
+        if not hasattr(ledger, "attach") and project is not None:
+            from postline.state.stores import shared_store
+
+            if shared_store(project) is not None:
+                from postline.state.postgres import target_of
+
+                target = target_of(project)
+                return PostgresSink(table=config.table, conninfo=target.conninfo,
+                                    where=target.where)
         return PostgresSink(table=config.table, ledger=ledger if hasattr(ledger, "attach")
                             else None)
     raise ValueError(f"unknown sink type {config.type!r}")

@@ -275,7 +275,8 @@ class Trial:
         self.write_sinks = write_sinks
         self.tmp = Path(tempfile.mkdtemp(prefix="postline-try-"))
         self.sends: list[Sent] = []
-        self.sinks: list[Sink] = ([make_sink(c, root=Path(project.root)) for c in wf.sinks]
+        self.sinks: list[Sink] = ([make_sink(c, root=Path(project.root), project=project)
+                                   for c in wf.sinks]
                                   if write_sinks else [])
         home = (attachments_home(project, wf, self.sinks) if write_sinks
                 else lambda key: self.tmp / "attachments" / file_key(key))
