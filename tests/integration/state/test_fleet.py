@@ -346,3 +346,33 @@ def test_instances_joining_and_leaving_rebalance_and_never_share_a_source(fleet,
     # each process logged the sources it took; a source taken by two processes at once
     # would show in the lease table as two live owners, which its primary key forbids, and
     # in the sinks as a mail written twice, which the keys above rule out
+
+
+def test_run_once_ledger_commands_and_the_console_use_the_state_store(
+        tmp_path, mail_stack, pg_url, schema, capsys, monkeypatch):
+    from postline.cli import main
+    from postline.web.console import ledger_page
+
+    import postline
+
+    f = Fleet(tmp_path / "proj", mail_stack, pg_url, schema, 1, slow=0)
+    _deliver(mail_stack, f.users[0], [_mail(0, k) for k in range(3)])
+    for key, value in f.env.items():
+        if key.startswith("FLEET_PW_"):
+            monkeypatch.setenv(key, value)
+    assert main(["run", str(f.root), "--once"]) == 0
+    assert not (f.root / ".postline-state" / "ledger.sqlite3").exists()   # no SQLite
+    capsys.readouterr()
+    assert main(["ledger", "list", str(f.root), "Src0", "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["state"] for e in entries] == ["done"] * 3 and all(e["settled"] for e in entries)
+    page = ledger_page(postline.open_project(f.root), "Src0")
+    assert "box 0 mail 2" in page and entries[0]["key"] in page
+    assert main(["ledger", "prune", str(f.root), "Src0", "--older-than", "0m"]) == 0
+    assert "pruned 3 done entries of source Src0" in capsys.readouterr().out
+    assert main(["ledger", "list", str(f.root), "Src0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    with psycopg.connect(pg_url) as conn:       # the run left the fleet tidy
+        assert conn.execute(f"SELECT count(*) FROM {schema}.instances").fetchone() == (0,)
+        assert conn.execute(f"SELECT count(*) FROM {schema}.leases WHERE owner IS NOT NULL"
+                            ).fetchone() == (0,)
