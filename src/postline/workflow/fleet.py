@@ -197,16 +197,17 @@ def run_fleet(project: Any, *, chosen: list[Any], store: Any, instance: str | No
                 log.info("instance %s: giving source %s back (%d live instances, share %d)",
                          name, source, live, share)
                 running[source].stop.set()
-        # ceil() alone can leave one instance with nothing (4 sources, 3 instances: 2, 2,
-        # 0): while another live instance holds less than floor(), those above it give one
-        # back per heartbeat and nobody takes more than floor()
+        # ceil() alone can leave a new instance with nothing (4 sources, 3 instances: 2,
+        # 2, 0) or wait long for its share: while a newly joined live instance holds less
+        # than floor(), those above floor() give the extra sources back (each after its
+        # batch) and nobody takes more than floor(); the newcomer takes them next heartbeat
         starving = not once and _others_below(leases, name, floor, beat)
         if starving:
             keeping = [s for s in held if not running[s].stop.is_set()]
-            if len(keeping) > floor:
-                log.info("instance %s: giving source %s back (another instance holds fewer "
-                         "than %d)", name, keeping[-1], floor)
-                running[keeping[-1]].stop.set()
+            for source in keeping[floor:]:
+                log.info("instance %s: giving source %s back (a new instance holds fewer "
+                         "than %d)", name, source, floor)
+                running[source].stop.set()
             share = min(share, floor)
         for wf in chosen:   # /status, /metrics: who reads what, per heartbeat
             token = holdings.token(wf.source)
