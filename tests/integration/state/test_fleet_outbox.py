@@ -117,3 +117,62 @@ def test_the_throttle_holds_for_the_whole_fleet(two_instances):
     finally:
         for p in pools:
             p.close()
+
+
+def test_two_instances_deliver_a_backlog_through_postfix_each_mail_once(
+        store_project, mail_stack):
+    """The same through the stack's real Postfix into Dovecot: every queued mail arrives
+    once in the recipient's INBOX."""
+    import imaplib
+
+    from postline.service import open_service
+    from postline.testing.info import MailUser
+
+    sender, reader = MailUser.fresh("fleetsender"), MailUser.fresh("fleetreader")
+    root = store_project(extra=f"""
+---
+kind: Secret
+name: Mail
+values: {{password: env:FLEET_SENDER_PW}}
+---
+kind: EmailConnection
+name: Out
+outgoing: {{protocol: smtp, host: {mail_stack.host}, port: {mail_stack.ports["smtp"]},
+           security: starttls, ca_file: {mail_stack.ca_file}, user: {sender.email},
+           credential: {{type: secret, secret: Mail.password}}}}
+---
+kind: EmailService
+name: Notify
+connection: Out
+""")
+    env = {"FLEET_SENDER_PW": sender.password}
+    a = postline.open_project(root, environ={**env, "POSTLINE_STATE_DIR": str(root / "a")})
+    b = postline.open_project(root, environ={**env, "POSTLINE_STATE_DIR": str(root / "b")})
+    first = open_service(a, "Notify", poll_interval=0.05)
+    second = open_service(b, "Notify", poll_interval=0.05)
+    try:
+        for i in range(20):
+            (first if i % 2 else second).SendAndForget(
+                {"From": sender.email, "To": [{"Address": reader.email}],
+                 "Subject": f"fleet {i}", "Body": "hi"})
+        deadline = time.monotonic() + 60
+        while first.outbox.counts("Notify")["sent"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.outbox.counts("Notify") == {"queued": 0, "sending": 0, "sent": 20,
+                                                 "failed": 0, "unknown": 0}
+    finally:
+        first.close()
+        second.close()
+    subjects: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(subjects) < 20 and time.monotonic() < deadline:
+        with imaplib.IMAP4(mail_stack.host, mail_stack.ports["imap"]) as imap:
+            imap.login(reader.email, reader.password)
+            imap.select("INBOX", readonly=True)
+            _, data = imap.search(None, "ALL")
+            subjects = []
+            for n in data[0].split():
+                _, msg = imap.fetch(n, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                subjects.append(msg[0][1].decode().strip().removeprefix("Subject: "))
+        time.sleep(0.1)
+    assert sorted(subjects) == sorted(f"fleet {i}" for i in range(20))   # each once
