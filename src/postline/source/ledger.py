@@ -419,8 +419,14 @@ class SqliteLedger(Ledger):
 
     def counts(self, source: str) -> dict[str, int]:
         with self._rlock:
-            rows = self._rdb.execute("SELECT state, n FROM state_counts WHERE source=?",
-                                     (source,)).fetchall()
+            try:
+                rows = self._rdb.execute("SELECT state, n FROM state_counts WHERE source=?",
+                                         (source,)).fetchall()
+            except sqlite3.OperationalError:
+                # a version 1 ledger opened read-only (the console before any run of this
+                # version): no state_counts yet, so count
+                rows = self._rdb.execute("SELECT state, COUNT(*) FROM mails WHERE source=? "
+                                         "GROUP BY state", (source,)).fetchall()
         return {s: 0 for s in STATES} | dict(rows)
 
     def reset(self, source: str, keys: Sequence[str] | None = None, *,
