@@ -454,7 +454,9 @@ class SqliteLedger(Ledger):
             try:
                 rows = self._rdb.execute("SELECT state, n FROM state_counts WHERE source=?",
                                          (source,)).fetchall()
-            except sqlite3.OperationalError:   # an older ledger opened read-only: no counts
+            except sqlite3.OperationalError:
+                # an older ledger opened read-only (the console before any run of this
+                # version): no state_counts yet, so count
                 rows = self._rdb.execute("SELECT state, COUNT(*) FROM mails WHERE source=? "
                                          "GROUP BY state", (source,)).fetchall()
         return {s: 0 for s in STATES} | dict(rows)

@@ -40,6 +40,7 @@ from postline.workflow.mailjob import JobResult, MailSettings
 from postline.workflow.sinks import Sink, Staged
 
 log = logging.getLogger("postline.workflow")
+LOOKUP_SLICE = 10_000   # listed mails looked up in the ledger at a time
 mail_log = logging.getLogger("postline.mail")
 
 class WorkflowRunner:
@@ -167,16 +168,19 @@ class WorkflowRunner:
         """Process what of ``refs`` the ledger does not know yet, and settle what it knows
         but has not moved. Returns True when mails were left for another round."""
         src = self.source
-        by_key = {self._key(r): r for r in refs}
-        known = self.ledger.states(self.s.source, list(by_key))
         settle: list[tuple[MessageRef, str, str]] = []
         todo: list[MessageRef] = []
-        for key, ref in by_key.items():
-            state, settled = known.get(key, ("", False))
-            if not state or state == "acquired":
-                todo.append(ref)
-            elif not settled:
-                settle.append((ref, key, state))
+        # in slices: a full listing of a big folder would otherwise hold every key and its
+        # ledger state at once (~400 bytes a mail, beside the refs themselves)
+        for i in range(0, len(refs), LOOKUP_SLICE):
+            by_key = {self._key(r): r for r in refs[i:i + LOOKUP_SLICE]}
+            known = self.ledger.states(self.s.source, list(by_key))
+            for key, ref in by_key.items():
+                state, settled = known.get(key, ("", False))
+                if not state or state == "acquired":
+                    todo.append(ref)
+                elif not settled:
+                    settle.append((ref, key, state))
         if settle:
             self._settle(reader, settle)
         if not todo:
