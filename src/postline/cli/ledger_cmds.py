@@ -81,7 +81,7 @@ def _target(args) -> tuple[str, str]:
 
 def _open_ledger(project_path: str, source: str):
     import postline
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.ledger import SqliteLedger, ledger_path
 
     project = postline.open_project(project_path)
     project.get("EmailSource", source)  # raises ConfigError with a did-you-mean
@@ -171,7 +171,7 @@ def cmd_ledger_prune(args) -> int:
     import time
 
     import postline
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.ledger import SqliteLedger, ledger_path
     from postline.workflow.runner import server_action
 
     project_path, name = _target(args)
@@ -209,7 +209,7 @@ def cmd_ledger_prune(args) -> int:
 def cmd_ledger_retry(args) -> int:
     import postline
     from postline.protocols import open_reader
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.ledger import SqliteLedger, ledger_path
     from postline.workflow.retry import retry_failed
 
     project_path, name = _target(args)

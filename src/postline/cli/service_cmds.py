@@ -194,7 +194,7 @@ def _print_queued(args, svc, queued) -> None:
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
     from postline.cli.output import cells
-    from postline.service.outbox import Outbox
+    from postline.state.outbox import Outbox
 
     project, name = _open(args)
     outbox = Outbox(project.state_dir / "outbox.sqlite")

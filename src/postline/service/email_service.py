@@ -27,8 +27,8 @@ from postline.service.mime import (
     message_to_json,
     new_identity,
 )
-from postline.locks import ProcessLock
-from postline.service.outbox import Outbox, OutboxEntry
+from postline.state.locks import ProcessLock
+from postline.state.outbox import Outbox, OutboxEntry
 from postline.service.results import QueuedMail
 
 

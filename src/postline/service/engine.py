@@ -6,7 +6,7 @@ for a throttle slot and hands the mail to the :class:`MailSender`, which keeps i
 sessions open between mails. The sender is opened on the first mail and closed after
 ``idle_timeout`` seconds without work.
 
-Outcomes (see :mod:`postline.service.outbox` for the durable states):
+Outcomes (see :mod:`postline.state.outbox` for the durable states):
 
 * accepted                       -> result (Send) / ``sent``
 * MessageError, 5xx, AuthError   -> raised at once (Send) / ``failed`` with the reason
@@ -36,12 +36,12 @@ from postline.errors import (
     PostlineError,
 )
 from postline.limiter import SlidingWindow
-from postline.locks import ProcessLock
+from postline.state.locks import ProcessLock
 from postline.protocols.base import MailSender, SendResult
 from postline.retry import backoff
 from postline.service.message import OutgoingMessage
 from postline.service.mime import Identity, build, check_size, message_from_json
-from postline.service.outbox import Outbox
+from postline.state.outbox import Outbox
 from postline.service.results import result_to_json
 
 log = logging.getLogger(__name__)

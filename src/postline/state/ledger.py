@@ -32,7 +32,7 @@ from pathlib import Path
 
 from postline.errors import ConfigError, StorageError
 from postline.files import private_sqlite
-from postline.source.ledger_schema import COLS, LEDGER_VERSION, migrate
+from postline.state.ledger_schema import COLS, LEDGER_VERSION, migrate
 
 STATES = ("acquired", "done", "failed", "ignored")
 

@@ -16,7 +16,7 @@ on disk when it returns). Each row is one mail of one service::
 puts failed (or, explicitly by id, unknown) mails back to ``queued``.
 
 Only one process at a time delivers a service's queued mails: the holder of the
-:class:`postline.locks.ProcessLock` (an ``flock`` that the kernel releases when the
+:class:`postline.state.locks.ProcessLock` (an ``flock`` that the kernel releases when the
 process dies). Other processes may enqueue; the holder picks their rows up.
 """
 

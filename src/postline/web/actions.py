@@ -108,7 +108,7 @@ def retry_ledger(project: Any, name: str, keys: list[str]) -> str:
     returns what was done in one line. Raises ConfigError / PostlineError."""
     from postline.cli.ledger_cmds import _source_of
     from postline.protocols import open_reader
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.ledger import SqliteLedger, ledger_path
     from postline.workflow.retry import retry_failed
 
     source, conn, protocol = _source_of(project, name)
@@ -133,7 +133,7 @@ def retry_ledger(project: Any, name: str, keys: list[str]) -> str:
 
 
 def reset_ledger(project: Any, name: str, keys: list[str]) -> str:
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.ledger import SqliteLedger, ledger_path
 
     project.entry("EmailSource", name)
     ledger = SqliteLedger(path=ledger_path(project.state_dir))
@@ -145,7 +145,7 @@ def reset_ledger(project: Any, name: str, keys: list[str]) -> str:
 
 
 def retry_outbox(project: Any, name: str, ids: list[str]) -> str:
-    from postline.service.outbox import Outbox
+    from postline.state.outbox import Outbox
 
     project.entry("EmailService", name)
     outbox = Outbox(project.state_dir / "outbox.sqlite")

@@ -197,7 +197,7 @@ def asset_page(project: Any, kind: str, name: str, *, actions: str = "") -> str:
 def _ledger_rows(path, source: str) -> tuple[dict[str, int], list]:
     """Counts per state and the latest entries of ``source`` in the ledger at ``path``,
     opened read-only (looking never creates or changes it)."""
-    from postline.source.ledger import SqliteLedger
+    from postline.state.ledger import SqliteLedger
 
     ledger = SqliteLedger(path=path, read_only=True)
     try:
@@ -209,7 +209,7 @@ def _ledger_rows(path, source: str) -> tuple[dict[str, int], list]:
 def ledger_page(project: Any, name: str, *, row_actions=None) -> str:
     """HTML body of ``/sources/{name}``; ``row_actions(entry)`` (HTML) fills a last column
     when given. Raises ConfigError if there is no such source."""
-    from postline.source.ledger import ledger_path
+    from postline.state.ledger import ledger_path
 
     project.entry("EmailSource", name)
     head = f"<h1>Ledger of EmailSource {_link('EmailSource', name)}</h1>"
@@ -235,7 +235,7 @@ def ledger_page(project: Any, name: str, *, row_actions=None) -> str:
 def outbox_page(project: Any, name: str, *, row_actions=None) -> str:
     """HTML body of ``/services/{name}``; ``row_actions(entry)`` (HTML) fills a last column
     when given. Raises ConfigError if there is no such service."""
-    from postline.service.outbox import Outbox
+    from postline.state.outbox import Outbox
 
     project.entry("EmailService", name)
     head = f"<h1>Outbox of EmailService {_link('EmailService', name)}</h1>"

@@ -39,7 +39,7 @@ def _rate(flow: dict, started: str | None) -> str:
 
 def outboxes(project: Any) -> list[dict[str, Any]]:
     """Per EmailService: its outbox counts (empty when nothing was queued)."""
-    from postline.service.outbox import Outbox
+    from postline.state.outbox import Outbox
 
     path = project.state_dir / "outbox.sqlite"
     names = [e.name for e in project.entries("EmailService")]

@@ -28,7 +28,7 @@ from postline.protocols.base import RawMessage
 from postline.source.filters import AttachmentRules, MailFilter
 from postline.source.fingerprint import fingerprint
 from postline.source.headers import iso_utc
-from postline.source.ledger import Entry, Ledger, Outcome
+from postline.state.ledger import Entry, Ledger, Outcome
 from postline.source.mime import ParsedMail
 from postline.source.parse import parse_mail
 from postline.source.record import MailPlace, build_record, file_key, header_summary, safe_name

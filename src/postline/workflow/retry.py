@@ -30,7 +30,7 @@ from postline.errors import StorageError
 from postline.files import make_dirs
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
 from postline.source.filters import AttachmentRules
-from postline.source.ledger import Entry, Ledger
+from postline.state.ledger import Entry, Ledger
 from postline.source.parse import parse_mail
 from postline.source.record import header_summary
 from postline.workflow.mailjob import content_hash

@@ -28,7 +28,7 @@ from pathlib import Path
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.files import make_dirs
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
-from postline.source.ledger import Ledger, Place, SqliteLedger
+from postline.state.ledger import Ledger, Place, SqliteLedger
 from postline.source.record import ledger_key
 from postline.limiter import WINDOWS, SlidingWindow
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule

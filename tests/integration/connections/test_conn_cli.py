@@ -12,7 +12,8 @@ import threading
 import pytest
 
 from connhelpers import endpoint_data
-from postline.auth import oauth, token_cache
+from postline.auth import oauth
+from postline.state import token_cache
 from postline.cli import main
 
 pytestmark = pytest.mark.stack

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from postline.errors import Busy
-from postline.locks import Holder, ProcessLock, parse_holder
+from postline.state.locks import Holder, ProcessLock, parse_holder
 from postline.workflow.engine import lock_sources, source_lock
 
 
@@ -39,7 +39,7 @@ def test_a_second_holder_is_refused_and_told_who_holds_it(tmp_path):
 
 def test_the_lock_is_freed_when_its_holder_is_killed(tmp_path):
     path = tmp_path / "x.lock"
-    code = ("import sys, time; from postline.locks import ProcessLock; "
+    code = ("import sys, time; from postline.state.locks import ProcessLock; "
             f"assert ProcessLock({str(path)!r}).try_acquire(); print('held', flush=True); "
             "time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

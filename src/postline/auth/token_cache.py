@@ -1,0 +1,7 @@
+"""Moved to :mod:`postline.state.token_cache` (the token cache now lives with the rest of postline's state).
+
+This re-export keeps old imports working for one release; new code imports from
+:mod:`postline.state.token_cache`.
+"""
+
+from postline.state.token_cache import *  # noqa: F401,F403

@@ -1,0 +1,7 @@
+"""Moved to :mod:`postline.state.outbox` (the outbox now lives with the rest of postline's state).
+
+This re-export keeps old imports working for one release; new code imports from
+:mod:`postline.state.outbox`.
+"""
+
+from postline.state.outbox import *  # noqa: F401,F403

@@ -1,0 +1,7 @@
+"""Moved to :mod:`postline.state.ledger` (the ledger now lives with the rest of postline's state).
+
+This re-export keeps old imports working for one release; new code imports from
+:mod:`postline.state.ledger`.
+"""
+
+from postline.state.ledger import *  # noqa: F401,F403
