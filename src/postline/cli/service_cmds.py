@@ -194,10 +194,10 @@ def _print_queued(args, svc, queued) -> None:
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
     from postline.cli.output import cells
-    from postline.state.outbox import Outbox
+    from postline.state.outbox import Outbox, outbox_path
 
     project, name = _open(args)
-    outbox = Outbox(project.state_dir / "outbox.sqlite")
+    outbox = Outbox(outbox_path(project.state_dir))
     try:
         entries = outbox.list(name, state=args.state, limit=args.limit)
     finally:

@@ -23,18 +23,32 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import enum
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from postline.errors import ConfigError, StorageError
-from postline.files import private_sqlite
+from postline.errors import ConfigError
 from postline.state.ledger_schema import COLS, LEDGER_VERSION, migrate
+from postline.state.paths import ledger_path
+from postline.state.sqlite import SqliteStore, chunks, marks, refuse_newer
 
-STATES = ("acquired", "done", "failed", "ignored")
+__all__ = ["COLS", "LEDGER_VERSION", "STATES", "Entry", "Ledger", "LedgerState", "Outcome",
+           "Place", "SqliteLedger", "done_by_message_id_sql", "ledger_path", "migrate"]
+
+
+class LedgerState(enum.StrEnum):
+    """The state of a ledger entry (stored as its value)."""
+
+    ACQUIRED = "acquired"
+    DONE = "done"
+    FAILED = "failed"
+    IGNORED = "ignored"
+
+
+STATES = tuple(LedgerState)
 
 
 @dataclass(frozen=True)
@@ -202,11 +216,6 @@ def done_by_message_id_sql(n: int, columns: str = ",".join(_COLS)) -> str:
             f"message_id IN ({','.join('?' * n)}) ORDER BY +created, rowid")
 
 
-def ledger_path(state_dir: Path) -> Path:
-    """Where a project's ledger lives."""
-    return Path(state_dir) / "ledger.sqlite3"
-
-
 class SqliteLedger(Ledger):
     """SQLite in WAL mode with ``synchronous=FULL``. Safe to share between threads."""
 
@@ -215,48 +224,41 @@ class SqliteLedger(Ledger):
         for looking only (the web console), never creating or changing it."""
         self.path = Path(path)
         self._clock = clock
-        self._lock = threading.Lock()
-        # Reads go through a connection of their own: in WAL mode they see the last
-        # commit without waiting for a writer's transaction (and its fsync) to end.
-        self._rlock = threading.Lock()
         if read_only:
             try:
-                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30,
-                                           isolation_level=None, check_same_thread=False)
-            except sqlite3.Error as exc:
-                raise ConfigError(f"ledger {self.path} cannot be read: {exc}") from exc
-            self._rdb = self._db
-            try:
-                have = {r[1] for r in self._db.execute("PRAGMA table_info(mails)")}
+                self._store = SqliteStore.open(path=self.path, what="the ledger",
+                                               read_only=True)
+                have = {r[1] for r in self._store.db.execute("PRAGMA table_info(mails)")}
             except sqlite3.Error as exc:
                 raise ConfigError(f"ledger {self.path} cannot be read: {exc}") from exc
             if have and "fingerprint" not in have:   # version 1, not migrated yet
                 self._select = ",".join(c if c in have else f"NULL AS {c}" for c in _COLS)
             return
-        db = None
         try:
-            private_sqlite(self.path)   # 0600 (and its -wal/-shm), in a 0700 directory
-            self._db = db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
-                                            check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            found = migrate(self._db)
-            self._rdb = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
-                                        check_same_thread=False)
-            self._rdb.execute("PRAGMA query_only=ON")
+            self._store = SqliteStore.open(path=self.path, what="the ledger")
         except (sqlite3.Error, OSError) as exc:
-            if db is not None:
-                db.close()  # nobody else holds it: the constructor failed
+            raise ConfigError(f"ledger {self.path} cannot be opened: {exc}",
+                              hint="check the state directory's permissions and free space"
+                              ) from exc
+        try:
+            found = migrate(self._store.db)
+        except sqlite3.Error as exc:
+            self._store.close()
             raise ConfigError(f"ledger {self.path} cannot be opened: {exc}",
                               hint="check the state directory's permissions and free space"
                               ) from exc
         if found > LEDGER_VERSION:
-            db.close()
-            self._rdb.close()
-            # never write into a ledger whose meaning this version does not know
-            raise ConfigError(f"ledger {self.path} was written by a newer postline (ledger "
-                              f"version {found}, this one knows {LEDGER_VERSION})",
-                              hint="upgrade postline on this host")
+            self._store.close()
+        refuse_newer(found=found, knows=LEDGER_VERSION, what="ledger", path=self.path)
+
+    # the two connections, by the names the plan tests (tests/unit/source) look at
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._store.db
+
+    @property
+    def _rdb(self) -> sqlite3.Connection:
+        return self._store.rdb
 
     def _tx(self, sql: str, rows: Iterable[tuple]) -> None:
         self._tx_many([(sql, rows)])
@@ -266,54 +268,34 @@ class SqliteLedger(Ledger):
             for sql, rows in steps:
                 db.executemany(sql, rows)
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT) on the writer connection."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    # SQLite may already have rolled back (disk full, I/O error); a ROLLBACK
-                    # then fails and would hide the real error
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                # disk full, I/O error, read-only: nothing was recorded; the runner stops the
-                # round (nothing settled) and tries again later, like a full sink disk
-                raise StorageError(f"cannot write the ledger {self.path}: {exc} (is the disk "
-                                   "full or read-only?)") from exc
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT); a failed write raises
+        StorageError naming the cause: nothing was recorded, and the runner stops the round
+        (nothing settled) and tries again later, like a full sink disk."""
+        return self._store.write()
 
     _select = ",".join(_COLS)   # what a query reads (a read-only v1 ledger: see __init__)
 
     def _query(self, sql: str, args: tuple = ()) -> list[Entry]:
-        with self._rlock:
-            rows = self._rdb.execute(sql, args).fetchall()
-        return [Entry(**{**dict(zip(_COLS, r)), "settled": bool(r[12])}) for r in rows]
+        with self._store.read() as db:
+            rows = db.execute(sql, args).fetchall()
+        return [Entry(**{**dict(r), "settled": bool(r["settled"])}) for r in rows]
 
     def get_many(self, source: str, keys: Sequence[str]) -> dict[str, Entry]:
         out: dict[str, Entry] = {}
-        keys = list(keys)
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk in chunks(list(keys)):
             for e in self._query(f"SELECT {self._select} FROM mails WHERE source=? "
-                                 f"AND key IN ({marks})", (source, *chunk)):
+                                 f"AND key IN ({marks(len(chunk))})", (source, *chunk)):
                 out[e.key] = e
         return out
 
     def states(self, source: str, keys: Sequence[str]) -> dict[str, tuple[str, bool]]:
         out: dict[str, tuple[str, bool]] = {}
-        keys = list(keys)
-        with self._rlock:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
-                for key, state, settled in self._rdb.execute(
+        with self._store.read() as db:
+            for chunk in chunks(list(keys)):
+                for key, state, settled in db.execute(
                         f"SELECT key, state, settled FROM mails WHERE source=? AND key IN "
-                        f"({','.join('?' * len(chunk))})", (source, *chunk)):
+                        f"({marks(len(chunk))})", (source, *chunk)):
                     out[key] = (state, bool(settled))
         return out
 
@@ -341,13 +323,11 @@ class SqliteLedger(Ledger):
 
     def _attempts(self, source: str, places: Sequence[Place]) -> dict[str, int]:
         out: dict[str, int] = {}
-        keys = [p.key for p in places]
-        with self._rlock:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
-                out.update(self._rdb.execute(
+        with self._store.read() as db:
+            for chunk in chunks([p.key for p in places]):
+                out.update(db.execute(
                     f"SELECT key, attempts FROM mails WHERE source=? AND key IN "
-                    f"({','.join('?' * len(chunk))})", (source, *chunk)).fetchall())
+                    f"({marks(len(chunk))})", (source, *chunk)).fetchall())
         return out
 
     def acquire(self, source: str, places: Sequence[Place]) -> dict[str, int]:
@@ -379,10 +359,8 @@ class SqliteLedger(Ledger):
 
     def find_done_many(self, source: str, identities: Iterable[str], *,
                        newest: bool = False) -> dict[str, Entry]:
-        ids = list(dict.fromkeys(identities))
         out: dict[str, Entry] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk in chunks(list(dict.fromkeys(identities))):
             for e in self._query(done_by_message_id_sql(len(chunk), self._select),
                                  (source, *chunk)):
                 if newest:
@@ -392,18 +370,16 @@ class SqliteLedger(Ledger):
         return out
 
     def done_entries(self, source: str, identities: Iterable[str]) -> dict[str, list[Entry]]:
-        ids = list(dict.fromkeys(identities))
         out: dict[str, list[Entry]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+        for chunk in chunks(list(dict.fromkeys(identities))):
             for e in self._query(done_by_message_id_sql(len(chunk), self._select),
                                  (source, *chunk)):
                 out.setdefault(e.message_id, []).append(e)  # type: ignore[arg-type]
         return out
 
     def folder_version(self, source: str, folder: str) -> str | None:
-        with self._rlock:
-            row = self._rdb.execute("SELECT version FROM folders WHERE source=? AND folder=?",
+        with self._store.read() as db:
+            row = db.execute("SELECT version FROM folders WHERE source=? AND folder=?",
                                    (source, folder)).fetchone()
         return row[0] if row else None
 
@@ -412,8 +388,8 @@ class SqliteLedger(Ledger):
                  "DO UPDATE SET version=excluded.version", [(source, folder, version)])
 
     def folder_state(self, source: str, folder: str) -> dict[str, str]:
-        with self._rlock:
-            rows = self._rdb.execute("SELECT name, value FROM folder_state WHERE source=? "
+        with self._store.read() as db:
+            rows = db.execute("SELECT name, value FROM folder_state WHERE source=? "
                                      "AND folder=?", (source, folder)).fetchall()
         return dict(rows)
 
@@ -450,14 +426,14 @@ class SqliteLedger(Ledger):
         return self._query(sql, args)
 
     def counts(self, source: str) -> dict[str, int]:
-        with self._rlock:
+        with self._store.read() as db:
             try:
-                rows = self._rdb.execute("SELECT state, n FROM state_counts WHERE source=?",
-                                         (source,)).fetchall()
+                rows = db.execute("SELECT state, n FROM state_counts WHERE source=?",
+                                  (source,)).fetchall()
             except sqlite3.OperationalError:   # an older ledger opened read-only: no counts
-                rows = self._rdb.execute("SELECT state, COUNT(*) FROM mails WHERE source=? "
+                rows = db.execute("SELECT state, COUNT(*) FROM mails WHERE source=? "
                                          "GROUP BY state", (source,)).fetchall()
-        return {s: 0 for s in STATES} | dict(rows)
+        return {s.value: 0 for s in LedgerState} | dict(rows)
 
     def reset(self, source: str, keys: Sequence[str] | None = None, *,
               rescan: bool = True) -> int:
@@ -489,7 +465,7 @@ class SqliteLedger(Ledger):
     PRUNE_TX_SECONDS = 0.05  # ... and about this long: a running runner's commits wait little
 
     def prune(self, source: str, *, before: float, states: Sequence[str]) -> int:
-        states = [st for st in states if st in STATES and st != "acquired"]
+        states = [st for st in states if st in STATES and st != LedgerState.ACQUIRED]
         if not states:
             return 0
         marks = ",".join("?" * len(states))
@@ -519,9 +495,4 @@ class SqliteLedger(Ledger):
                 chunk = min(self.PRUNE_CHUNK, chunk * 2)
 
     def close(self) -> None:
-        with self._lock, self._rlock:
-            for db in {id(self._db): self._db, id(self._rdb): self._rdb}.values():
-                try:
-                    db.close()
-                except sqlite3.Error:
-                    pass
+        self._store.close()

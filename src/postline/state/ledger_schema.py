@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from postline.state.sqlite import migrate as store_migrate
+
 LEDGER_VERSION = 3
 
 TABLES = """
@@ -94,30 +96,20 @@ COLS = ("source", "key", "state", "connection", "folder", "folder_version", "ser
 
 def migrate(db: sqlite3.Connection) -> int:
     """Create the tables of a new ledger, or bring an older one to :data:`LEDGER_VERSION`
-    (in one transaction; building the version 3 indexes takes ~2.3 s per million
-    entries on a small machine, once). Returns the version the file
-    had (0 for a new one); a newer version is returned untouched for the caller to refuse.
-    Raises sqlite3.Error."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, "
-                   "value TEXT NOT NULL)")
-        row = db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
-        found = int(row[0]) if row else 0
-        if found < LEDGER_VERSION:
-            for statement in TABLES.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            # version 2: a version 1 file's mails table has no fingerprint column yet
-            if "fingerprint" not in {r[1] for r in db.execute("PRAGMA table_info(mails)")}:
-                db.execute("ALTER TABLE mails ADD COLUMN fingerprint TEXT")
-            for statement in V3:
-                db.execute(statement)
-            db.execute("INSERT INTO meta VALUES ('version', ?) ON CONFLICT (name) "
-                       "DO UPDATE SET value=excluded.value", (str(LEDGER_VERSION),))
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return found
+    (in one transaction, by :func:`postline.state.sqlite.migrate`; building the version 3
+    indexes takes ~2.3 s per million entries on a small machine, once). Returns the
+    version the file had (0 for a new one); a newer version is returned untouched for the
+    caller to refuse. Raises sqlite3.Error."""
+    return store_migrate(db, version=LEDGER_VERSION, upgrade=_upgrade)
+
+
+def _upgrade(db: sqlite3.Connection, found: int) -> None:
+    # every step is idempotent: one path serves a new file and each older version
+    for statement in TABLES.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    # version 2: a version 1 file's mails table has no fingerprint column yet
+    if "fingerprint" not in {r[1] for r in db.execute("PRAGMA table_info(mails)")}:
+        db.execute("ALTER TABLE mails ADD COLUMN fingerprint TEXT")
+    for statement in V3:
+        db.execute(statement)

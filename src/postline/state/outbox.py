@@ -22,18 +22,39 @@ process dies). Other processes may enqueue; the holder picks their rows up.
 
 from __future__ import annotations
 
+import enum
 import json
 import sqlite3
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from postline.errors import ConfigError, QueueFull, StorageError
-from postline.files import private_sqlite
+from postline.errors import ConfigError, QueueFull
+from postline.state.paths import outbox_path
+from postline.state.sqlite import SqliteStore, migrate, refuse_newer, stored_version
 
+__all__ = ["SCHEMA_VERSION", "STATES", "Outbox", "OutboxEntry", "OutboxState", "outbox_path"]
+
+T = TypeVar("T")
+
+# Version 1 kept its version in PRAGMA user_version; files since keep it in the meta table
+# like the ledger (postline.state.sqlite.migrate reads either).
 SCHEMA_VERSION = 1
-STATES = ("queued", "sending", "sent", "failed", "unknown")
+
+
+class OutboxState(enum.StrEnum):
+    """The state of a mail in the outbox (stored as its value)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+STATES = tuple(OutboxState)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -85,54 +106,38 @@ class Outbox:
     Raises ConfigError when the file cannot be opened or has a newer schema.
     """
 
-    def __init__(self, path: Path, *, clock=time.time) -> None:
+    def __init__(self, path: Path, *, clock=time.time, read_only: bool = False) -> None:
+        """Open (and create) the outbox at ``path``; ``read_only`` opens an existing one for
+        looking only (the web console), never creating or changing it."""
         self.path = Path(path)
         self._clock = clock
-        self._lock = threading.Lock()
-        db = None
         try:
-            private_sqlite(self.path)   # whole outgoing messages: 0600, dir 0700
-            self._db = db = sqlite3.connect(self.path, isolation_level=None,
-                                            check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ConfigError(f"{self.path} was written by a newer postline (schema "
-                                  f"{version}); upgrade postline")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError, ConfigError) as exc:
-            if db is not None:
-                db.close()  # nobody else holds it: the constructor failed
+            # whole outgoing messages: 0600, dir 0700
+            self._store = SqliteStore.open(path=self.path, what="the outbox",
+                                           read_only=read_only, separate_reader=False,
+                                           write_hint="nothing was queued")
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(f"cannot open the outbox {self.path}: {exc}") from exc
+        try:
+            if read_only:
+                found = stored_version(self._store.db)
+            else:
+                found = migrate(self._store.db, version=SCHEMA_VERSION, upgrade=_create)
+            refuse_newer(found=found, knows=SCHEMA_VERSION, what="outbox", path=self.path)
+        except (sqlite3.Error, ConfigError) as exc:
+            self._store.close()  # nobody else holds it: the constructor failed
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError(f"cannot open the outbox {self.path}: {exc}") from exc
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
-    def _tx(self, fn):
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    out = fn(self._db)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if self._db.in_transaction:
-                    try:
-                        self._db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                # disk full, I/O error, read-only: the mail is NOT stored; say where and why
-                raise StorageError(f"cannot write the outbox {self.path}: {exc} (is the disk "
-                                   "full or read-only? nothing was queued)") from exc
-            return out
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # disk full, I/O error, read-only: the store raises StorageError naming the cause
+        # (the mail is NOT stored), never "cannot rollback"
+        with self._store.write() as db:
+            return fn(db)
 
     def enqueue(self, *, service: str, message: dict, message_id: str, date: str,
                 summary: str, limit: int) -> int:
@@ -169,16 +174,16 @@ class Outbox:
 
     def due(self, service: str, *, limit: int, exclude: set[int] = frozenset()) -> list[OutboxEntry]:
         """Queued mails whose next attempt is due, oldest first (at most ``limit``)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._store.read() as db:
+            rows = db.execute(
                 "SELECT * FROM outbox WHERE service=? AND state='queued' AND next_attempt_at<=? "
                 "ORDER BY id LIMIT ?", (service, self._clock(), limit + len(exclude))).fetchall()
         return [e for e in map(_entry, rows) if e.id not in exclude][:limit]
 
     def next_due_at(self, service: str) -> float | None:
         """Wall-clock time of the earliest queued mail's next attempt, or None."""
-        with self._lock:
-            row = self._db.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE service=? AND "
+        with self._store.read() as db:
+            row = db.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE service=? AND "
                                    "state='queued'", (service,)).fetchone()
         return row[0]
 
@@ -207,14 +212,14 @@ class Outbox:
         if state:
             sql += " AND state=?"
             args.append(state)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        with self._store.read() as db:
+            rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_entry(r) for r in rows]
 
     def get(self, entry_id: int) -> OutboxEntry | None:
         """The entry with id ``entry_id`` (any service, any state), or None."""
-        with self._lock:
-            row = self._db.execute("SELECT * FROM outbox WHERE id=?", (entry_id,)).fetchone()
+        with self._store.read() as db:
+            row = db.execute("SELECT * FROM outbox WHERE id=?", (entry_id,)).fetchone()
         return _entry(row) if row else None
 
     def requeue(self, service: str, *, entry_id: int | None = None, all_failed: bool = False
@@ -238,16 +243,24 @@ class Outbox:
 
     def counts(self, service: str) -> dict[str, int]:
         """Number of mails of ``service`` per state."""
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM outbox WHERE service=? "
+        with self._store.read() as db:
+            rows = db.execute("SELECT state, COUNT(*) FROM outbox WHERE service=? "
                                     "GROUP BY state", (service,)).fetchall()
-        return {s: 0 for s in STATES} | dict(rows)
+        return {s.value: 0 for s in OutboxState} | dict(rows)
 
 
-def _entry(row: tuple) -> OutboxEntry:
-    (id_, service, state, message_id, date, message, summary, attempts, next_at, created,
-     updated, reason, result) = row
-    return OutboxEntry(id=id_, service=service, state=state, message_id=message_id, date=date,
-                       message=json.loads(message), summary=summary, attempts=attempts,
-                       next_attempt_at=next_at, created_at=created, updated_at=updated,
-                       reason=reason, result=json.loads(result) if result else None)
+def _create(db: sqlite3.Connection, found: int) -> None:
+    # statement by statement: executescript would COMMIT the migration's transaction
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _entry(row: sqlite3.Row) -> OutboxEntry:
+    result = row["result"]
+    return OutboxEntry(id=row["id"], service=row["service"], state=row["state"],
+                       message_id=row["message_id"], date=row["date"],
+                       message=json.loads(row["message"]), summary=row["summary"],
+                       attempts=row["attempts"], next_attempt_at=row["next_attempt_at"],
+                       created_at=row["created_at"], updated_at=row["updated_at"],
+                       reason=row["reason"], result=json.loads(result) if result else None)

@@ -8,18 +8,16 @@ MSAL's JSON, so a copied file is useless without the project's private key.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from postline.errors import TokenError
 from postline.files import make_dirs
+from postline.state.paths import token_cache_path
 
 
-def cache_path(state_dir: Path, connection: str, direction: str) -> Path:
-    """Where the sealed cache of ``connection``/``direction`` lives."""
-    safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", connection)
-    return Path(state_dir) / "tokens" / f"{safe}-{direction}.bin"
+# the path of a cache, under its old name
+cache_path = token_cache_path
 
 
 def load(source: Any, path: Path) -> str | None:

@@ -145,10 +145,10 @@ def reset_ledger(project: Any, name: str, keys: list[str]) -> str:
 
 
 def retry_outbox(project: Any, name: str, ids: list[str]) -> str:
-    from postline.state.outbox import Outbox
+    from postline.state.outbox import Outbox, outbox_path
 
     project.entry("EmailService", name)
-    outbox = Outbox(project.state_dir / "outbox.sqlite")
+    outbox = Outbox(outbox_path(project.state_dir))
     try:
         if ids:
             n = sum(outbox.requeue(name, entry_id=int(i)) for i in ids if i.isdigit())

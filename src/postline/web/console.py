@@ -235,15 +235,15 @@ def ledger_page(project: Any, name: str, *, row_actions=None) -> str:
 def outbox_page(project: Any, name: str, *, row_actions=None) -> str:
     """HTML body of ``/services/{name}``; ``row_actions(entry)`` (HTML) fills a last column
     when given. Raises ConfigError if there is no such service."""
-    from postline.state.outbox import Outbox
+    from postline.state.outbox import Outbox, outbox_path
 
     project.entry("EmailService", name)
     head = f"<h1>Outbox of EmailService {_link('EmailService', name)}</h1>"
-    path = project.state_dir / "outbox.sqlite"
+    path = outbox_path(project.state_dir)
     if not path.exists():
         return head + (f"<p class='muted'>No outbox yet (<code>{escape(str(path))}</code> "
                        "does not exist): nothing was queued by SendAndForget.</p>")
-    outbox = Outbox(path)
+    outbox = Outbox(path, read_only=True)
     try:
         counts, entries = outbox.counts(name), outbox.list(name, limit=LATEST)
     finally:
