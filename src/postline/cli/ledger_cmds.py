@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from postline.errors import ConfigError
 from postline.logs import say
+from postline.state.states import LedgerState
 
 LEDGER_EPILOG = """Examples:
   postline ledger list examples/local Inbox                 every mail the source has seen
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = lsub.add_parser("list", help="list ledger entries of a source",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
     add_target(ls, "SOURCE", "the Email Source")
-    ls.add_argument("--state", choices=["acquired", "done", "failed", "ignored"],
+    ls.add_argument("--state", choices=[s.value for s in LedgerState],
                     help="only entries in this state (acquired: being processed, or "
                          "interrupted)")
     ls.add_argument("--limit", type=int, default=None, metavar="N",
@@ -218,7 +219,7 @@ def cmd_ledger_retry(args) -> int:
     ledger = SqliteLedger(path=ledger_path(project.state_dir))
     try:
         if args.all:
-            entries = ledger.entries(name, state="failed")
+            entries = ledger.entries(name, state=LedgerState.FAILED)
         else:
             known = ledger.get_many(name, args.id)
             for key in args.id:
@@ -226,7 +227,7 @@ def cmd_ledger_retry(args) -> int:
                 if entry is None:
                     raise ConfigError(f"no ledger entry of source {name} has key {key!r}",
                                       hint="see 'postline ledger list ... --state failed'")
-                if entry.state != "failed":
+                if entry.state != LedgerState.FAILED:
                     raise ConfigError(f"ledger entry {key!r} of source {name} is "
                                       f"{entry.state}, not failed; only failed mails are "
                                       "retried", hint="'postline ledger reset' forgets any "

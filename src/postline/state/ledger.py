@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import enum
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -34,18 +33,10 @@ from postline.errors import ConfigError
 from postline.state.ledger_schema import COLS, LEDGER_VERSION, migrate
 from postline.state.paths import ledger_path
 from postline.state.sqlite import SqliteStore, chunks, marks, refuse_newer
+from postline.state.states import LedgerState
 
 __all__ = ["COLS", "LEDGER_VERSION", "STATES", "Entry", "Ledger", "LedgerState", "Outcome",
            "Place", "SqliteLedger", "done_by_message_id_sql", "ledger_path", "migrate"]
-
-
-class LedgerState(enum.StrEnum):
-    """The state of a ledger entry (stored as its value)."""
-
-    ACQUIRED = "acquired"
-    DONE = "done"
-    FAILED = "failed"
-    IGNORED = "ignored"
 
 
 STATES = tuple(LedgerState)

@@ -22,7 +22,6 @@ process dies). Other processes may enqueue; the holder picks their rows up.
 
 from __future__ import annotations
 
-import enum
 import json
 import sqlite3
 import time
@@ -34,6 +33,7 @@ from typing import TypeVar
 from postline.errors import ConfigError, QueueFull
 from postline.state.paths import outbox_path
 from postline.state.sqlite import SqliteStore, migrate, refuse_newer, stored_version
+from postline.state.states import OutboxState
 
 __all__ = ["SCHEMA_VERSION", "STATES", "Outbox", "OutboxEntry", "OutboxState", "outbox_path"]
 
@@ -42,16 +42,6 @@ T = TypeVar("T")
 # Version 1 kept its version in PRAGMA user_version; files since keep it in the meta table
 # like the ledger (postline.state.sqlite.migrate reads either).
 SCHEMA_VERSION = 1
-
-
-class OutboxState(enum.StrEnum):
-    """The state of a mail in the outbox (stored as its value)."""
-
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
 
 
 STATES = tuple(OutboxState)

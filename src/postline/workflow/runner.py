@@ -28,7 +28,7 @@ from pathlib import Path
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.files import make_dirs
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
-from postline.state.ledger import Ledger, Place, SqliteLedger
+from postline.state.ledger import Ledger, LedgerState, Place, SqliteLedger
 from postline.source.record import ledger_key
 from postline.limiter import WINDOWS, SlidingWindow
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule
@@ -173,7 +173,7 @@ class WorkflowRunner:
         todo: list[MessageRef] = []
         for key, ref in by_key.items():
             state, settled = known.get(key, ("", False))
-            if not state or state == "acquired":
+            if not state or state == LedgerState.ACQUIRED:
                 todo.append(ref)
             elif not settled:
                 settle.append((ref, key, state))
@@ -374,7 +374,7 @@ class WorkflowRunner:
         is no longer listed)."""
         groups: dict[tuple[str, str], list[tuple[MessageRef, str]]] = {}
         for ref, key, state in items:
-            if state == "acquired":
+            if state == LedgerState.ACQUIRED:
                 continue
             groups.setdefault(self._action(state), []).append((ref, key))
         for (action, target), group in groups.items():
@@ -415,7 +415,8 @@ class WorkflowRunner:
 def server_action(source, protocol: str, state: str) -> tuple[str, str]:
     """What the server does with a mail of ``source`` in final ``state``: ("move", folder),
     ("delete", "") or ("", "") for nothing (the mail stays where the source reads it)."""
-    kind = {"done": "done", "failed": "error", "ignored": "ignore"}[state]
+    kind = {LedgerState.DONE: "done", LedgerState.FAILED: "error",
+            LedgerState.IGNORED: "ignore"}[state]
     if protocol == "pop3":
         return ("delete", "") if getattr(source.pop3, kind) == "delete" else ("", "")
     target = getattr(source.folders, kind)
