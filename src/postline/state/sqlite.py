@@ -12,7 +12,7 @@ Everything the two files have in common is here once, so they cannot disagree:
   from the ``except`` block, would hide the real error. So ROLLBACK runs only while a
   transaction is still open, and the user reads the real cause as a :class:`StorageError`;
 - rows by name (:class:`sqlite3.Row` on the reading connection);
-- :func:`chunks`: lists cut for ``IN (?, ...)`` queries (SQLite allows at most 999
+- :func:`chunks` (:mod:`postline.chunks` at the size of an IN list): lists cut for ``IN (?, ...)`` queries (SQLite allows at most 999
   parameters in older builds);
 - :func:`migrate`: one schema-version scheme, a ``meta`` table row ``version`` written in
   the transaction that brings the file up to date; :func:`refuse_newer` for files written
@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from postline.chunks import chunks as cut
 from postline.errors import ConfigError, StorageError
 from postline.files import private_sqlite
 
@@ -38,9 +39,8 @@ CHUNK = 500
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    """``items`` in consecutive slices of at most ``size`` (none for an empty sequence)."""
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+    """:func:`postline.chunks.chunks` with the size of an ``IN (...)`` list."""
+    return cut(items, size)
 
 
 def marks(n: int) -> str:
