@@ -14,6 +14,7 @@ import pytest
 from postline.errors import Busy
 from postline.state.locks import Holder, ProcessLock, parse_holder
 from postline.workflow.engine import lock_sources, source_lock
+from postline.testing.waits import eventually
 
 
 def _project(tmp_path):
@@ -50,10 +51,8 @@ def test_the_lock_is_freed_when_its_holder_is_killed(tmp_path):
         assert lock.holder().pid == proc.pid
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        deadline = time.monotonic() + 5
-        while not lock.try_acquire():
-            assert time.monotonic() < deadline, "the lock outlived its killed holder"
-            time.sleep(0.01)
+        eventually(lock.try_acquire, 5, "the lock to outlive its killed holder no longer",
+                   interval=0.01)
         lock.release()
     finally:
         proc.kill()
