@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--older-than", required=True, metavar="AGE",
                     help="last updated longer ago than this: 90d, 12h, 30m (a bare number: "
                          "days)")
-    pr.add_argument("--state", action="append", choices=["done", "failed", "ignored"],
+    pr.add_argument("--state", action="append",
+                    choices=[s.value for s in LedgerState if s != LedgerState.ACQUIRED],
                     help="which entries (repeatable; default: done and ignored)")
     pr.set_defaults(handler=cmd_ledger_prune)
     rt = lsub.add_parser("retry", help="move failed mails back into the input folder and "
@@ -179,15 +180,15 @@ def cmd_ledger_prune(args) -> int:
     age = parse_age(args.older_than)
     project = postline.open_project(project_path)
     source, _, protocol = _source_of(project, name)
-    asked = args.state or ["done", "ignored"]
+    asked = args.state or [LedgerState.DONE, LedgerState.IGNORED]
     safe, kept = [], []
     for state in dict.fromkeys(asked):
         if server_action(source, protocol, state)[0]:
             safe.append(state)
         else:
             where = ("on the server (pop3." if protocol == "pop3" else "in the input folder "
-                     "(folders.") + {"done": "done", "failed": "error",
-                                     "ignored": "ignore"}[state] + ")"
+                     "(folders.") + {LedgerState.DONE: "done", LedgerState.FAILED: "error",
+                                     LedgerState.IGNORED: "ignore"}[state] + ")"
             kept.append(f"{state} mails of source {name} stay {where}: forgetting them "
                         "would process them again")
     if kept and args.state:
