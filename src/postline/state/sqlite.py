@@ -12,8 +12,8 @@ Everything the two files have in common is here once, so they cannot disagree:
   from the ``except`` block, would hide the real error. So ROLLBACK runs only while a
   transaction is still open, and the user reads the real cause as a :class:`StorageError`;
 - rows by name (:class:`sqlite3.Row` on the reading connection);
-- :func:`chunks` (:mod:`postline.chunks` at the size of an IN list): lists cut for ``IN (?, ...)`` queries (SQLite allows at most 999
-  parameters in older builds);
+- :func:`chunks` (:mod:`postline.chunks` at the size of an IN list): lists cut for
+  ``IN (?, ...)`` queries (SQLite allows at most 999 parameters in older builds);
 - :func:`migrate`: one schema-version scheme, a ``meta`` table row ``version`` written in
   the transaction that brings the file up to date; :func:`refuse_newer` for files written
   by a newer postline.
