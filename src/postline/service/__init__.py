@@ -89,8 +89,8 @@ def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interv
     import time
 
     from postline.service.engine import EngineSettings
-    from postline.locks import ProcessLock
-    from postline.service.outbox import Outbox
+    from postline.state.locks import ProcessLock
+    from postline.state.outbox import Outbox, outbox_path
     from postline.limiter import SlidingWindow
 
     asset = project.get("EmailService", name)
@@ -117,7 +117,7 @@ def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interv
     state_dir = project.state_dir
     return EmailService(
         settings=settings, open_sender=sender_factory,
-        outbox=Outbox(state_dir / "outbox.sqlite", clock=clock),
+        outbox=Outbox(outbox_path(state_dir), clock=clock),
         lock=ProcessLock(state_dir / f"outbox-{name}.lock"), throttle=throttle,
         send_queue_size=asset.send_queue_size, default_from=asset.default_from, clock=clock,
         sleep=sleep or asyncio.sleep)

@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from postline.errors import ConfigError, PostlineError
+from postline.state.states import LedgerState, OutboxState
 from postline.web.guard import client_of
 
 
@@ -72,7 +73,7 @@ def ledger_row_actions(name: str, csrf: str):
         key = {"key": entry.key}
         out = _button(f"{base}/retry", "Retry", csrf, hidden=key,
                       confirm="Move this failed mail back into the input folder?") \
-            if entry.state == "failed" else ""
+            if entry.state == LedgerState.FAILED else ""
         return '<div class="actions">' + out + _button(
             f"{base}/reset", "Reset", csrf, hidden=key,
             confirm="Forget this entry? A mail still in the input folder is read again.") \
@@ -83,13 +84,13 @@ def ledger_row_actions(name: str, csrf: str):
 def outbox_row_actions(name: str, csrf: str):
     """``entry -> HTML``: a Retry button for a failed (or unknown) outbox mail."""
     def cell(entry: Any) -> str:
-        if entry.state not in ("failed", "unknown"):
+        if entry.state not in (OutboxState.FAILED, OutboxState.UNKNOWN):
             return ""
         return _button(f"/services/{quote(name, safe='')}/retry", "Retry", csrf,
                        hidden={"id": str(entry.id)},
                        confirm=f"Queue mail {entry.id} again?" + (
                            " Its outcome is unknown: the recipients may get it twice."
-                           if entry.state == "unknown" else ""))
+                           if entry.state == OutboxState.UNKNOWN else ""))
     return cell
 
 
@@ -108,13 +109,13 @@ def retry_ledger(project: Any, name: str, keys: list[str]) -> str:
     returns what was done in one line. Raises ConfigError / PostlineError."""
     from postline.cli.ledger_cmds import _source_of
     from postline.protocols import open_reader
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.ledger import SqliteLedger, ledger_path
     from postline.workflow.retry import retry_failed
 
     source, conn, protocol = _source_of(project, name)
     ledger = SqliteLedger(path=ledger_path(project.state_dir))
     try:
-        entries = ledger.entries(name, state="failed")
+        entries = ledger.entries(name, state=LedgerState.FAILED)
         if keys:
             entries = [e for e in entries if e.key in keys]
         if not entries:
@@ -133,7 +134,7 @@ def retry_ledger(project: Any, name: str, keys: list[str]) -> str:
 
 
 def reset_ledger(project: Any, name: str, keys: list[str]) -> str:
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.ledger import SqliteLedger, ledger_path
 
     project.entry("EmailSource", name)
     ledger = SqliteLedger(path=ledger_path(project.state_dir))
@@ -145,10 +146,10 @@ def reset_ledger(project: Any, name: str, keys: list[str]) -> str:
 
 
 def retry_outbox(project: Any, name: str, ids: list[str]) -> str:
-    from postline.service.outbox import Outbox
+    from postline.state.outbox import Outbox, outbox_path
 
     project.entry("EmailService", name)
-    outbox = Outbox(project.state_dir / "outbox.sqlite")
+    outbox = Outbox(outbox_path(project.state_dir))
     try:
         if ids:
             n = sum(outbox.requeue(name, entry_id=int(i)) for i in ids if i.isdigit())

@@ -39,13 +39,13 @@ def _rate(flow: dict, started: str | None) -> str:
 
 def outboxes(project: Any) -> list[dict[str, Any]]:
     """Per EmailService: its outbox counts (empty when nothing was queued)."""
-    from postline.service.outbox import Outbox
+    from postline.state.outbox import Outbox, outbox_path
 
-    path = project.state_dir / "outbox.sqlite"
+    path = outbox_path(project.state_dir)
     names = [e.name for e in project.entries("EmailService")]
     if not path.exists():
         return [{"name": n, "counts": {}} for n in names]
-    outbox = Outbox(path)
+    outbox = Outbox(path, read_only=True)
     try:
         return [{"name": n, "counts": outbox.counts(n)} for n in names]
     finally:

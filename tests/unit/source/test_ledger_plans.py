@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-from postline.source.ledger import Outcome, Place, SqliteLedger
-from postline.source.ledger_schema import LEDGER_VERSION
+from postline.state.ledger import Outcome, Place, SqliteLedger
+from postline.state.ledger_schema import LEDGER_VERSION
 
 
 def place(i: int, folder: str = "INBOX") -> Place:
