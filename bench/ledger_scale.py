@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from postline.source.ledger import Outcome, Place, SqliteLedger  # noqa: E402
+from postline.state.ledger import Outcome, Place, SqliteLedger  # noqa: E402
 
 SOURCE, CONN, FOLDER, VERSION = "Invoices", "Mailbox", "INBOX", "1700000000"
 T0 = 1_700_000_000.0

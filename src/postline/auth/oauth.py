@@ -199,7 +199,7 @@ class DeviceFlowProvider(_BaseProvider):
 
     def __init__(self, *, source: Any, connection: str, direction: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        from postline.auth.token_cache import cache_path
+        from postline.state.token_cache import cache_path
 
         self._source = source
         self.connection, self.direction = connection, direction
@@ -215,7 +215,7 @@ class DeviceFlowProvider(_BaseProvider):
     def _load(self) -> Any:
         import msal
 
-        from postline.auth import token_cache
+        from postline.state import token_cache
 
         cache = msal.SerializableTokenCache()
         data = token_cache.load(self._source, self.path)
@@ -227,7 +227,7 @@ class DeviceFlowProvider(_BaseProvider):
         return self._app
 
     def _save(self) -> None:
-        from postline.auth import token_cache
+        from postline.state import token_cache
 
         if self._cache is not None and self._cache.has_state_changed:
             token_cache.save(self._source, self.path, self._cache.serialize())

@@ -156,7 +156,8 @@ def _show_flow(connection: str, direction: str) -> Any:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from postline.auth import oauth, token_cache
+    from postline.auth import oauth
+    from postline.state import token_cache
     from postline.errors import ConfigError
     from postline.project import open_project
     from postline.protocols import endpoint_of

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from postline.errors import ConfigError
 from postline.logs import say
+from postline.state.states import LedgerState
 
 LEDGER_EPILOG = """Examples:
   postline ledger list examples/local Inbox                 every mail the source has seen
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = lsub.add_parser("list", help="list ledger entries of a source",
                          formatter_class=HelpFormatter, epilog=LEDGER_EPILOG)
     add_target(ls, "SOURCE", "the Email Source")
-    ls.add_argument("--state", choices=["acquired", "done", "failed", "ignored"],
+    ls.add_argument("--state", choices=[s.value for s in LedgerState],
                     help="only entries in this state (acquired: being processed, or "
                          "interrupted)")
     ls.add_argument("--limit", type=int, default=None, metavar="N",
@@ -56,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--older-than", required=True, metavar="AGE",
                     help="last updated longer ago than this: 90d, 12h, 30m (a bare number: "
                          "days)")
-    pr.add_argument("--state", action="append", choices=["done", "failed", "ignored"],
+    pr.add_argument("--state", action="append",
+                    choices=[s.value for s in LedgerState if s != LedgerState.ACQUIRED],
                     help="which entries (repeatable; default: done and ignored)")
     pr.set_defaults(handler=cmd_ledger_prune)
     rt = lsub.add_parser("retry", help="move failed mails back into the input folder and "
@@ -178,15 +180,15 @@ def cmd_ledger_prune(args) -> int:
     age = parse_age(args.older_than)
     project = postline.open_project(project_path)
     source, _, protocol = _source_of(project, name)
-    asked = args.state or ["done", "ignored"]
+    asked = args.state or [LedgerState.DONE, LedgerState.IGNORED]
     safe, kept = [], []
     for state in dict.fromkeys(asked):
         if server_action(source, protocol, state)[0]:
             safe.append(state)
         else:
             where = ("on the server (pop3." if protocol == "pop3" else "in the input folder "
-                     "(folders.") + {"done": "done", "failed": "error",
-                                     "ignored": "ignore"}[state] + ")"
+                     "(folders.") + {LedgerState.DONE: "done", LedgerState.FAILED: "error",
+                                     LedgerState.IGNORED: "ignore"}[state] + ")"
             kept.append(f"{state} mails of source {name} stay {where}: forgetting them "
                         "would process them again")
     if kept and args.state:
@@ -218,7 +220,7 @@ def cmd_ledger_retry(args) -> int:
     ledger = open_ledger(project)
     try:
         if args.all:
-            entries = ledger.entries(name, state="failed")
+            entries = ledger.entries(name, state=LedgerState.FAILED)
         else:
             known = ledger.get_many(name, args.id)
             for key in args.id:
@@ -226,7 +228,7 @@ def cmd_ledger_retry(args) -> int:
                 if entry is None:
                     raise ConfigError(f"no ledger entry of source {name} has key {key!r}",
                                       hint="see 'postline ledger list ... --state failed'")
-                if entry.state != "failed":
+                if entry.state != LedgerState.FAILED:
                     raise ConfigError(f"ledger entry {key!r} of source {name} is "
                                       f"{entry.state}, not failed; only failed mails are "
                                       "retried", hint="'postline ledger reset' forgets any "

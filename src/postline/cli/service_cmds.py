@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from postline.errors import ConfigError, MessageError, PostlineError
+from postline.state.states import OutboxState
 
 SEND_EPILOG = """Examples:
   postline send examples/local Notify --message mail.json       wait for the server's answer
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = osub.add_parser("list", help="list the outbox of a service",
                          formatter_class=HelpFormatter, epilog=OUTBOX_EPILOG)
     add_target(ls, "SERVICE", "the Email Service")
-    ls.add_argument("--state", choices=["queued", "sending", "sent", "failed", "unknown"],
+    ls.add_argument("--state", choices=[s.value for s in OutboxState],
                     help="only mails in this state (unknown: interrupted while sending)")
     ls.add_argument("--limit", type=int, default=100, metavar="N",
                     help="at most N mails, newest first (default 100)")
@@ -336,7 +337,7 @@ def _resume_services(project: Any) -> list[Any]:
         say(f"EmailService {name} is not running: {why}", level="WARNING")
     for name, svc in opened.items():
         counts = svc.outbox.counts(name)
-        queued = counts["queued"] + counts["sending"]   # the first may be on their way
+        queued = counts[OutboxState.QUEUED] + counts[OutboxState.SENDING]   # the first may be on their way
         if queued and svc.delivers_outbox:
             say(f"EmailService {name}: delivering {queued} mail(s) queued before this start")
         elif queued:

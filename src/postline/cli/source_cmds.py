@@ -87,7 +87,7 @@ class _Progress:
 
 def _start_status(project, args):
     """The --status endpoint, listening before the first round starts."""
-    from postline.source.ledger import ledger_path
+    from postline.state.ledger import ledger_path
     from postline.workflow.engine import select_workflows
     from postline.workflow.status import LedgerCounts, RunStatus, StatusServer, parse_address
 

@@ -63,7 +63,7 @@ def login(project: Any, conn: Any, show: Callable[[dict], None]) -> tuple[str, P
     ``show(flow)`` displays link and code. Returns the account name and the sealed token
     cache's path. Raises ConfigError for client credentials, TokenError."""
     from postline.auth.oauth import forget_providers
-    from postline.auth.token_cache import cache_path
+    from postline.state.token_cache import cache_path
 
     if conn.microsoft365.credential.type != "oauth_device_flow":
         raise ConfigError(f"connection {conn.name!r} uses client credentials",
@@ -77,7 +77,7 @@ def login(project: Any, conn: Any, show: Callable[[dict], None]) -> tuple[str, P
 def graph_session(project: Any, conn: Any, *, trace: Trace = NULL_TRACE) -> GraphSession:
     """A :class:`GraphSession` for the connection's mailbox (``/me`` without one); its
     requests share the limiter of the connection's app (client id)."""
-    from postline.auth.token_cache import cache_path
+    from postline.state.token_cache import cache_path
 
     m = conn.microsoft365
     provider = graph_provider(project, conn)

@@ -89,8 +89,7 @@ def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interv
     import time
 
     from postline.service.engine import EngineSettings
-    from postline.locks import ProcessLock
-    from postline.service.outbox import Outbox
+    from postline.state.locks import ProcessLock
     from postline.limiter import SlidingWindow
 
     asset = project.get("EmailService", name)

@@ -27,8 +27,8 @@ from postline.service.mime import (
     message_to_json,
     new_identity,
 )
-from postline.locks import ProcessLock
-from postline.service.outbox import Outbox, OutboxEntry
+from postline.state.locks import ProcessLock
+from postline.state.outbox import Outbox, OutboxEntry, OutboxState
 from postline.service.results import QueuedMail
 
 
@@ -208,7 +208,8 @@ class EmailService:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             counts = self.outbox.counts(self.name)
-            if counts["queued"] == 0 and counts["sending"] == 0 and self._engine.idle:
+            if (counts[OutboxState.QUEUED] == 0 and counts[OutboxState.SENDING] == 0
+                    and self._engine.idle):
                 return True
             time.sleep(0.02)
         return False

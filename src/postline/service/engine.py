@@ -6,7 +6,7 @@ for a throttle slot and hands the mail to the :class:`MailSender`, which keeps i
 sessions open between mails. The sender is opened on the first mail and closed after
 ``idle_timeout`` seconds without work.
 
-Outcomes (see :mod:`postline.service.outbox` for the durable states):
+Outcomes (see :mod:`postline.state.outbox` for the durable states):
 
 * accepted                       -> result (Send) / ``sent``
 * MessageError, 5xx, AuthError   -> raised at once (Send) / ``failed`` with the reason
@@ -36,12 +36,12 @@ from postline.errors import (
     PostlineError,
 )
 from postline.limiter import SlidingWindow
-from postline.locks import ProcessLock
+from postline.state.locks import ProcessLock
 from postline.protocols.base import MailSender, SendResult
 from postline.retry import backoff
 from postline.service.message import OutgoingMessage
 from postline.service.mime import Identity, build, check_size, message_from_json
-from postline.service.outbox import Outbox
+from postline.state.outbox import Outbox, OutboxState
 from postline.service.results import result_to_json
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class Engine:
         if job.entry_id is not None:
             # committed before the first SMTP command: a crash from here on leaves the row
             # in ``sending`` and the restart marks it unknown instead of sending it twice
-            await asyncio.to_thread(self.outbox.mark, job.entry_id, "sending", attempt=True)
+            await asyncio.to_thread(self.outbox.mark, job.entry_id, OutboxState.SENDING, attempt=True)
         try:
             result = await sender.send(envelope, raw, message_id=job.identity.message_id)
         except MessageError as exc:     # the sender refused the envelope before any I/O
@@ -238,7 +238,7 @@ class Engine:
             handle = loop.call_later(delay, self._requeue, job)
             self._retry_handles.add(handle)
         else:
-            await asyncio.to_thread(self.outbox.mark, job.entry_id, "queued", reason=str(exc),
+            await asyncio.to_thread(self.outbox.mark, job.entry_id, OutboxState.QUEUED, reason=str(exc),
                                     next_attempt_at=self._clock() + delay,
                                     attempt=not counted)
             self._inflight_ids.discard(job.entry_id)
@@ -255,10 +255,10 @@ class Engine:
         also count an attempt the row does not hold yet), its caller gets the outcome."""
         if job.entry_id is not None:
             if result is not None:
-                state, reason = "sent", ""
+                state, reason = OutboxState.SENT, ""
             else:
                 unknown = getattr(error, "outcome", "") == DeliveryOutcome.UNKNOWN
-                state = "unknown" if unknown else "failed"
+                state = OutboxState.UNKNOWN if unknown else OutboxState.FAILED
                 reason = str(error)
             await asyncio.to_thread(
                 self.outbox.mark, job.entry_id, state, reason=reason,

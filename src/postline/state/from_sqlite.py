@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from postline.errors import ConfigError
-from postline.source.ledger_schema import COLS
+from postline.state.ledger_schema import COLS
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""The ledger on PostgreSQL: :class:`postline.source.ledger.Ledger` in a StateStore's schema.
+"""The ledger on PostgreSQL: :class:`postline.state.ledger.Ledger` in a StateStore's schema.
 
 Same tables and meaning as the SQLite ledger (created by :mod:`postline.state.migrations`,
 version 2); every method that writes runs in one transaction that has committed when it
@@ -25,8 +25,8 @@ import psycopg
 from psycopg import sql
 
 from postline.errors import ConfigError, PostlineError, StorageError
-from postline.source.ledger import STATES, Entry, Ledger, Outcome, Place
-from postline.source.ledger_schema import COLS
+from postline.state.ledger import STATES, Entry, Ledger, Outcome, Place
+from postline.state.ledger_schema import COLS
 
 
 class Fenced(PostlineError):

@@ -1,6 +1,6 @@
 """The outbox on PostgreSQL: SendAndForget mails shared by every instance of a fleet.
 
-Same interface and states as :class:`postline.service.outbox.Outbox` (queued, sending,
+Same interface and states as :class:`postline.state.outbox.Outbox` (queued, sending,
 sent, failed, unknown); what differs is who delivers. Any number of processes deliver a
 service's mails at once, each row by exactly one of them:
 
@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from postline.errors import QueueFull, StorageError
-from postline.service.outbox import STATES, OutboxEntry
+from postline.state.outbox import STATES, OutboxEntry
 
 CLAIM_SECONDS = 60.0      # a claim outlives a renewal gap of this long
 RENEW_SECONDS = 5.0

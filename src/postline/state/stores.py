@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from postline.source.ledger import Ledger
+from postline.state.ledger import Ledger
 
 
 def shared_store(project: Any) -> Any | None:
@@ -28,7 +28,7 @@ def open_ledger(project: Any, *, read_only: bool = False, fence: Any = None) -> 
         from postline.state.pg_ledger import open_pg_ledger
 
         return open_pg_ledger(project, read_only=read_only, fence=fence)
-    from postline.source.ledger import SqliteLedger, ledger_path
+    from postline.state.ledger import SqliteLedger, ledger_path
 
     return SqliteLedger(path=ledger_path(project.state_dir), read_only=read_only)
 
@@ -49,9 +49,9 @@ def open_outbox(project: Any, *, clock: Any = None) -> Any:
         ensure_schema(target)
         return PostgresOutbox(pool=open_pool(target, max_size=4, name="postline-outbox"),
                               schema=target.schema, clock=clock)
-    from postline.service.outbox import Outbox
+    from postline.state.outbox import Outbox, outbox_path
 
-    return Outbox(project.state_dir / "outbox.sqlite", clock=clock)
+    return Outbox(outbox_path(project.state_dir), clock=clock)
 
 
 def delivery_parts(project: Any, service: str, *, outbox: Any, limit: int | None,

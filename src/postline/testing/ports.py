@@ -101,14 +101,11 @@ def busy_ports(ports: Mapping[str, int]) -> dict[str, int]:
 
 
 def wait_until(condition, *, timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``condition()`` until it is true or ``timeout`` seconds passed. Returns the last result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return bool(condition())
-        time.sleep(interval)
+    """Poll ``condition()`` until it is true or ``timeout`` seconds passed. Returns the last
+    result as a bool (:func:`postline.testing.waits.poll`)."""
+    from postline.testing.waits import poll
+
+    return bool(poll(condition, timeout=timeout, interval=interval))
 
 
 def wait_ports(ports: Iterable[int], *, open_: bool, timeout: float) -> list[int]:

@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from postline.errors import ConfigError, PostlineError
+from postline.state.states import LedgerState, OutboxState
 from postline.web.guard import client_of
 
 
@@ -72,7 +73,7 @@ def ledger_row_actions(name: str, csrf: str):
         key = {"key": entry.key}
         out = _button(f"{base}/retry", "Retry", csrf, hidden=key,
                       confirm="Move this failed mail back into the input folder?") \
-            if entry.state == "failed" else ""
+            if entry.state == LedgerState.FAILED else ""
         return '<div class="actions">' + out + _button(
             f"{base}/reset", "Reset", csrf, hidden=key,
             confirm="Forget this entry? A mail still in the input folder is read again.") \
@@ -83,13 +84,13 @@ def ledger_row_actions(name: str, csrf: str):
 def outbox_row_actions(name: str, csrf: str):
     """``entry -> HTML``: a Retry button for a failed (or unknown) outbox mail."""
     def cell(entry: Any) -> str:
-        if entry.state not in ("failed", "unknown"):
+        if entry.state not in (OutboxState.FAILED, OutboxState.UNKNOWN):
             return ""
         return _button(f"/services/{quote(name, safe='')}/retry", "Retry", csrf,
                        hidden={"id": str(entry.id)},
                        confirm=f"Queue mail {entry.id} again?" + (
                            " Its outcome is unknown: the recipients may get it twice."
-                           if entry.state == "unknown" else ""))
+                           if entry.state == OutboxState.UNKNOWN else ""))
     return cell
 
 
@@ -114,7 +115,7 @@ def retry_ledger(project: Any, name: str, keys: list[str]) -> str:
     source, conn, protocol = _source_of(project, name)
     ledger = open_ledger(project)
     try:
-        entries = ledger.entries(name, state="failed")
+        entries = ledger.entries(name, state=LedgerState.FAILED)
         if keys:
             entries = [e for e in entries if e.key in keys]
         if not entries:

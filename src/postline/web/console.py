@@ -27,12 +27,14 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from html import escape
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
 from fastapi.responses import HTMLResponse
 
 from postline.errors import ConfigError
+from postline.state.paths import ledger_path, outbox_path
 from postline.web.pages import page
 
 LATEST = 200
@@ -197,7 +199,7 @@ def asset_page(project: Any, kind: str, name: str, *, actions: str = "") -> str:
 def _ledger_rows(path, source: str) -> tuple[dict[str, int], list]:
     """Counts per state and the latest entries of ``source`` in the ledger at ``path``,
     opened read-only (looking never creates or changes it)."""
-    from postline.source.ledger import SqliteLedger
+    from postline.state.ledger import SqliteLedger
 
     ledger = SqliteLedger(path=path, read_only=True)
     try:
@@ -206,16 +208,27 @@ def _ledger_rows(path, source: str) -> tuple[dict[str, int], list]:
         ledger.close()
 
 
+def _page_head(project: Any, kind: str, name: str, path: Path, why: str) -> tuple[str, str]:
+    """The heading of the page of the ledger (an EmailSource) or the outbox (an
+    EmailService) of asset ``name``, and the whole page when the file at ``path`` does not
+    exist yet (else ""), saying ``why``. Raises ConfigError if there is no such asset."""
+    project.entry(kind, name)
+    what = "ledger" if kind == "EmailSource" else "outbox"
+    head = f"<h1>{what.capitalize()} of {kind} {_link(kind, name)}</h1>"
+    if path.exists():
+        return head, ""
+    return head, head + (f"<p class='muted'>No {what} yet (<code>{escape(str(path))}</code> "
+                         f"does not exist): {why}.</p>")
+
+
 def ledger_page(project: Any, name: str, *, row_actions=None) -> str:
     """HTML body of ``/sources/{name}``; ``row_actions(entry)`` (HTML) fills a last column
     when given. Raises ConfigError if there is no such source."""
-    from postline.source.ledger import ledger_path
-
-    project.entry("EmailSource", name)
-    head = f"<h1>Ledger of EmailSource {_link('EmailSource', name)}</h1>"
     from postline.state.stores import open_ledger, shared_store
 
     if shared_store(project) is not None:   # PostgreSQL: read-only, never migrating
+        project.entry("EmailSource", name)
+        head = f"<h1>Ledger of EmailSource {_link('EmailSource', name)}</h1>"
         ledger = open_ledger(project, read_only=True)
         try:
             counts = ledger.counts(name)
@@ -224,9 +237,9 @@ def ledger_page(project: Any, name: str, *, row_actions=None) -> str:
             ledger.close()
         return _ledger_body(head, counts, entries, row_actions)
     path = ledger_path(project.state_dir)
-    if not path.exists():
-        return head + (f"<p class='muted'>No ledger yet (<code>{escape(str(path))}</code> "
-                       "does not exist): this source has not run.</p>")
+    head, missing = _page_head(project, "EmailSource", name, path, "this source has not run")
+    if missing:
+        return missing
     try:
         counts, entries = _ledger_rows(path, name)
     except sqlite3.Error as exc:   # a damaged file; the ledger says so itself when opening
@@ -249,17 +262,21 @@ def _ledger_body(head: str, counts: dict[str, int], entries: list, row_actions) 
 def outbox_page(project: Any, name: str, *, row_actions=None) -> str:
     """HTML body of ``/services/{name}``; ``row_actions(entry)`` (HTML) fills a last column
     when given. Raises ConfigError if there is no such service."""
-    from postline.service.outbox import Outbox
+    from postline.state.outbox import Outbox
 
-    project.entry("EmailService", name)
-    head = f"<h1>Outbox of EmailService {_link('EmailService', name)}</h1>"
     from postline.state.stores import open_outbox, shared_store
 
-    path = project.state_dir / "outbox.sqlite"
-    if shared_store(project) is None and not path.exists():
-        return head + (f"<p class='muted'>No outbox yet (<code>{escape(str(path))}</code> "
-                       "does not exist): nothing was queued by SendAndForget.</p>")
-    outbox = open_outbox(project) if shared_store(project) is not None else Outbox(path)
+    if shared_store(project) is not None:   # the fleet's outbox on PostgreSQL
+        project.entry("EmailService", name)
+        head = f"<h1>Outbox of EmailService {_link('EmailService', name)}</h1>"
+        outbox = open_outbox(project)
+    else:
+        path = outbox_path(project.state_dir)
+        head, missing = _page_head(project, "EmailService", name, path,
+                                   "nothing was queued by SendAndForget")
+        if missing:
+            return missing
+        outbox = Outbox(path, read_only=True)
     try:
         counts, entries = outbox.counts(name), outbox.list(name, limit=LATEST)
     finally:

@@ -39,15 +39,16 @@ def _rate(flow: dict, started: str | None) -> str:
 
 def outboxes(project: Any) -> list[dict[str, Any]]:
     """Per EmailService: its outbox counts (empty when nothing was queued)."""
-    from postline.service.outbox import Outbox
+    from postline.state.outbox import Outbox, outbox_path
 
     from postline.state.stores import open_outbox, shared_store
 
-    path = project.state_dir / "outbox.sqlite"
+    path = outbox_path(project.state_dir)
     names = [e.name for e in project.entries("EmailService")]
     if shared_store(project) is None and not path.exists():
         return [{"name": n, "counts": {}} for n in names]
-    outbox = open_outbox(project) if shared_store(project) is not None else Outbox(path)
+    outbox = (open_outbox(project) if shared_store(project) is not None
+              else Outbox(path, read_only=True))
     try:
         return [{"name": n, "counts": outbox.counts(n)} for n in names]
     finally:

@@ -68,7 +68,8 @@ def _when(ts: float | None) -> str:
 
 
 def _run(project: Any, conn: Any, state: SignIn) -> None:
-    from postline.auth import oauth, token_cache
+    from postline.auth import oauth
+    from postline.state import token_cache
     from postline.protocols import endpoint_of
 
     def show(direction: str):

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from postline.protocols.base import MessageRef, RawMessage
-from postline.source.ledger import Ledger, Outcome
+from postline.state.ledger import Ledger, Outcome
 from postline.source.schedule import Clock, FailureBackoff
 from postline.workflow.mailjob import (DoneMail, JobResult, MailSettings, Prepared, deliver,
                                        discard, prepare)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from postline.errors import StorageError
-from postline.source.ledger import Ledger, Outcome, Place, SqliteLedger
+from postline.state.ledger import Ledger, Outcome, Place, SqliteLedger
 
 log = logging.getLogger("postline.workflow")
 

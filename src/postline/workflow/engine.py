@@ -18,10 +18,10 @@ from typing import Any
 
 from postline.errors import Busy, ConfigError, PostlineError, os_error_message
 from postline.files import FILE_MODE
-from postline.locks import ProcessLock
+from postline.state.locks import ProcessLock
 from postline.protocols.base import MailboxReader
 from postline.source.filters import AttachmentRules, MailFilter
-from postline.source.ledger import Ledger
+from postline.state.ledger import Ledger
 from postline.source.record import file_key
 from postline.source.schedule import Clock
 from postline.state.stores import open_ledger, shared_store

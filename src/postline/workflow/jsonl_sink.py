@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from postline.chunks import chunks
 from postline.files import FILE_MODE, dir_mode_for, make_dirs, set_mode
 from postline.protocols.base import RawMessage
 from postline.workflow.sinks import Sink, Staged, _line
@@ -257,8 +258,7 @@ def _append(fd: int, lines: list[bytes]) -> None:
     if not hasattr(os, "writev"):   # pragma: no cover - not on Windows
         _write_all(fd, b"".join(lines))
         return
-    for i in range(0, len(lines), 512):   # well under IOV_MAX (1024 on Linux)
-        chunk = lines[i:i + 512]
+    for chunk in chunks(lines, 512):   # well under IOV_MAX (1024 on Linux)
         n = os.writev(fd, chunk)
         if n < sum(map(len, chunk)):      # a short write: the rest of the chunk
             _write_all(fd, b"".join(chunk)[n:])

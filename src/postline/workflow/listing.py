@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from postline.protocols.base import MailboxReader, MessageRef
-from postline.source.ledger import Ledger
+from postline.state.ledger import Ledger
 
 log = logging.getLogger("postline.workflow")
 

@@ -28,7 +28,7 @@ from postline.protocols.base import RawMessage
 from postline.source.filters import AttachmentRules, MailFilter
 from postline.source.fingerprint import fingerprint
 from postline.source.headers import iso_utc
-from postline.source.ledger import Entry, Ledger, Outcome
+from postline.state.ledger import Entry, Ledger, LedgerState, Outcome
 from postline.source.mime import ParsedMail
 from postline.source.parse import parse_mail
 from postline.source.record import MailPlace, build_record, file_key, header_summary, safe_name
@@ -323,7 +323,7 @@ def _deliver(prep: Prepared, *, s: MailSettings, done: list[DoneMail],
 
     def result(state: str, label: str, reason: str | None = None,
                dup_of: str | None = None, settled: bool = False) -> JobResult:
-        if state != "done":
+        if state != LedgerState.DONE:
             kept.remove()   # a mail that is not done leaves no attachment behind
         return _result(key, t0, state, label, subject, reason, identity, digest, dup_of,
                        parsed, fp, settled)

@@ -22,17 +22,18 @@ have their entry forgotten. The next round of ``postline run`` processes them al
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from postline.chunks import chunks
 from postline.errors import StorageError
 from postline.files import make_dirs
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
 from postline.source.filters import AttachmentRules
-from postline.source.ledger import Entry, Ledger
 from postline.source.parse import parse_mail
 from postline.source.record import header_summary
+from postline.state.ledger import Entry, Ledger
 from postline.workflow.mailjob import content_hash
 from postline.workflow.runner import server_action
 
@@ -58,11 +59,6 @@ def identities(raw: RawMessage, work_dir: Path) -> tuple[str | None, str]:
     except Exception:  # noqa: BLE001 - unreadable: it can still match by its hash
         pass
     return mid, f"sha256:{content_hash(raw)}"
-
-
-def _chunks(refs: list[MessageRef]) -> Iterator[list[MessageRef]]:
-    for i in range(0, len(refs), CHUNK):
-        yield refs[i:i + CHUNK]
 
 
 def retry_failed(*, source, protocol: str, entries: list[Entry], ledger: Ledger,
@@ -134,7 +130,7 @@ def _find(reader: MailboxReader, folder: str, wanted: dict[str, list[Entry]],
         listed = rest
     # entries without Message-ID can only be found by id: not worth a download
     hopeless = {i: wanted.pop(i) for i in list(wanted) if i.startswith("no-identity:")}
-    for chunk in _chunks(listed if wanted else []):
+    for chunk in chunks(listed if wanted else [], CHUNK):
         for raw in reader.fetch(chunk, spool_dir=work_dir):
             try:
                 ids = identities(raw, work_dir)

@@ -25,10 +25,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from postline.chunks import chunks
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.files import make_dirs
 from postline.protocols.base import MailboxReader, MessageRef, RawMessage
-from postline.source.ledger import Ledger, Place, SqliteLedger
+from postline.state.ledger import Ledger, LedgerState, Place, SqliteLedger
 from postline.source.record import ledger_key
 from postline.limiter import WINDOWS, SlidingWindow
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule
@@ -40,6 +41,7 @@ from postline.workflow.mailjob import JobResult, MailSettings
 from postline.workflow.sinks import Sink, Staged
 
 log = logging.getLogger("postline.workflow")
+LOOKUP_SLICE = 10_000   # listed mails looked up in the ledger at a time
 mail_log = logging.getLogger("postline.mail")
 
 class WorkflowRunner:
@@ -167,16 +169,19 @@ class WorkflowRunner:
         """Process what of ``refs`` the ledger does not know yet, and settle what it knows
         but has not moved. Returns True when mails were left for another round."""
         src = self.source
-        by_key = {self._key(r): r for r in refs}
-        known = self.ledger.states(self.s.source, list(by_key))
         settle: list[tuple[MessageRef, str, str]] = []
         todo: list[MessageRef] = []
-        for key, ref in by_key.items():
-            state, settled = known.get(key, ("", False))
-            if not state or state == "acquired":
-                todo.append(ref)
-            elif not settled:
-                settle.append((ref, key, state))
+        # in slices: a full listing of a big folder would otherwise hold every key and its
+        # ledger state at once (~400 bytes a mail, beside the refs themselves)
+        for part in chunks(refs, LOOKUP_SLICE):
+            by_key = {self._key(r): r for r in part}
+            known = self.ledger.states(self.s.source, list(by_key))
+            for key, ref in by_key.items():
+                state, settled = known.get(key, ("", False))
+                if not state or state == LedgerState.ACQUIRED:
+                    todo.append(ref)
+                elif not settled:
+                    settle.append((ref, key, state))
         if settle:
             self._settle(reader, settle)
         if not todo:
@@ -377,7 +382,7 @@ class WorkflowRunner:
         is no longer listed)."""
         groups: dict[tuple[str, str], list[tuple[MessageRef, str]]] = {}
         for ref, key, state in items:
-            if state == "acquired":
+            if state == LedgerState.ACQUIRED:
                 continue
             groups.setdefault(self._action(state), []).append((ref, key))
         # a fleet's ledger (PostgreSQL) checks the lease's fencing token right before a
@@ -423,7 +428,8 @@ class WorkflowRunner:
 def server_action(source, protocol: str, state: str) -> tuple[str, str]:
     """What the server does with a mail of ``source`` in final ``state``: ("move", folder),
     ("delete", "") or ("", "") for nothing (the mail stays where the source reads it)."""
-    kind = {"done": "done", "failed": "error", "ignored": "ignore"}[state]
+    kind = {LedgerState.DONE: "done", LedgerState.FAILED: "error",
+            LedgerState.IGNORED: "ignore"}[state]
     if protocol == "pop3":
         return ("delete", "") if getattr(source.pop3, kind) == "delete" else ("", "")
     target = getattr(source.folders, kind)

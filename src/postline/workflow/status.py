@@ -300,7 +300,7 @@ class LedgerCounts:
         self._lock = threading.Lock()
 
     def __call__(self, source: str) -> dict[str, int]:
-        from postline.source.ledger import SqliteLedger
+        from postline.state.ledger import SqliteLedger
 
         with self._lock:
             if self._ledger is None:

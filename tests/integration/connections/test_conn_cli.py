@@ -12,8 +12,10 @@ import threading
 import pytest
 
 from connhelpers import endpoint_data
-from postline.auth import oauth, token_cache
+from postline.auth import oauth
+from postline.state import token_cache
 from postline.cli import main
+from postline.testing.waits import poll
 
 pytestmark = pytest.mark.stack
 
@@ -75,16 +77,13 @@ def _login(root, mail_stack, user, capsys):
     """Run ``postline login`` while a 'person' approves the printed link."""
     def approve():
         # the link is printed before MSAL starts polling; read it from the captured stdout
-        import time
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            out = capsys.readouterr().out
-            seen.append(out)
-            m = re.search(r"open\n\n    (\S+)", "".join(seen))
-            if m:
-                mail_stack.approve_device(m.group(1), login=user)
-                return
-            time.sleep(0.02)
+        def link():
+            seen.append(capsys.readouterr().out)
+            return re.search(r"open\n\n    (\S+)", "".join(seen))
+
+        m = poll(link, timeout=20)
+        if m:
+            mail_stack.approve_device(m.group(1), login=user)
 
     seen: list[str] = []
     t = threading.Thread(target=approve)

@@ -13,6 +13,7 @@ from connhelpers import endpoint_data
 from postline.errors import ConfigError
 from postline.protocols import open_reader
 from postline.protocols.base import Capabilities
+from postline.testing.waits import poll
 
 pytestmark = pytest.mark.stack
 
@@ -125,9 +126,7 @@ def test_idle_wakes_up_on_new_mail(imap, mail_stack, mailbox_user):
     with IMAPClient(mail_stack.host, port=mail_stack.ports["imaps"],
                     ssl_context=mail_stack.ssl_context()) as other:
         other.login(mailbox_user.email, mailbox_user.password)
-        deadline = time.monotonic() + 10
-        while imap._client._idle_tag is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        poll(lambda: imap._client._idle_tag is not None, timeout=10, interval=0.01)
         other.append("INBOX", _mail("pushed"))
     waiter.join(timeout=20)
     assert result == [True]

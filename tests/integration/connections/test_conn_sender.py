@@ -7,13 +7,13 @@ import time
 import uuid
 
 import pytest
-from imapclient import IMAPClient
 
 from connhelpers import endpoint_data, outgoing
 from postline.errors import DeliveryError
 from postline.protocols import Envelope, open_sender
 from postline.protocols.smtp import SmtpSender
 from postline.testing.faults import FaultServer, smtp_script
+from postline.testing.waits import wait_for_mail
 
 
 def _run(coro):
@@ -30,17 +30,7 @@ def postfix(project, mail_stack, mailbox_user):
 
 
 def _wait_for_subject(stack, user, subject, timeout=20.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    with IMAPClient(stack.host, port=stack.ports["imaps"], ssl_context=stack.ssl_context()) as c:
-        c.login(user.email, user.password)
-        c.select_folder("INBOX")
-        while time.monotonic() < deadline:
-            uids = c.search(["SUBJECT", subject])
-            if uids:
-                return c.fetch(uids, ["BODY.PEEK[]"])[uids[0]][b"BODY[]"]
-            c.noop()
-            time.sleep(0.05)
-    raise AssertionError(f"mail {subject!r} did not arrive within {timeout} s")
+    return wait_for_mail(stack, user, subject, timeout=timeout, imaps=True)
 
 
 @pytest.mark.stack

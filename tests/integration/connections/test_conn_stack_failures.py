@@ -178,7 +178,7 @@ def test_revoked_refresh_token_asks_for_login_again(project, mail_stack, mailbox
     import json
 
     from connhelpers import device_login
-    from postline.auth import token_cache
+    from postline.state import token_cache
 
     project.add({"name": "Box", "incoming": endpoint_data(
         mail_stack, protocol="imap", security="tls", credential="oauth_device_flow",

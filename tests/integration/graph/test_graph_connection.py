@@ -9,33 +9,20 @@ import uuid
 
 import pytest
 from graph_helpers import m365_data, make_mail
-from imapclient import IMAPClient
 
 from postline.errors import DeliveryError, LoginRequired
 from postline.protocols import open_reader, open_sender
 from postline.protocols.base import Envelope
 from postline.protocols.diagnose import diagnose
 from postline.protocols.graph import login
+from postline.testing.waits import wait_for_mail
 
 pytestmark = pytest.mark.stack
 
 
 def wait_for_subject(stack, user, folder: str, subject: str, timeout: float = 10.0) -> bytes:
     """The raw mail with ``subject`` in ``folder`` once it arrived (polls IMAP)."""
-    deadline = time.monotonic() + timeout
-    c = IMAPClient(stack.host, port=stack.ports["imap"], ssl=False, timeout=10)
-    c.login(user.email, user.password)
-    try:
-        while True:
-            c.select_folder(folder, readonly=True)
-            uids = c.search(["SUBJECT", subject])
-            if uids:
-                return c.fetch(uids[:1], ["BODY.PEEK[]"])[uids[0]][b"BODY[]"]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{subject!r} did not arrive in {folder}")
-            time.sleep(0.05)
-    finally:
-        c.logout()
+    return wait_for_mail(stack, user, subject, folder=folder, timeout=timeout)
 
 
 def test_client_credentials_reader_on_the_cc_mailbox(project, mail_stack, graph, tmp_path):

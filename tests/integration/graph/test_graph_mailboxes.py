@@ -15,6 +15,7 @@ from postline.protocols import open_reader
 from postline.protocols.graph import GraphReader
 from postline.protocols.graph_http import GraphSession, RetryPolicy
 from postline.testing.info import MailUser
+from postline.testing.waits import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -134,8 +135,6 @@ def test_four_requests_per_app_across_mailboxes(mail_stack, graph):
 
 
 def test_the_double_answers_a_fifth_concurrent_request_of_an_app_with_429(mail_stack, graph):
-    import time
-
     import httpx
 
     token = mail_stack.mint_token(MailUser.fresh().email, claims={"appid": "busy-app"})
@@ -151,10 +150,8 @@ def test_the_double_answers_a_fifth_concurrent_request_of_an_app_with_429(mail_s
         held = [threading.Thread(target=ask) for _ in range(4)]
         for t in held:
             t.start()
-        deadline = time.monotonic() + 10
-        while graph.in_flight("busy-app") < 4:      # wait for the condition, not a time
-            assert time.monotonic() < deadline, "four requests never arrived"
-            time.sleep(0.01)
+        eventually(lambda: graph.in_flight("busy-app") >= 4, 10, "four requests in flight",
+                   interval=0.01)
         fifth = client.get(f"{graph.url}/me/mailFolders/inbox")
     finally:
         graph.resume()

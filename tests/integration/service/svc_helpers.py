@@ -5,11 +5,11 @@ from __future__ import annotations
 import email
 import email.policy
 import imaplib
-import time
 from email.message import EmailMessage
 from pathlib import Path
 
 import postline
+from postline.testing.waits import poll
 
 
 def write_project(root: Path, *, host: str, port: int, security: str = "none",
@@ -47,19 +47,19 @@ def open_stack_project(root: Path, mail_stack, sender_user, **kw):
 
 def read_inbox(mail_stack, user, *, count: int, timeout: float = 20.0) -> list[EmailMessage]:
     """Wait until ``user``'s INBOX holds ``count`` mails; return them parsed, oldest first."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def fetched() -> list[EmailMessage]:
         with imaplib.IMAP4(mail_stack.host, mail_stack.ports["imap"]) as imap:
             imap.starttls(ssl_context=mail_stack.ssl_context())
             imap.login(user.email, user.password)
             imap.select("INBOX", readonly=True)
-            _, data = imap.search(None, "ALL")
-            ids = data[0].split()
-            if len(ids) >= count or time.monotonic() > deadline:
-                out = []
-                for i in ids:
-                    _, parts = imap.fetch(i, "(RFC822)")
-                    out.append(email.message_from_bytes(parts[0][1], policy=email.policy.default))
-                assert len(out) >= count, f"only {len(out)} of {count} mails arrived in time"
-                return out
-        time.sleep(0.1)  # polling the mailbox: the condition is checked again with a deadline
+            ids = imap.search(None, "ALL")[1][0].split()
+            return [email.message_from_bytes(imap.fetch(i, "(RFC822)")[1][0][1],
+                                             policy=email.policy.default) for i in ids]
+
+    def enough() -> list[EmailMessage] | None:
+        mails = fetched()
+        return mails if len(mails) >= count else None
+
+    out = poll(enough, timeout=timeout, interval=0.1) or fetched()
+    assert len(out) >= count, f"only {len(out)} of {count} mails arrived in time"
+    return out

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from svc_helpers import write_project
 
-from postline.locks import ProcessLock
+from postline.state.locks import ProcessLock
 from postline.testing.ports import free_ports, port_open, wait_until
 from postline.testing.smtp_faults import FaultyServer
 

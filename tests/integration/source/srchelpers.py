@@ -17,6 +17,7 @@ from pathlib import Path
 from imapclient import IMAPClient
 
 import postline
+from postline.testing.waits import eventually
 
 
 def make_mail(i: int, subject: str | None = None, *, sender: str = "Zoë <zoe@example.test>",
@@ -172,10 +173,5 @@ class DropProxy:
 
 
 def wait_until(condition, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """:func:`postline.testing.waits.eventually` with this suite's default of 15 s."""
+    return eventually(condition, timeout, what)

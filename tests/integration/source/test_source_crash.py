@@ -15,6 +15,7 @@ from collections import Counter
 
 import pytest
 from srchelpers import deliver_many, make_mail
+from postline.testing.waits import poll
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -89,10 +90,8 @@ def test_ctrl_c_to_the_process_group_finishes_the_mails_in_flight(
     proc = subprocess.Popen([sys.executable, "-m", "postline", "run", str(p.root)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or
-                                           out.read_bytes().count(b"\n") < 20):
-        time.sleep(0.01)
+    poll(lambda: out.exists() and out.read_bytes().count(b"\n") >= 20, timeout=60,
+         interval=0.01)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-1000:]
@@ -118,10 +117,7 @@ def test_a_second_run_of_the_same_source_is_refused_while_the_first_runs(
     first = subprocess.Popen([sys.executable, "-m", "postline", "run", str(p.root)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not out.exists() or
-                                               out.read_bytes().count(b"\n") < 5):
-            time.sleep(0.02)
+        poll(lambda: out.exists() and out.read_bytes().count(b"\n") >= 5, timeout=60)
         second = subprocess.run([sys.executable, "-m", "postline", "run", str(p.root),
                                  "--once"], env=env, capture_output=True, text=True,
                                 timeout=60)

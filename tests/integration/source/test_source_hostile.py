@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from postline.source.ledger import SqliteLedger, ledger_path
+from postline.state.ledger import SqliteLedger, ledger_path
 
 pytestmark = pytest.mark.stack
 

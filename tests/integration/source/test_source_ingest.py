@@ -7,7 +7,7 @@ import threading
 import pytest
 from srchelpers import DropProxy, deliver_many, make_mail, wait_until
 
-from postline.source.ledger import SqliteLedger, ledger_path
+from postline.state.ledger import SqliteLedger, ledger_path
 from postline.source.record import validate_record
 
 pytestmark = pytest.mark.stack

@@ -10,7 +10,7 @@ import pytest
 from srchelpers import deliver_many, make_mail
 
 from postline.cli import main
-from postline.source.ledger import SqliteLedger, ledger_path
+from postline.state.ledger import SqliteLedger, ledger_path
 
 pytestmark = [pytest.mark.stack]
 

@@ -6,11 +6,10 @@ import base64
 import imaplib
 import json
 import smtplib
-import time
 
-import pytest
 
 from postline.testing.info import StackInfo
+from postline.testing.waits import eventually
 
 
 def xoauth2(user: str, token: str) -> bytes:
@@ -68,12 +67,6 @@ def smtp_bearer_login(stack: StackInfo, user: str, token: str) -> None:
 
 
 def wait_for(condition, *, timeout: float = 10.0, what: str = "condition"):
-    """Poll ``condition()`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    """Poll ``condition()`` until it returns something truthy; fail after ``timeout``
+    (:func:`postline.testing.waits.eventually`)."""
+    return eventually(condition, timeout, what, interval=0.05)

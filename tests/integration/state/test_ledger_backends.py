@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from postline.source.ledger import Outcome, Place, SqliteLedger
+from postline.state.ledger import Outcome, Place, SqliteLedger
 
 
 def place(uid: str, version: str = "1") -> Place:

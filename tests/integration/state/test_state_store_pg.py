@@ -183,7 +183,7 @@ def test_postline_state_url_overrides_the_url(store_project, capsys, monkeypatch
     code, out, _ = run(capsys, "show", str(root), "Shared")
     assert (f"url: postgresql://postline:***@127.0.0.1:{pg_server.port}/postline (from "
             "POSTLINE_STATE_URL)") in out
-    monkeypatch.setenv("POSTLINE_STATE_URL", pg_url.replace("postline-pass", "nope"))
+    monkeypatch.setenv("POSTLINE_STATE_URL", pg_url.replace("postline-pass", "wrong-pass-for-this-test"))
     code, out, err = run(capsys, "state", "migrate", str(root))
     assert code == 1 and err.endswith("(password from POSTLINE_STATE_URL) (fix the password in "
                                       "POSTLINE_STATE_URL)\n")

@@ -16,7 +16,7 @@ import pytest
 
 from postline.cli import build_parser, main
 from postline.cli.stack_cmds import env_vars
-from postline.source.ledger import Outcome, Place, SqliteLedger, ledger_path
+from postline.state.ledger import Outcome, Place, SqliteLedger, ledger_path
 from postline.workflow.engine import Summary
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"

@@ -76,6 +76,11 @@ class FakeProject:
     state_dir: Path
     assets: dict = field(default_factory=dict)
 
+    @property
+    def root(self) -> Path:
+        """The project directory (the console's workspace watches its files)."""
+        return self.state_dir.parent
+
     def entry(self, kind, name):
         return self.get(kind, name)
 

@@ -7,20 +7,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
+
+from postline.testing.waits import eventually
 
 CHILD = Path(__file__).with_name("outbox_child.py")
 
 
 def wait_for(cond, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    eventually(cond, timeout, "the outbox")
 
 
 def states(db: Path) -> dict[str, str]:

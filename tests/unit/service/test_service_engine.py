@@ -9,15 +9,11 @@ import pytest
 from service_fakes import MSG, FakeSender
 
 from postline.errors import ConfigError, DeliveryError, MessageError, QueueFull
+from postline.testing.waits import eventually
 
 
 def wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+    return eventually(cond, timeout, "the engine", interval=0.01)
 
 
 def test_send_returns_the_result_with_every_recipient(service_factory):

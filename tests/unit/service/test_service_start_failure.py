@@ -10,8 +10,8 @@ from service_fakes import FakeSender
 from postline.errors import StorageError
 from postline.service.email_service import EmailService
 from postline.service.engine import EngineSettings
-from postline.locks import ProcessLock
-from postline.service.outbox import Outbox
+from postline.state.locks import ProcessLock
+from postline.state.outbox import Outbox
 from postline.limiter import SlidingWindow
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from postline.source.ledger import Outcome, Place, SqliteLedger, done_by_message_id_sql
+from postline.state.ledger import Outcome, Place, SqliteLedger, done_by_message_id_sql
 
 
 def place(uid: str, version: str = "1") -> Place:
@@ -72,7 +72,7 @@ def test_a_ledger_from_a_newer_postline_is_refused(tmp_path):
     import pytest
 
     from postline.errors import ConfigError
-    from postline.source.ledger import LEDGER_VERSION, SqliteLedger
+    from postline.state.ledger import LEDGER_VERSION, SqliteLedger
 
     path = tmp_path / "ledger.sqlite3"
     SqliteLedger(path=path).close()

@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-from postline.source.ledger import Outcome, Place, SqliteLedger
-from postline.source.ledger_schema import LEDGER_VERSION
+from postline.state.ledger import Outcome, Place, SqliteLedger
+from postline.state.ledger_schema import LEDGER_VERSION
 
 
 def place(i: int, folder: str = "INBOX") -> Place:
@@ -115,6 +115,11 @@ def test_an_older_ledger_is_brought_to_the_current_version(tmp_path):
           VALUES ('S', 'Box/INBOX/1/1', 'done', 1, 1.0, 1.0);
     """)
     db.close()
+    ro = SqliteLedger(path=path, read_only=True)   # the console, before any run: no change
+    try:
+        assert ro.counts("S") == {"acquired": 0, "done": 1, "failed": 0, "ignored": 0}
+    finally:
+        ro.close()
     led = SqliteLedger(path=path)
     try:
         assert [e.key for e in led.entries("S")] == ["Box/INBOX/1/1"]

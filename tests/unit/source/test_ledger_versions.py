@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from postline.errors import ConfigError
-from postline.source.ledger import LEDGER_VERSION, Outcome, Place, SqliteLedger
+from postline.state.ledger import LEDGER_VERSION, Outcome, Place, SqliteLedger
 
 # the schema of ledger version 1, as postline wrote it before fingerprints
 _V1 = """

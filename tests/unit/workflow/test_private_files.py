@@ -13,8 +13,8 @@ from wf_support import mail, read_jsonl
 
 import postline
 from postline.files import SafeDir, make_dirs, private_sqlite
-from postline.service.outbox import Outbox
-from postline.source.ledger import SqliteLedger, ledger_path
+from postline.state.outbox import Outbox
+from postline.state.ledger import SqliteLedger, ledger_path
 from postline.source.record import file_key
 from postline.source.schedule import FakeClock
 from postline.workflow.engine import run_workflows
@@ -237,8 +237,8 @@ def test_the_directory_sink_copies_a_spooled_mail(tmp_path, loose_umask):
 
 
 def test_token_cache_lock_and_spool_files_are_private(tmp_path, loose_umask):
-    from postline.auth import token_cache
-    from postline.locks import ProcessLock
+    from postline.state import token_cache
+    from postline.state.locks import ProcessLock
     from postline.protocols.spool import open_spool
 
     class Sealer:

@@ -8,7 +8,7 @@ import pytest
 from wf_support import Crash, mail, read_jsonl
 
 from postline.errors import ConnectError
-from postline.source.ledger import SqliteLedger, ledger_path
+from postline.state.ledger import SqliteLedger, ledger_path
 from postline.source.record import validate_record
 from postline.source.schedule import FakeClock
 from postline.workflow.commit import InlineCommitter
@@ -157,7 +157,7 @@ def test_crash_before_ledger_done_reaches_sinks_once(project_at, box, monkeypatc
                                              {"type": "directory", "path": "out/dir"}]})
     for i in range(5):
         box.add(mail(f"m{i}"))
-    from postline.source.ledger import SqliteLedger as L
+    from postline.state.ledger import SqliteLedger as L
     real = L.finish
     calls = {"n": 0}
 

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 from wf_support import FakeMailbox, mail, read_jsonl
 
-from postline.source.ledger import SqliteLedger, ledger_path
+from postline.state.ledger import SqliteLedger, ledger_path
 from postline.source.schedule import FakeClock
 from postline.workflow.engine import run_workflows
 

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from postline.errors import Busy
-from postline.locks import Holder, ProcessLock, parse_holder
+from postline.state.locks import Holder, ProcessLock, parse_holder
 from postline.workflow.engine import lock_sources, source_lock
+from postline.testing.waits import eventually
 
 
 def _project(tmp_path):
@@ -39,7 +40,7 @@ def test_a_second_holder_is_refused_and_told_who_holds_it(tmp_path):
 
 def test_the_lock_is_freed_when_its_holder_is_killed(tmp_path):
     path = tmp_path / "x.lock"
-    code = ("import sys, time; from postline.locks import ProcessLock; "
+    code = ("import sys, time; from postline.state.locks import ProcessLock; "
             f"assert ProcessLock({str(path)!r}).try_acquire(); print('held', flush=True); "
             "time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -50,10 +51,8 @@ def test_the_lock_is_freed_when_its_holder_is_killed(tmp_path):
         assert lock.holder().pid == proc.pid
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        deadline = time.monotonic() + 5
-        while not lock.try_acquire():
-            assert time.monotonic() < deadline, "the lock outlived its killed holder"
-            time.sleep(0.01)
+        eventually(lock.try_acquire, 5, "the lock to outlive its killed holder no longer",
+                   interval=0.01)
         lock.release()
     finally:
         proc.kill()
