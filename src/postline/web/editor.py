@@ -53,6 +53,7 @@ _SPECS: dict[str, Spec] = {
     "EmailService": _simple("EmailService", kindforms.SERVICE),
     "Workflow": _simple("Workflow", kindforms.WORKFLOW),
     "Environment": _simple("Environment", kindforms.ENVIRONMENT),
+    "StateStore": _simple("StateStore", kindforms.STATE_STORE),
     "Secret": Spec(kindforms.secret_sections,
                    lambda form, raw, project: kindforms.secret_change(project.seal)(form, raw),
                    {}),

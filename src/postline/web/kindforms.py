@@ -1,4 +1,4 @@
-"""The forms of EmailSource, EmailService, Workflow, Environment and Secret: their main
+"""The forms of EmailSource, EmailService, Workflow, Environment, StateStore and Secret: their main
 fields (the rest stays as written in the YAML, untouched by a save). Secret values are
 write-only: typed in, sealed with the project's public key on the server, never shown."""
 
@@ -43,6 +43,9 @@ SOURCE = (_NAME, Section(legend="Mailbox", fields=(
 )), Section(legend="Polling", fields=(
     Field(key="polling.interval", label="Interval", value="number",
           help="seconds between polls"),
+    Field(key="polling.full_scan", label="Full scan",
+          help="how often a round lists the whole folder: 1d (default), 12h, 30m, seconds; "
+               "0: every round"),
     Field(key="batch_size", label="Batch size", value="int"),
 )))
 
@@ -55,6 +58,22 @@ WORKFLOW = (_NAME, Section(legend="Pipeline", fields=(
     Field(key="records_file", label="Records file (JSONL sink)", only_new=True,
           help="a new workflow's first sink; more sinks in the YAML"),
 )))
+
+STATE_STORE = (_NAME, Section(legend="Shared state", fields=(
+    Field(key="type", label="Type", widget="select",
+          options=(("sqlite", "SQLite (this host)"), ("postgresql", "PostgreSQL (a fleet)"))),
+    Field(key="url", label="URL", macro=True, when={"type": ("postgresql",)},
+          help="postgresql://host:port/database (POSTLINE_STATE_URL overrides it)"),
+    Field(key="password", label="Password", datalist="secret-keys",
+          when={"type": ("postgresql",)},
+          help="a key of a Secret asset (SecretAsset.key), or the password inside the URL"),
+    Field(key="schema", label="Schema", when={"type": ("postgresql",)},
+          help="default postline"),
+    Field(key="lease_seconds", label="Lease seconds", value="int",
+          when={"type": ("postgresql",)}, help="default 30"),
+    Field(key="heartbeat_seconds", label="Heartbeat seconds", value="number",
+          when={"type": ("postgresql",)}, help="default a third of the lease"),
+)),)
 
 ENVIRONMENT = (_NAME, Section(legend="Variables", fields=(
     Field(key="variables", label="Variables", widget="textarea", value="kv",

@@ -100,3 +100,24 @@ def test_resolve_shows_macros_but_not_in_read_only(root, monkeypatch):
     assert client.get("/resolve", params={"value": "plain"}).text == ""
     client = _client(root, read_only=True)
     assert client.get("/resolve", params={"value": "${env:HOME}"}).status_code == 403
+
+
+def test_a_state_store_is_created_through_its_form(root):
+    client = _client(root)
+    page = client.get("/new/StateStore").text
+    for label in ("Type", "URL", "Password", "Schema", "Lease seconds", "Heartbeat seconds"):
+        assert f">{label}</label>" in page
+    r = client.post("/new/StateStore", data={
+        "csrf": _csrf(client, "/new/StateStore"), "name": "Shared", "type": "postgresql",
+        "url": "postgresql://127.0.0.1:5432/postline", "schema": "postline",
+        "lease_seconds": "20", "file": "state.yaml"},
+        headers={"Origin": "http://console.test"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    store = load_project(root).get("StateStore", "Shared")
+    assert (store.type, store.url, store.lease_seconds) == (
+        "postgresql", "postgresql://127.0.0.1:5432/postline", 20)
+
+
+def test_the_source_form_offers_full_scan(root):
+    client = _client(root)
+    assert ">Full scan</label>" in client.get("/new/EmailSource").text
