@@ -55,14 +55,36 @@ def outboxes(project: Any) -> list[dict[str, Any]]:
         outbox.close()
 
 
+def fleet(project: Any) -> tuple[dict[str, Any] | None, str]:
+    """(the fleet's instances and source owners as ``postline cluster status --json`` gives
+    them, '') for a project on a postgresql StateStore; (None, '') without one; (None, why)
+    when the database cannot be read."""
+    from postline.errors import PostlineError
+    from postline.state.stores import shared_store
+
+    if shared_store(project) is None:
+        return None, ""
+    from postline.state.cluster import cluster_status
+
+    try:
+        return cluster_status(project).as_dict(), ""
+    except PostlineError as exc:
+        return None, str(exc)
+
+
 def fragment(project: Any, status_url: str | None) -> str:
-    """The live part of ``/runtime`` (HTML)."""
+    """The live part of ``/runtime`` (HTML): the run behind ``status_url`` and, on a
+    postgresql StateStore, every instance of the fleet and who owns which source."""
     status, why = fetch_status(status_url)
+    cluster, cluster_why = fleet(project)
+    if cluster is not None and why and not status_url:
+        why = ""   # the fleet below says what runs where
     flows = []
     for name, flow in ((status or {}).get("workflows") or {}).items():
         flows.append({"name": name, **flow, "rate": _rate(flow, status.get("started"))})
     return render("runtime_live.html", status=status, why=why, flows=flows,
-                  services=outboxes(project), now=time.strftime("%H:%M:%S"))
+                  services=outboxes(project), now=time.strftime("%H:%M:%S"),
+                  cluster=cluster, cluster_why=cluster_why)
 
 
 def page(project: Any, status_url: str | None) -> str:

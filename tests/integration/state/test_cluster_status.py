@@ -73,3 +73,19 @@ def test_cluster_status_without_a_postgresql_state_store_is_one_line(tmp_path, c
     assert main(["cluster", "status", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "has no StateStore asset" in err
+
+
+def test_the_console_runtime_view_shows_the_fleet(leases_of):
+    from postline.web.runtime import fragment
+
+    root, make = leases_of
+    a, b = make("host1:10"), make("host2:20")
+    for lease, version in ((a, "0.1.0"), (b, "0.2.0")):
+        lease.join(host=lease.owner.split(":")[0], pid=int(lease.owner.split(":")[1]),
+                   version=version, assets_hash="abc123")
+    a.acquire("Src")
+    html = fragment(postline.open_project(root), None)
+    assert "<h2>Fleet</h2>" in html and "no run to show" not in html
+    assert 'data-instance="host1:10"' in html and 'data-instance="host2:20"' in html
+    assert html.count("differs from the others") == 1
+    assert '<tr data-source="Src"><td><a href="/sources/Src">Src</a></td><td>host1:10</td>' in html
