@@ -120,7 +120,7 @@ class Project:
         """Plaintext of a :meth:`seal` result; needs the private key. Raises SecretError."""
         return self._loaded.secrets.open_sealed(text)
 
-    def reload(self, *, overrides: Mapping[Path, str] | None = None) -> "Project":
+    def reload(self, *, overrides: Mapping[Path, str] | None = None) -> Project:
         """This project loaded again from disk the way it was first loaded (same directory as
         given, environment and key file), without failing on validation errors; with
         ``overrides`` (absolute path -> text) read instead of those files. Raises

@@ -157,10 +157,10 @@ def _show_flow(connection: str, direction: str) -> Any:
 
 def cmd_login(args: argparse.Namespace) -> int:
     from postline.auth import oauth
-    from postline.state import token_cache
     from postline.errors import ConfigError
     from postline.project import open_project
     from postline.protocols import endpoint_of
+    from postline.state import token_cache
 
     project = open_project(args.project)
     conn = project.get("EmailConnection", args.name)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from postline.errors import ConfigError
 from postline.logs import say
@@ -110,7 +110,7 @@ def cmd_ledger_list(args) -> int:
         table.add_column(col, overflow="fold")
     for e in entries:
         table.add_row(*cells(e.key, e.state, "yes" if e.settled else "no", str(e.attempts),
-                             datetime.fromtimestamp(e.updated, tz=timezone.utc)
+                             datetime.fromtimestamp(e.updated, tz=UTC)
                              .strftime("%Y-%m-%d %H:%M:%SZ"), (e.subject or "")[:60],
                              (e.reason or "")[:200]))
     if entries:

@@ -48,8 +48,13 @@ class _Progress:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         # on stderr, like the logs: stdout carries records (the stdout sink) and the summary
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),

@@ -258,7 +258,7 @@ class ImapReader(MailboxOperations, MailboxReader):
             yield
         except PostlineError:
             raise
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             self._client = None  # a half-read answer leaves the session unusable
             raise net.translate_os_error(exc, host=self.host, port=self.port,
                                          phase=what, timeout=self.endpoint.read_timeout) from exc

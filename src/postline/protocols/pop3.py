@@ -183,7 +183,7 @@ class Pop3Reader(MaildropOperations, MailboxReader):
             yield
         except PostlineError:
             raise
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             self._pop = None  # a half-read answer leaves the session unusable
             raise net.translate_os_error(exc, host=self.host, port=self.port, phase=what,
                                          timeout=self.endpoint.read_timeout) from exc

@@ -158,7 +158,7 @@ def describe_session(sslobj: Any, *, verified: bool, certificate: bool = True
             info["issuer"] = cert.issuer.rfc4514_string()
             not_after = cert.not_valid_after_utc
             info["expires"] = not_after.isoformat()
-            info["days_left"] = (not_after - dt.datetime.now(dt.timezone.utc)).days
+            info["days_left"] = (not_after - dt.datetime.now(dt.UTC)).days
             info["names"] = certificate_names(der)
         except Exception:  # diagnostics only
             pass

@@ -88,10 +88,10 @@ def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interv
     import asyncio
     import time
 
+    from postline.limiter import SlidingWindow
     from postline.service.engine import EngineSettings
     from postline.state.locks import ProcessLock
     from postline.state.outbox import Outbox, outbox_path
-    from postline.limiter import SlidingWindow
 
     asset = project.get("EmailService", name)
     conn = project.get("EmailConnection", asset.connection)

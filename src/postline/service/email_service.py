@@ -27,9 +27,9 @@ from postline.service.mime import (
     message_to_json,
     new_identity,
 )
+from postline.service.results import QueuedMail
 from postline.state.locks import ProcessLock
 from postline.state.outbox import Outbox, OutboxEntry, OutboxState
-from postline.service.results import QueuedMail
 
 
 class EmailService:

@@ -36,13 +36,13 @@ from postline.errors import (
     PostlineError,
 )
 from postline.limiter import SlidingWindow
-from postline.state.locks import ProcessLock
 from postline.protocols.base import MailSender, SendResult
 from postline.retry import backoff
 from postline.service.message import OutgoingMessage
 from postline.service.mime import Identity, build, check_size, message_from_json
-from postline.state.outbox import Outbox, OutboxState
 from postline.service.results import result_to_json
+from postline.state.locks import ProcessLock
+from postline.state.outbox import Outbox, OutboxState
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ def _button(action: str, text: str, csrf: str, *, confirm: str = "", css: str = 
 def asset_actions(project: Any, kind: str, name: str, *, csrf: str, read_only: bool) -> str:
     """The Edit link and, on a connection, the Test connection (and Sign in) buttons."""
     from postline.web.editor import FORM_KINDS, asset_url
-
     from postline.web.signin import _device_directions
 
     entry = project.entry(kind, name)   # ConfigError (404) first when there is no such asset

@@ -134,7 +134,7 @@ class Committer(abc.ABC):
     def result(self, pending: Pending) -> dict[str, int]:
         """Wait for ``pending``: the attempts of what it acquired. Raises StorageError."""
 
-    def drain(self) -> None:
+    def drain(self) -> None:  # noqa: B027 (optional hook)
         """Wait for every job submitted; their errors are dropped. Never raises."""
 
     def close(self) -> None:

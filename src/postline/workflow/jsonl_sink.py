@@ -167,7 +167,7 @@ class _JsonlFile:
             return
         index = []
         for end, lines, keys in staged.token:
-            for line, key in zip(lines, keys):
+            for line, key in zip(lines, keys, strict=False):
                 end += len(line)
                 index.append(f"{end} {key}\n")
         # written only now that the lines are on disk, so it never names a lost line

@@ -31,8 +31,8 @@ from postline.errors import DeliveryError
 from postline.files import FILE_MODE, SafeDir, dir_mode_for
 from postline.logs import redact
 from postline.protocols.base import RawMessage
-from postline.source.record import file_key
 from postline.retry import Interrupted, attempts, backoff, retry_after
+from postline.source.record import file_key
 from postline.source.schedule import Clock
 from postline.workflow.commit import sync_path
 
@@ -61,19 +61,19 @@ class Sink(abc.ABC):
         path = getattr(self, "path", None)
         return f"the {self.label} sink {path}" if path else f"the {self.label} sink"
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 (optional hook)
         """Prepare (create folders, load indexes). Raises PostlineError."""
 
     @abc.abstractmethod
     def write(self, record: dict[str, Any], raw: RawMessage) -> None:
         """Write one record; raises on failure (the mail then fails or is retried)."""
 
-    def discard(self, key: str) -> None:
+    def discard(self, key: str) -> None:  # noqa: B027 (optional hook)
         """Take back what :meth:`write` accepted of mail ``key`` since the last
         :meth:`stage` (the mail failed after this sink took it). Raises OSError when that
         cannot be done. By default nothing can be taken back (stdout, HTTP)."""
 
-    def bind_stop(self, clock: Clock, stop: threading.Event) -> None:
+    def bind_stop(self, clock: Clock, stop: threading.Event) -> None:  # noqa: B027 (optional hook)
         """Pauses inside :meth:`write` (retries) wait on ``clock`` and end early once
         ``stop`` is set. By default the sink never pauses."""
 
@@ -91,13 +91,13 @@ class Sink(abc.ABC):
         the writes are already where they go (stdout, HTTP): nothing."""
         return Staged()
 
-    def committed(self, staged: Staged) -> None:
+    def committed(self, staged: Staged) -> None:  # noqa: B027 (optional hook)
         """``staged`` (from :meth:`stage`) is durable now."""
 
-    def unstage(self, staged: Staged) -> None:
+    def unstage(self, staged: Staged) -> None:  # noqa: B027 (optional hook)
         """The commit of ``staged`` failed: the next :meth:`stage` includes it again."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook)
         """Release resources; never raises."""
 
 
@@ -296,7 +296,7 @@ class HttpSink(Sink):
         resp = None
         try:
             # the pause before a retry looks at the last answer (its Retry-After)
-            for _ in attempts(self.retries + 1, delay=lambda n: self._delay(n, resp),
+            for _ in attempts(self.retries + 1, delay=lambda n: self._delay(n, resp),  # noqa: B023 (reads the latest answer on purpose)
                               pause=self._pause):
                 resp = None
                 try:

@@ -4,9 +4,9 @@ import ssl
 
 import pytest
 
+from postline.assets.kinds.connection import Incoming
 from postline.errors import ConfigError, InsecureAuthRefused
 from postline.protocols import net, tls
-from postline.assets.kinds.connection import Incoming
 
 
 def _verify_error(code: int, message: str) -> ssl.SSLCertVerificationError:

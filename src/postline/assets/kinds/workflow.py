@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -87,7 +87,7 @@ class HttpSink(BaseModel):
     ca_file: str | None = None
 
 
-Sink = Annotated[Union[DirectorySink, JsonlSink, StdoutSink, HttpSink],
+Sink = Annotated[DirectorySink | JsonlSink | StdoutSink | HttpSink,
                  Field(discriminator="type")]
 
 
