@@ -265,3 +265,16 @@ def os_error_message(exc: OSError, *, what: str | None = None) -> str:
     if name:
         text += f" ({name})"
     return f"{text}; {fix}" if fix else text
+
+
+class Ignore(Exception):
+    """Raised by ``on_message`` to skip a mail on purpose: the ledger records it as
+    ``ignored`` with ``reason``, nothing reaches the sinks, and the server does what the
+    source says for ignored mails (``folders.ignore``, ``pop3.ignore``).
+
+    Not a PostlineError: nothing went wrong. It lives here, not in the workflow package, so
+    that ``import postline`` (which hands it out) loads no more than this module."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = str(reason).strip() or "ignored by the processor"

@@ -18,8 +18,8 @@ import logging
 import sys
 from typing import NoReturn
 
-from postline import __version__
 from postline.errors import MessageError, PostlineError, ValidationFailed
+from postline.version import __version__
 
 # Order = order in --help.
 COMMAND_MODULES = [

@@ -24,7 +24,7 @@ from postline.protocols.base import (
     RecipientStatus,
     SendResult,
 )
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 __all__ = ["open_reader", "open_sender", "endpoint_of", "MailboxReader", "MailSender",
            "Capabilities", "Envelope", "FolderInfo", "FolderState", "MessageRef",

@@ -53,7 +53,7 @@ from postline.protocols.graph_login import (  # noqa: F401 - re-exported
     warn_delegation,
 )
 from postline.protocols.spool import open_spool
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.graph")
 

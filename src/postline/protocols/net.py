@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Callable, Collection
 from typing import Any, Protocol, TypeVar
 
+from postline import tls
 from postline.errors import (
     ConnectError,
     ConnectTimeout,
@@ -20,9 +21,8 @@ from postline.errors import (
     StartTLSUnavailable,
     TLSError,
 )
-from postline.protocols import tls
 from postline.protocols.tls_bio import BioContext
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 
 class EndpointLike(Protocol):

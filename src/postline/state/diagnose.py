@@ -15,7 +15,6 @@ from typing import Any
 import psycopg
 
 from postline.errors import PostlineError
-from postline.protocols.trace import Step, Trace
 from postline.state.migrations import (
     MIGRATIONS,
     SchemaState,
@@ -25,6 +24,7 @@ from postline.state.migrations import (
     schema_state,
 )
 from postline.state.postgres import Target, connect, query_failure, reach, shown_url
+from postline.trace import Step, Trace
 
 
 @dataclass

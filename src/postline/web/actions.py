@@ -106,12 +106,12 @@ def outbox_actions(project: Any, name: str, *, csrf: str, read_only: bool) -> st
 def retry_ledger(project: Any, name: str, keys: list[str]) -> str:
     """Failed mails of source ``name`` (``keys``, or all) back to their input folder;
     returns what was done in one line. Raises ConfigError / PostlineError."""
-    from postline.cli.ledger_cmds import _source_of
+    from postline.project import source_of
     from postline.protocols import open_reader
     from postline.state.ledger import SqliteLedger, ledger_path
     from postline.workflow.retry import retry_failed
 
-    source, conn, protocol = _source_of(project, name)
+    source, conn, protocol = source_of(project, name)
     ledger = SqliteLedger(path=ledger_path(project.state_dir))
     try:
         entries = ledger.entries(name, state=LedgerState.FAILED)

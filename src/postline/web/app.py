@@ -31,7 +31,6 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 
-from postline import __version__
 from postline.errors import (
     AuthError,
     ConfigError,
@@ -41,6 +40,7 @@ from postline.errors import (
     PostlineError,
     QueueFull,
 )
+from postline.version import __version__
 from postline.web.guard import BodyTooLarge, Guard, GuardMiddleware, ServeLimits, too_large_response
 
 EXAMPLE = {"From": {"Address": "reports@example.test", "PersonalName": "Reports"},

@@ -171,7 +171,7 @@ def asset_page(project: Any, kind: str, name: str, *, actions: str = "") -> str:
     Raises ConfigError when there is no such asset.
     """
     from postline.assets import render
-    from postline.cli.project_cmds import stored_as
+    from postline.project import stored_as
 
     e = project.entry(kind, name)
     parts = [f"<h1>{escape(e.kind)} <code>{escape(e.name)}</code></h1>",

@@ -172,9 +172,7 @@ class ProcessCommitter(Committer):
 
     def __init__(self, ledger_path: Path, ledger: Ledger) -> None:
         env = dict(os.environ)
-        import postline
-
-        home = str(Path(postline.__file__).resolve().parents[1])
+        home = str(Path(__file__).resolve().parents[2])  # the directory holding postline/
         env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "postline.workflow.commit"], stdin=subprocess.PIPE,

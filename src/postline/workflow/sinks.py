@@ -272,7 +272,7 @@ class HttpSink(Sink):
     def open(self) -> None:
         import httpx
 
-        from postline.protocols import tls
+        from postline import tls
 
         # The same TLS rules as mail connections (TLS 1.2+, system store + ca_file), and no
         # proxy or CA settings taken from the environment behind the project's back.

@@ -12,6 +12,7 @@ import socket
 import pytest
 from connhelpers import incoming, outgoing
 
+from postline import tls
 from postline.auth.credentials import PasswordLogin
 from postline.errors import (
     ConnectError,
@@ -20,7 +21,6 @@ from postline.errors import (
     StartTLSUnavailable,
     TLSError,
 )
-from postline.protocols import tls
 from postline.protocols.imap import ImapReader
 from postline.protocols.pop3 import Pop3Reader
 from postline.protocols.smtp import SmtpSender
