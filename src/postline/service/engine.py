@@ -92,7 +92,7 @@ class Engine:
         self._inflight_ids: set[int] = set()
         self._busy = 0
         self._last_activity = time.monotonic()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self._workers = 0
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self.smtputf8: bool | None = None      # learnt from the sender once connected
