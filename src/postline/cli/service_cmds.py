@@ -183,7 +183,7 @@ def _print_queued(args, svc, queued) -> None:
     else:
         print(f"queued as outbox id {queued.id} ({queued.message_id})")
     if not delivering:
-        pid = svc._engine.lock.holder_pid()
+        pid = svc.outbox_holder_pid()
         print(f"postline (pid {pid}) delivers this outbox; it sends the mail", file=sys.stderr)
         return
     # Nobody else delivers this outbox: deliver before exiting, or the mail would wait for

@@ -206,6 +206,11 @@ class EmailService:
         """True when this process holds the delivery lock for the service's outbox."""
         return self._engine.owner
 
+    def outbox_holder_pid(self) -> int | None:
+        """The pid of the process that delivers this service's outbox (holds its lock), or
+        None when no process does or the pid cannot be read."""
+        return self._engine.lock.holder_pid()
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until no queued or sending mail of this service is left (True) or timeout."""
         deadline = time.monotonic() + timeout

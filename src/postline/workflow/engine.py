@@ -28,7 +28,8 @@ from postline.workflow.events import Broadcast, Events, MailEvent
 from postline.workflow.mailjob import MailSettings
 from postline.workflow.processor import Context, Services, load_processor
 from postline.workflow.runner import WorkflowRunner, clean_work_dir
-from postline.workflow.sinks import DirectorySink, Sink, make_sink
+from postline.workflow.sink_factory import make_sink
+from postline.workflow.sinks import DirectorySink, Sink
 
 log = logging.getLogger("postline.workflow")
 

@@ -32,7 +32,7 @@ from postline.source.mime import ParsedMail
 from postline.source.parse import parse_mail
 from postline.source.record import MailPlace, build_record, file_key, header_summary, safe_name
 from postline.source.schedule import Clock
-from postline.state.ledger import Entry, Ledger, LedgerState, Outcome
+from postline.state.ledger import Entry, LedgerState, Outcome
 from postline.workflow.processor import Context, Ignore, Processor, ProcessorError, apply
 from postline.workflow.sinks import DirectorySink, Sink
 
@@ -420,14 +420,3 @@ def _deliver(prep: Prepared, *, s: MailSettings, done: list[DoneMail],
             if clock.wait(delay, stop):
                 # stays acquired: the next run takes it up again
                 return result("acquired", "interrupted", why)
-
-
-def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading.Event,
-            clock: Clock) -> JobResult:
-    """:func:`prepare` then :func:`deliver` one mail, with its own duplicate lookup (the
-    runner batches that lookup instead)."""
-    prep = prepare(raw, s=s)
-    if isinstance(prep, JobResult):
-        return prep
-    found = ledger.done_entries(s.source, [prep.identity]).get(prep.identity, [])
-    return deliver(prep, s=s, done=[DoneMail.of(e) for e in found], stop=stop, clock=clock)

@@ -108,13 +108,13 @@ def _dumps(record: dict[str, Any]) -> str:
 try:  # ~10x faster than json for records of text; optional. Same output: compact UTF-8.
     import orjson
 
-    def _line(record: dict[str, Any]) -> bytes:
+    def record_line(record: dict[str, Any]) -> bytes:
         try:
             return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)   # no copy
         except TypeError:  # what orjson refuses (e.g. huge ints from a processor)
             return (_dumps(record) + "\n").encode("utf-8")
 except ImportError:  # pragma: no cover - depends on the installation
-    def _line(record: dict[str, Any]) -> bytes:
+    def record_line(record: dict[str, Any]) -> bytes:
         return (_dumps(record) + "\n").encode("utf-8")
 
 
@@ -336,26 +336,3 @@ def _shown_url(url: str) -> str:
     console, not only the log (whose filter would mask them)."""
     parts = urlsplit(url)
     return redact(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}")
-
-
-def make_sink(config, *, root: Path) -> Sink:
-    """A sink from a Workflow ``sinks`` entry; relative paths are under the project root."""
-    def resolve(p: str) -> Path:
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else root / path
-
-    if config.type == "directory":
-        return DirectorySink(path=resolve(config.path), keep_eml=config.keep_eml,
-                             mode=int(config.mode, 8))
-    if config.type == "jsonl":
-        from postline.workflow.jsonl_sink import JsonlSink
-
-        return JsonlSink(path=resolve(config.path), mode=int(config.mode, 8))
-    if config.type == "stdout":
-        return StdoutSink()
-    if config.type == "http":
-        return HttpSink(url=config.url, headers=dict(config.headers), timeout=config.timeout,
-                        retries=config.retries, min_backoff=config.min_backoff,
-                        max_backoff=config.max_backoff,
-                        ca_file=str(resolve(config.ca_file)) if config.ca_file else None)
-    raise ValueError(f"unknown sink type {config.type!r}")
