@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 
+from postline.cli.parsing import HelpFormatter
 from postline.errors import ConfigError
 from postline.logs import say
 from postline.project import source_of
@@ -28,7 +29,6 @@ LEDGER_EPILOG = """Examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from postline.cli import HelpFormatter
     from postline.cli.output import add_target
 
     lp = sub.add_parser("ledger", help="list, reset, prune or retry what a source has seen",

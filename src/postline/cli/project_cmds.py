@@ -11,6 +11,7 @@ from collections import Counter
 
 from postline.assets import render
 from postline.cli.output import cells, console, print_json
+from postline.cli.parsing import HelpFormatter
 from postline.project import Project, load_project, stored_as
 
 
@@ -128,7 +129,6 @@ def cmd_usage(args) -> int:
 
 
 def _parser(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    from postline.cli import HelpFormatter
 
     return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter,
                           epilog="Examples:\n" + example)

@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from postline.cli.parsing import HelpFormatter
 from postline.errors import ConfigError, MessageError, PostlineError
 from postline.state.states import OutboxState
 
@@ -45,7 +46,6 @@ The bearer token comes from POSTLINE_API_TOKEN, or from a key of a Secret asset 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from postline.cli import HelpFormatter
     from postline.cli.output import add_target
 
     p = sub.add_parser("send", help="send an EmailMessage (JSON) through an Email Service",

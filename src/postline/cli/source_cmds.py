@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from postline.cli.parsing import HelpFormatter
 from postline.errors import ConfigError
 from postline.logs import say
 
@@ -24,7 +25,6 @@ line (counts per outcome, time, mails/s) ends the run. Exit status 1 when a work
 on an error (bad settings, refused login, unreachable server with --once)."""
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from postline.cli import HelpFormatter
 
     p = sub.add_parser("run", help="run workflows: read mailboxes into sinks",
                        formatter_class=HelpFormatter, epilog=RUN_EPILOG)

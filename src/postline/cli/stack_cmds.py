@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from postline.cli.parsing import HelpFormatter
 from postline.errors import PostlineError
 
 DEFAULT_DIR = ".devstack"
@@ -33,7 +34,6 @@ Users: any <name>@example.test with password <name>-pass. Docs: docs/dev-stack.m
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``dev-stack`` command group."""
-    from postline.cli import HelpFormatter
 
     group = subparsers.add_parser(
         "dev-stack", help="start/stop the local mail stack (Dovecot, Postfix, oidc-provider, "
