@@ -5,11 +5,10 @@
 >>> project.service("Notify").Send({"To": [...], ...})      # doctest: +SKIP
 """
 
-from postline.workflow.processor import Ignore  # a processor's `raise Ignore(reason)`
+from postline.errors import Ignore  # a processor's `raise Ignore(reason)`
+from postline.version import __version__
 
-__version__ = "0.1.0"
-
-__all__ = ["Ignore", "open_project"]
+__all__ = ["Ignore", "__version__", "open_project"]
 
 
 def open_project(path=".", **kwargs):

@@ -161,7 +161,7 @@ class MessageError(PostlineError, ValueError):
     disposition: Disposition = "skippable"
 
     def __init__(self, message: str, *, field: str | None = None,
-                 problems: tuple["MessageError", ...] = ()) -> None:
+                 problems: tuple[MessageError, ...] = ()) -> None:
         super().__init__(message)
         self.field = field
         # every problem found when there are several (``message`` then sums them up)
@@ -200,7 +200,7 @@ class StorageError(PostlineError):
     disposition: Disposition = "retriable"
 
     @classmethod
-    def from_os_error(cls, exc: OSError, *, what: str | None = None) -> "StorageError":
+    def from_os_error(cls, exc: OSError, *, what: str | None = None) -> StorageError:
         """A StorageError whose message is :func:`os_error_message` of ``exc``."""
         err = cls(os_error_message(exc, what=what))
         err.errno = exc.errno  # type: ignore[attr-defined]
@@ -213,7 +213,7 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS
                             errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE})
 
 
-def storage_error(exc: BaseException, *, what: str | None = None) -> "StorageError | None":
+def storage_error(exc: BaseException, *, what: str | None = None) -> StorageError | None:
     """The StorageError for ``exc`` when it (or its cause) is a disk/permission problem of
     this machine (:data:`STORAGE_ERRNOS`), else None."""
     seen = exc
@@ -265,3 +265,16 @@ def os_error_message(exc: OSError, *, what: str | None = None) -> str:
     if name:
         text += f" ({name})"
     return f"{text}; {fix}" if fix else text
+
+
+class Ignore(Exception):
+    """Raised by ``on_message`` to skip a mail on purpose: the ledger records it as
+    ``ignored`` with ``reason``, nothing reaches the sinks, and the server does what the
+    source says for ignored mails (``folders.ignore``, ``pop3.ignore``).
+
+    Not a PostlineError: nothing went wrong. It lives here, not in the workflow package, so
+    that ``import postline`` (which hands it out) loads no more than this module."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = str(reason).strip() or "ignored by the processor"

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from postline.assets.kinds.base import AssetModel, SecretRef
+from postline.assets.kinds.secret import value_source
 from postline.assets.loader import Entry, Loaded, build, load
 from postline.assets.macros import MacroContext
 from postline.assets.problems import Problem
@@ -120,7 +121,7 @@ class Project:
         """Plaintext of a :meth:`seal` result; needs the private key. Raises SecretError."""
         return self._loaded.secrets.open_sealed(text)
 
-    def reload(self, *, overrides: Mapping[Path, str] | None = None) -> "Project":
+    def reload(self, *, overrides: Mapping[Path, str] | None = None) -> Project:
         """This project loaded again from disk the way it was first loaded (same directory as
         given, environment and key file), without failing on validation errors; with
         ``overrides`` (absolute path -> text) read instead of those files. Raises
@@ -187,3 +188,27 @@ def open_project(path: str | os.PathLike = ".", *, environ: Mapping[str, str] | 
     if project.errors:
         raise ValidationFailed(project.problems)
     return project
+
+
+def stored_as(project: Project):
+    """(asset, key) -> ``sealed`` / ``env:NAME`` / ``file:/path`` / None: where a secret lives.
+
+    Returns the lookup function (``postline show`` and the console's asset page use it)."""
+    def lookup(asset: str, key: str) -> str | None:
+        for e in project.entries("Secret"):
+            values = e.doc.data.get("values")
+            if e.name == asset and isinstance(values, dict) and isinstance(values.get(key), str):
+                stored = values[key]
+                return "sealed" if value_source(stored) == "sealed" else stored
+        return None
+    return lookup
+
+
+def source_of(project: Project, name: str):
+    """Returns (EmailSource model, its EmailConnection, protocol: imap | pop3 | graph) of
+    source ``name``. Raises ConfigError when there is no such source or connection."""
+    source = project.get("EmailSource", name)
+    conn = project.get("EmailConnection", source.connection)
+    protocol = ("graph" if conn.type == "microsoft365" else
+                conn.incoming.protocol if conn.incoming is not None else "")
+    return source, conn, protocol

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator
-from datetime import timezone
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 
@@ -57,7 +57,7 @@ def retry_after(value: str | None, *, now: float) -> float | None:
     if when is None:  # Python < 3.10 returned None for unreadable dates
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now)
 
 

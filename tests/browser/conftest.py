@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,7 +30,6 @@ from pathlib import Path
 
 import pytest
 from browser_helpers import ARGS, CHROMIUM, POSTLINE, REPO, TOKEN, free_port
-
 
 
 def pytest_configure(config: pytest.Config) -> None:

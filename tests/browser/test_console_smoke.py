@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from browser_helpers import artifacts_dir, shot
-
-
 import pytest
+from browser_helpers import artifacts_dir, shot
 
 
 # the demo's CA file where the dev stack would put it (no warning about a missing one)

@@ -18,8 +18,15 @@ from pydantic import ValidationError
 
 from postline.assets import references
 from postline.assets.context import build_context
-from postline.assets.kinds.base import (AssetModel, Lookup, Ref, SecretRef, Template,
-                                        kind_model, known_kinds)
+from postline.assets.kinds.base import (
+    AssetModel,
+    Lookup,
+    Ref,
+    SecretRef,
+    Template,
+    kind_model,
+    known_kinds,
+)
 from postline.assets.macros import MacroContext, MacroError, expand_tracked, has_macros
 from postline.assets.problems import Problem, format_path
 from postline.assets.secret_values import SecretValues

@@ -31,7 +31,6 @@ import datetime as dt
 import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Union
 
 from postline.assets.datefmt import DatePatternError, format_date
 from postline.errors import ConfigError
@@ -59,7 +58,7 @@ class Resolved:
     pending: bool = False
 
 
-Handler = Callable[[str], Union[str, Resolved, None]]
+Handler = Callable[[str], str | Resolved | None]
 
 
 @dataclass(frozen=True)
@@ -86,10 +85,10 @@ class MacroContext:
     names: Mapping[str, Callable[[], Iterable[str]]] = field(default_factory=dict)
     bare: tuple[str, ...] = ("env", "lay", "sec")
     deferred: frozenset[str] = frozenset({"mail"})
-    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
     def with_prefix(self, prefix: str,
-                    source: Mapping[str, str] | Handler) -> "MacroContext":
+                    source: Mapping[str, str] | Handler) -> MacroContext:
         """A context that also resolves ``${prefix:key}`` (no longer deferred)."""
         handler = source.get if isinstance(source, Mapping) else source
         names = dict(self.names)
@@ -100,7 +99,7 @@ class MacroContext:
         return replace(self, handlers={**self.handlers, prefix: handler}, names=names,
                        deferred=self.deferred - {prefix})
 
-    def deferring(self, *prefixes: str) -> "MacroContext":
+    def deferring(self, *prefixes: str) -> MacroContext:
         """A context that leaves ``${prefix:...}`` in place for a later expansion."""
         return replace(self, deferred=self.deferred | set(prefixes))
 

@@ -48,7 +48,7 @@ class Reference:
                 "via_macro": self.via_macro, "file": self.file, "line": self.line}
 
 
-def collect(entries: list["Entry"]) -> list[Reference]:
+def collect(entries: list[Entry]) -> list[Reference]:
     """Every reference made by the valid assets, in project order."""
     out: list[Reference] = []
     for e in entries:
@@ -64,8 +64,8 @@ def collect(entries: list["Entry"]) -> list[Reference]:
     return list(dict.fromkeys(out))
 
 
-def check(entries: list["Entry"], refs: list[Reference],
-          secrets: "SecretValues") -> list[Problem]:
+def check(entries: list[Entry], refs: list[Reference],
+          secrets: SecretValues) -> list[Problem]:
     """Problems for references to assets or Secret keys that do not exist (and warnings)."""
     names: dict[str, list[str]] = {}
     for e in entries:
@@ -109,7 +109,7 @@ def check(entries: list["Entry"], refs: list[Reference],
     return out
 
 
-def _keys(entries: list["Entry"], secret: str) -> list[str]:
+def _keys(entries: list[Entry], secret: str) -> list[str]:
     for e in entries:
         if e.kind == "Secret" and e.name == secret and isinstance(e.doc.data.get("values"), dict):
             return [str(k) for k in e.doc.data["values"]]

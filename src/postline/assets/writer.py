@@ -6,8 +6,8 @@ ruamel.yaml's round-trip loader (comments, key order and quoting of that documen
 splices the result back between the other documents' text, which stays byte for byte as it
 was. :func:`appended_text` adds a new document at the end of a file (or a new file).
 When a change only replaces values, the new values are written where the old ones stood
-and every other byte of the document stays too. Keys the form does not manage (``ca_file``, timeouts, anything a person added) are never
-touched. Nothing here writes; :func:`replace_file` does, atomically.
+and every other byte of the document stays too. Keys the form does not manage (``ca_file``,
+timeouts, anything a person added) are never touched. Nothing here writes; :func:`replace_file` does, atomically.
 """
 
 from __future__ import annotations

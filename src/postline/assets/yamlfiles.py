@@ -157,7 +157,7 @@ def _first_key_line(text: str, key: str, exc: MarkedYAMLError) -> int | None:
     if start is None or dup is None:
         return None
     lines = text.splitlines()
-    own = re.compile(r"""(['"]?)%s\1\s*:""" % re.escape(key))
+    own = re.compile(r"""(['"]?)""" + re.escape(key) + r"""\1\s*:""")
     for i in range(start.line, min(dup.line, len(lines))):
         line = lines[i]
         if line[:dup.column].strip() in ("", "-") and own.match(line, dup.column):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from postline.errors import ConfigError
 from postline.logs import register_secret
@@ -63,7 +63,7 @@ class OAuthLogin:
     provider: TokenProvider
 
 
-Login = Union[PasswordLogin, OAuthLogin, None]
+Login = PasswordLogin | OAuthLogin | None
 
 
 def login_for(source: SecretSource, *, connection: str, direction: str, endpoint: Any) -> Login:

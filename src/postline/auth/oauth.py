@@ -10,7 +10,7 @@ Microsoft's login hosts use ``authority=``; for any other host we read
 instance discovery off so nothing but the configured host is contacted.
 
 HTTP goes through a ``requests.Session`` with ``trust_env=False`` (REQUESTS_CA_BUNDLE would
-otherwise replace our trust settings) and the SSLContext of :mod:`postline.protocols.tls`:
+otherwise replace our trust settings) and the SSLContext of :mod:`postline.tls`:
 the system trust store plus the connection's ``ca_file``, which therefore applies to the
 authority too.
 
@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from postline.errors import LoginRequired, TokenError
@@ -47,7 +48,7 @@ def http_session(*, ca_file: str | None, verify: bool) -> Any:
     import requests
     from requests.adapters import HTTPAdapter
 
-    from postline.protocols.tls import client_context
+    from postline.tls import client_context
 
     ctx = client_context(verify=verify, ca_file=ca_file)
 

@@ -2,7 +2,7 @@
 
 Each command group lives in its own module of this package and exposes
 ``register(subparsers)``, adding its subcommands with ``set_defaults(handler=fn)`` where
-``fn(args) -> int``. To add a command group, write the module and list it in
+``fn(args) -> int``. To add a command group, write the module, import it here and list it in
 ``COMMAND_MODULES``. Handlers raise :class:`postline.errors.PostlineError`; ``main`` prints
 it as one line on stderr and returns 1, so handlers never print tracebacks. A usage error
 (an unknown option, a missing argument) is one line too, with exit status 2. An ``OSError``
@@ -13,68 +13,38 @@ traceback only with ``-vv``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from typing import NoReturn
 
-from postline import __version__
+from postline.cli import (
+    cluster_cmds,
+    connection_cmds,
+    ledger_cmds,
+    project_cmds,
+    secret_cmds,
+    service_cmds,
+    source_cmds,
+    stack_cmds,
+    state_cmds,
+    try_cmd,
+)
+from postline.cli.parsing import HelpFormatter, Parser
 from postline.errors import MessageError, PostlineError, ValidationFailed
+from postline.version import __version__
 
 # Order = order in --help.
 COMMAND_MODULES = [
-    "postline.cli.project_cmds",     # validate, assets, show, usage
-    "postline.cli.secret_cmds",      # keys create, secret set/list
-    "postline.cli.connection_cmds",  # test-connection, login
-    "postline.cli.source_cmds",      # run
-    "postline.cli.try_cmd",          # try
-    "postline.cli.ledger_cmds",      # ledger list/reset/prune/retry
-    "postline.cli.service_cmds",     # send, outbox, serve
-    "postline.cli.state_cmds",       # state migrate (a StateStore on PostgreSQL)
-    "postline.cli.cluster_cmds",     # cluster status (a fleet on a StateStore)
-    "postline.cli.stack_cmds",       # dev-stack start/stop/status
+    project_cmds,     # validate, assets, show, usage
+    secret_cmds,      # keys create, secret set/list
+    connection_cmds,  # test-connection, login
+    source_cmds,      # run
+    try_cmd,          # try
+    ledger_cmds,      # ledger list/reset/prune/retry
+    service_cmds,     # send, outbox, serve
+    state_cmds,       # state migrate (a StateStore on PostgreSQL)
+    cluster_cmds,     # cluster status (a fleet on a StateStore)
+    stack_cmds,       # dev-stack start/stop/status
 ]
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the hand-written examples in each command's epilog as they are, and shows a
-    ``[PROJECT] NAME`` argument (:func:`postline.cli.output.add_target`) as written, not as
-    argparse's ``X [X ...]`` for ``nargs="+"``, which reads like a repeatable argument."""
-
-    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
-        if getattr(action, "shape_as_written", False):
-            return str(action.metavar)
-        return super()._format_args(action, default_metavar)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with a one-line usage error: ``postline send: error: ...; see 'postline send
-    --help'`` on stderr and exit status 2 (argparse prints the whole usage text first)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
-
-    def _check_value(self, action: argparse.Action, value) -> None:
-        # argparse lists every choice (suggest_on_error came in 3.14); name the closest
-        # one first. _check_value is argparse's one place that checks a choice.
-        if action.choices is not None and value not in action.choices:
-            import difflib
-
-            choices = [str(c) for c in action.choices]
-            close = difflib.get_close_matches(str(value), choices, n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise argparse.ArgumentError(action, f"invalid choice: '{value}' ({hint}choose "
-                                                 f"from {', '.join(choices)})")
-        super()._check_value(action, value)
-
-    def parse_known_args(self, args=None, namespace=None):
-        # A subcommand reports its own unrecognised arguments, so the line names it
-        # ('postline ledger list --help'), not just 'postline'. Safe: a subparser is
-        # handed every argument after its name, so what it leaves is not anyone's.
-        namespace, extras = super().parse_known_args(args, namespace)
-        if extras and self.prog != "postline":
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return namespace, extras
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,13 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log lines as text (default) or one JSON object per line "
                              "(default from POSTLINE_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # group not written yet
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub)
     _accept_verbose_everywhere(parser)
     _upper_case_metavars(parser)

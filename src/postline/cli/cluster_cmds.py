@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 EPILOG = """Examples:
@@ -54,7 +54,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1 if flagged else 0
     from rich.table import Table
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     out = console()
     out.print(f"{status.state_store} at {status.where}")
     t = Table(title="instances", title_justify="left")

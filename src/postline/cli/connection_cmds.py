@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Any
 
+from postline.cli.parsing import HelpFormatter
+
 DIRECTIONS = ("incoming", "outgoing")
 
 TEST_EPILOG = """Examples:
@@ -29,7 +31,6 @@ encrypted with the project's key, in the project's state directory."""
 
 
 def register(sub: Any) -> None:
-    from postline.cli import HelpFormatter
 
     p = sub.add_parser("test-connection", help="connect step by step and say what works",
                        epilog=TEST_EPILOG, formatter_class=HelpFormatter)
@@ -157,10 +158,10 @@ def _show_flow(connection: str, direction: str) -> Any:
 
 def cmd_login(args: argparse.Namespace) -> int:
     from postline.auth import oauth
-    from postline.state import token_cache
     from postline.errors import ConfigError
     from postline.project import open_project
     from postline.protocols import endpoint_of
+    from postline.state import token_cache
 
     project = open_project(args.project)
     conn = project.get("EmailConnection", args.name)

@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from postline.cli.parsing import HelpFormatter
 from postline.errors import ConfigError
 from postline.logs import say
+from postline.project import source_of
 from postline.state.states import LedgerState
 
 LEDGER_EPILOG = """Examples:
@@ -27,7 +29,6 @@ LEDGER_EPILOG = """Examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from postline.cli import HelpFormatter
     from postline.cli.output import add_target
 
     lp = sub.add_parser("ledger", help="list, reset, prune or retry what a source has seen",
@@ -110,7 +111,7 @@ def cmd_ledger_list(args) -> int:
         table.add_column(col, overflow="fold")
     for e in entries:
         table.add_row(*cells(e.key, e.state, "yes" if e.settled else "no", str(e.attempts),
-                             datetime.fromtimestamp(e.updated, tz=timezone.utc)
+                             datetime.fromtimestamp(e.updated, tz=UTC)
                              .strftime("%Y-%m-%d %H:%M:%SZ"), (e.subject or "")[:60],
                              (e.reason or "")[:200]))
     if entries:
@@ -142,15 +143,6 @@ def cmd_ledger_reset(args) -> int:
     return 0
 
 
-def _source_of(project, name: str):
-    """(EmailSource model, its EmailConnection, protocol: imap | pop3 | graph)."""
-    source = project.get("EmailSource", name)
-    conn = project.get("EmailConnection", source.connection)
-    protocol = ("graph" if conn.type == "microsoft365" else
-                conn.incoming.protocol if conn.incoming is not None else "")
-    return source, conn, protocol
-
-
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -179,7 +171,7 @@ def cmd_ledger_prune(args) -> int:
     project_path, name = _target(args)
     age = parse_age(args.older_than)
     project = postline.open_project(project_path)
-    source, _, protocol = _source_of(project, name)
+    source, _, protocol = source_of(project, name)
     asked = args.state or [LedgerState.DONE, LedgerState.IGNORED]
     safe, kept = [], []
     for state in dict.fromkeys(asked):
@@ -216,7 +208,7 @@ def cmd_ledger_retry(args) -> int:
 
     project_path, name = _target(args)
     project = postline.open_project(project_path)
-    source, conn, protocol = _source_of(project, name)
+    source, conn, protocol = source_of(project, name)
     ledger = open_ledger(project)
     try:
         if args.all:

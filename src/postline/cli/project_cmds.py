@@ -10,21 +10,9 @@ import sys
 from collections import Counter
 
 from postline.assets import render
-from postline.assets.kinds.secret import value_source
 from postline.cli.output import cells, console, print_json
-from postline.project import Project, load_project
-
-
-def stored_as(project: Project):
-    """(asset, key) -> ``sealed`` / ``env:NAME`` / ``file:/path`` / None: where a secret lives."""
-    def lookup(asset: str, key: str) -> str | None:
-        for e in project.entries("Secret"):
-            values = e.doc.data.get("values")
-            if e.name == asset and isinstance(values, dict) and isinstance(values.get(key), str):
-                stored = values[key]
-                return "sealed" if value_source(stored) == "sealed" else stored
-        return None
-    return lookup
+from postline.cli.parsing import HelpFormatter
+from postline.project import Project, load_project, stored_as
 
 
 def _summary(project: Project) -> str:
@@ -141,7 +129,6 @@ def cmd_usage(args) -> int:
 
 
 def _parser(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    from postline.cli import HelpFormatter
 
     return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter,
                           epilog="Examples:\n" + example)

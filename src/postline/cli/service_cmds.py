@@ -6,9 +6,10 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
+from postline.cli.parsing import HelpFormatter
 from postline.errors import ConfigError, MessageError, PostlineError
 from postline.state.states import OutboxState
 
@@ -45,7 +46,6 @@ The bearer token comes from POSTLINE_API_TOKEN, or from a key of a Secret asset 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from postline.cli import HelpFormatter
     from postline.cli.output import add_target
 
     p = sub.add_parser("send", help="send an EmailMessage (JSON) through an Email Service",
@@ -183,7 +183,7 @@ def _print_queued(args, svc, queued) -> None:
     else:
         print(f"queued as outbox id {queued.id} ({queued.message_id})")
     if not delivering:
-        pid = svc._engine.lock.holder_pid()
+        pid = svc.outbox_holder_pid()
         print(f"postline (pid {pid}) delivers this outbox; it sends the mail", file=sys.stderr)
         return
     # Nobody else delivers this outbox: deliver before exiting, or the mail would wait for
@@ -213,7 +213,7 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
     for col in ("id", "state", "updated", "tries", "recipients | subject", "reason / reply"):
         table.add_column(col)
     for e in entries:
-        when = datetime.fromtimestamp(e.updated_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        when = datetime.fromtimestamp(e.updated_at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         detail = e.reason or (e.result or {}).get("server_reply", "")
         table.add_row(*cells(str(e.id), e.state, when, str(e.attempts), e.summary, detail))
     _console().print(table)
@@ -247,13 +247,11 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    import postline
-    from postline.web.app import create_app
-    from postline.web.guard import MIB, ServeLimits
-
     # a project with errors still starts: the console shows them where they are, to be
     # fixed from the page (the API refuses what an invalid asset cannot do)
     from postline.project import load_project
+    from postline.web.app import create_app
+    from postline.web.guard import MIB, ServeLimits
 
     project = load_project(args.project)
     if args.token_secret:

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from postline.cli.parsing import HelpFormatter
 from postline.errors import ConfigError
 from postline.logs import say
 
@@ -24,7 +25,6 @@ line (counts per outcome, time, mails/s) ends the run. Exit status 1 when a work
 on an error (bad settings, refused login, unreachable server with --once)."""
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from postline.cli import HelpFormatter
 
     p = sub.add_parser("run", help="run workflows: read mailboxes into sinks",
                        formatter_class=HelpFormatter, epilog=RUN_EPILOG)
@@ -51,8 +51,13 @@ class _Progress:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         # on stderr, like the logs: stdout carries records (the stdout sink) and the summary
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),

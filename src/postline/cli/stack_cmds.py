@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from postline.cli.parsing import HelpFormatter
 from postline.errors import PostlineError
 
 DEFAULT_DIR = ".devstack"
@@ -33,7 +34,6 @@ Users: any <name>@example.test with password <name>-pass. Docs: docs/dev-stack.m
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``dev-stack`` command group."""
-    from postline.cli import HelpFormatter
 
     group = subparsers.add_parser(
         "dev-stack", help="start/stop the local mail stack (Dovecot, Postfix, oidc-provider, "
@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("install", help="install the OAuth server's npm packages (idempotent)",
                        formatter_class=HelpFormatter,
-                       epilog="Examples:\n  postline dev-stack install\n  postline dev-stack install --quiet      # no output unless it fails\n")
+                       epilog="Examples:\n  postline dev-stack install\n"
+                              "  postline dev-stack install --quiet      # no output unless it fails\n")
     p.add_argument("--quiet", action="store_true", help="print nothing when all is well")
     p.set_defaults(handler=cmd_install)
 
@@ -68,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_start)
 
     p = sub.add_parser("stop", help="stop the servers this stack started",
-                       formatter_class=HelpFormatter, epilog="Examples:\n  postline dev-stack stop\n  postline dev-stack stop --dir /tmp/stack2\n")
+                       formatter_class=HelpFormatter,
+                       epilog="Examples:\n  postline dev-stack stop\n  postline dev-stack stop --dir /tmp/stack2\n")
     _dir_arg(p)
     p.set_defaults(handler=cmd_stop)
 
@@ -82,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("env", help="print export lines (POSTLINE_STACK_*, POSTLINE_STATE_URL, "
                                    "and the demo's POSTLINE_KEY_FILE) for a shell",
                        formatter_class=HelpFormatter,
-                       epilog='Examples:\n  eval "$(postline dev-stack env)"\n  postline dev-stack env --dir /tmp/stack2 > stack.env\n')
+                       epilog='Examples:\n  eval "$(postline dev-stack env)"\n'
+                              '  postline dev-stack env --dir /tmp/stack2 > stack.env\n')
     _dir_arg(p)
     p.set_defaults(handler=cmd_env)
 

@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any
 
+from postline.cli.parsing import HelpFormatter
+
 MIGRATE_EPILOG = """Examples:
   postline state migrate .
   POSTLINE_STATE_URL=postgresql://postline@db:5432/postline postline state migrate .
@@ -25,7 +27,6 @@ run and to run twice. A schema newer than this postline is refused (exit 1)."""
 
 def register(sub: Any) -> None:
     """Add the ``state`` command group."""
-    from postline.cli import HelpFormatter
 
     group = sub.add_parser("state", help="the project's shared state (a StateStore on "
                                          "PostgreSQL): create or upgrade its schema",

@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from postline.cli.parsing import HelpFormatter
 from postline.errors import ConfigError
 from postline.logs import redact, say
 
@@ -32,7 +33,6 @@ can run it on a folder of sample mails)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from postline.cli import HelpFormatter
 
     p = sub.add_parser("try", help="run a workflow on sample mails (or peek at its mailbox), "
                                    "with no effect", formatter_class=HelpFormatter,

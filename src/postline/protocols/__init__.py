@@ -12,10 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 from postline.errors import ConfigError
-from postline.protocols.base import (Capabilities, Envelope, FolderInfo, FolderState,
-                                     MailboxReader, MailSender, MessageRef, RawMessage,
-                                     RecipientStatus, SendResult)
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.protocols.base import (
+    Capabilities,
+    Envelope,
+    FolderInfo,
+    FolderState,
+    MailboxReader,
+    MailSender,
+    MessageRef,
+    RawMessage,
+    RecipientStatus,
+    SendResult,
+)
+from postline.trace import NULL_TRACE, Trace
 
 __all__ = ["open_reader", "open_sender", "endpoint_of", "MailboxReader", "MailSender",
            "Capabilities", "Envelope", "FolderInfo", "FolderState", "MessageRef",

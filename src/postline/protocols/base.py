@@ -120,7 +120,7 @@ class MailboxReader(abc.ABC):
 
     capabilities: Capabilities
 
-    def __enter__(self) -> "MailboxReader":
+    def __enter__(self) -> MailboxReader:
         try:
             self.connect()
         except BaseException:
@@ -231,7 +231,7 @@ class MailSender(abc.ABC):
     server could not be used at all.
     """
 
-    async def __aenter__(self) -> "MailSender":
+    async def __aenter__(self) -> MailSender:
         try:
             await self.connect()
         except BaseException:

@@ -16,7 +16,7 @@ from typing import Any
 from postline.errors import PostlineError
 from postline.protocols import endpoint_of, open_reader, open_sender
 from postline.protocols.capability_names import ImapCapability, Pop3Capability, SmtpExtension
-from postline.protocols.trace import Step, Trace
+from postline.trace import Step, Trace
 
 # The capabilities worth showing, per protocol (name shown -> how to find it).
 _NOTABLE: dict[str, tuple[str, ...]] = {

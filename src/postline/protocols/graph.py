@@ -31,13 +31,6 @@ from postline.protocols.base import (
     MessageRef,
     RawMessage,
 )
-from postline.protocols.graph_login import (  # noqa: F401 - re-exported
-    GRAPH_DIRECTION,
-    graph_provider,
-    graph_session,
-    login,
-    warn_delegation,
-)
 from postline.protocols.graph_folders import (  # noqa: F401 - split_path re-exported
     FOLDER_FIELDS,
     FolderDirectory,
@@ -52,8 +45,15 @@ from postline.protocols.graph_http import (
     sync_state_lost,
     unexpected,
 )
+from postline.protocols.graph_login import (  # noqa: F401 - re-exported
+    GRAPH_DIRECTION,
+    graph_provider,
+    graph_session,
+    login,
+    warn_delegation,
+)
 from postline.protocols.spool import open_spool
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.graph")
 

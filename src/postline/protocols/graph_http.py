@@ -14,7 +14,7 @@
   host in this process, whatever the number of mailboxes, readers and senders: Outlook's
   concurrency limit counts per app (https://learn.microsoft.com/en-us/graph/throttling-limits
   #outlook-service-limits, "Application is over its MailboxConcurrency limit");
-* TLS through :func:`postline.protocols.tls.client_context` (the connection's ``ca_file`` and
+* TLS through :func:`postline.tls.client_context` (the connection's ``ca_file`` and
   ``check_server_identity``) and ``trust_env=False`` (no proxy or CA bundle from the
   environment).
 
@@ -38,6 +38,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from postline import tls
 from postline.errors import (
     AuthError,
     ConnectError,
@@ -46,9 +47,8 @@ from postline.errors import (
     ProtocolError,
     TokenError,
 )
-from postline.protocols import tls
-from postline.protocols.trace import NULL_TRACE, Trace
 from postline.retry import backoff, retry_after
+from postline.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.graph")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from postline.errors import ConfigError, LoginRequired
 from postline.protocols.graph_http import GraphSession
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.graph")
 

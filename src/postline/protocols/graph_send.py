@@ -43,7 +43,7 @@ from postline.protocols.graph_mime import (
     split_attachments,
     without_bcc,
 )
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.graph")
 

@@ -19,15 +19,16 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient import exceptions as imx
 
+from postline import tls
 from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
 from postline.errors import AuthError, ConnectError, PostlineError, ProtocolError
-from postline.protocols import net, tls
+from postline.protocols import net
 from postline.protocols.base import Capabilities, MailboxReader
 from postline.protocols.capability_names import ImapCapability
 from postline.protocols.imap_ops import MailboxOperations, _server_text, _text
 from postline.protocols.tls_bio import BioContext
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.imap")
 
@@ -258,7 +259,7 @@ class ImapReader(MailboxOperations, MailboxReader):
             yield
         except PostlineError:
             raise
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             self._client = None  # a half-read answer leaves the session unusable
             raise net.translate_os_error(exc, host=self.host, port=self.port,
                                          phase=what, timeout=self.endpoint.read_timeout) from exc

@@ -18,8 +18,7 @@ from imapclient import exceptions as imx
 from postline.errors import ProtocolError
 from postline.protocols.base import FolderInfo, FolderState, MessageRef, RawMessage
 from postline.protocols.capability_names import ImapCapability
-from postline.protocols.imap_bulk import (COMMAND_MAX_MAILS, BulkFetch, Fetched,
-                                          ResponseReader, plan)
+from postline.protocols.imap_bulk import COMMAND_MAX_MAILS, BulkFetch, Fetched, ResponseReader, plan
 
 _SPECIAL = {"\\SENT", "\\TRASH", "\\DRAFTS", "\\JUNK", "\\ARCHIVE", "\\ALL", "\\FLAGGED"}
 _NEW_MAIL = {b"EXISTS", b"RECENT"}

@@ -13,11 +13,16 @@ import ssl
 from collections.abc import Callable, Collection
 from typing import Any, Protocol, TypeVar
 
-from postline.errors import (ConnectError, ConnectTimeout, InsecureAuthRefused,
-                             StartTLSUnavailable, TLSError)
-from postline.protocols import tls
+from postline import tls
+from postline.errors import (
+    ConnectError,
+    ConnectTimeout,
+    InsecureAuthRefused,
+    StartTLSUnavailable,
+    TLSError,
+)
 from postline.protocols.tls_bio import BioContext
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 
 class EndpointLike(Protocol):
@@ -188,7 +193,7 @@ def greet(ep: EndpointLike, sock: socket.socket, *, host: str, port: int, trace:
     with trace.step("greeting") as st:
         try:
             client = make()
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             sock.close()
             if ep.security != "tls":
                 raise no_greeting_error(host=host, port=port, timeout=ep.connect_timeout) from exc

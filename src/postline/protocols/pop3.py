@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from postline import tls
 from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
 from postline.errors import AuthError, ConnectError, PostlineError, ProtocolError
-from postline.protocols import net, tls
+from postline.protocols import net
 from postline.protocols.base import Capabilities, MailboxReader
 from postline.protocols.pop3_ops import MaildropOperations, _text
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 
 class _POP3OnSocket(poplib.POP3):
@@ -183,7 +184,7 @@ class Pop3Reader(MaildropOperations, MailboxReader):
             yield
         except PostlineError:
             raise
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             self._pop = None  # a half-read answer leaves the session unusable
             raise net.translate_os_error(exc, host=self.host, port=self.port, phase=what,
                                          timeout=self.endpoint.read_timeout) from exc

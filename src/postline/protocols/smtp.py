@@ -31,7 +31,7 @@ from postline.protocols.base import Envelope, MailSender, RecipientStatus, SendR
 from postline.protocols.capability_names import SmtpExtension
 from postline.protocols.smtp_session import Dropped, Reply, SmtpSession, encode_body
 from postline.protocols.smtp_status import SMTPStatus
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 log = logging.getLogger("postline.smtp")
 

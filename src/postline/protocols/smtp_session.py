@@ -19,13 +19,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from postline import tls
 from postline.auth import sasl
 from postline.auth.credentials import Login, OAuthLogin, PasswordLogin
 from postline.errors import AuthError, ConnectError, StartTLSUnavailable
-from postline.protocols import net, tls
+from postline.protocols import net
 from postline.protocols.capability_names import SmtpExtension
 from postline.protocols.smtp_status import SMTPStatus
-from postline.protocols.trace import NULL_TRACE, Trace
+from postline.trace import NULL_TRACE, Trace
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")

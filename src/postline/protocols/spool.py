@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from postline.files import make_dirs
-from typing import BinaryIO
 
 
 def open_spool(spool_dir: Path, stem: str) -> tuple[BinaryIO, Path]:

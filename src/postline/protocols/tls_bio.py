@@ -38,7 +38,7 @@ class BioContext:
         self.coalesce = coalesce
 
     def wrap_socket(self, sock: socket.socket, server_hostname: str | None = None,
-                    **_ignored: Any) -> "BioSocket":
+                    **_ignored: Any) -> BioSocket:
         """Handshake over ``sock``; raises what ``SSLSocket`` would (SSLError,
         SSLCertVerificationError, OSError, timeouts)."""
         bio = BioSocket(sock, self.context, server_hostname, coalesce=self.coalesce)

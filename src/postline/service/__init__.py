@@ -14,9 +14,11 @@ Modules: ``message`` (normalise the EmailMessage shapes), ``addresses``, ``html_
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from postline.errors import ConfigError
+from postline.protocols.base import MailSender
 from postline.service.email_service import EmailService
 from postline.service.results import QueuedMail, error_to_json, result_to_json
 
@@ -34,7 +36,10 @@ _OPEN: dict[tuple[str, str], EmailService] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def open_service(project: Any, name: str, *, sender_factory=None, clock=None, sleep=None,
+def open_service(project: Any, name: str, *,
+                 sender_factory: Callable[[], MailSender] | None = None,
+                 clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] | None = None,
                  poll_interval: float = 1.0) -> EmailService:
     """The running EmailService ``name`` of ``project`` (one per project and name in a process).
 
@@ -83,14 +88,16 @@ def close_all() -> None:
         svc.close()
 
 
-def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interval
+def _build(project: Any, name: str, *, sender_factory: Callable[[], MailSender] | None,
+           clock: Callable[[], float] | None,
+           sleep: Callable[[float], Awaitable[None]] | None, poll_interval: float
            ) -> EmailService:
     import asyncio
     import time
 
+    from postline.limiter import SlidingWindow
     from postline.service.engine import EngineSettings
     from postline.state.locks import ProcessLock
-    from postline.limiter import SlidingWindow
 
     asset = project.get("EmailService", name)
     conn = project.get("EmailConnection", asset.connection)
@@ -101,7 +108,7 @@ def _build(project: Any, name: str, *, sender_factory, clock, sleep, poll_interv
     if sender_factory is None:
         from postline.protocols import open_sender
 
-        def sender_factory():
+        def sender_factory() -> MailSender:
             return open_sender(project, conn, max_connections=asset.max_connections)
 
     clock = clock or time.time

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 import idna
 
@@ -50,7 +51,7 @@ class Address:
             return self.addr
         return f"{self.local}@{self.ascii_domain}"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"Address": self.addr, "PersonalName": self.name}
 
 
@@ -174,7 +175,9 @@ def split_address_list(text: str, field: str) -> list[str]:
     if _LIST_SPECIALS.isdisjoint(text):
         one = text.strip()
         return [one] if one else []
-    parts, buf, quoted, angle = [], [], False, False
+    parts: list[str] = []
+    buf: list[str] = []
+    quoted, angle = False, False
     prev = ""
     for ch in text:
         if ch == '"' and prev != "\\":

@@ -13,10 +13,11 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from postline.errors import DeliveryError, DeliveryOutcome
+from postline.limiter import SlidingWindow
 from postline.protocols.base import MailSender, SendResult
 from postline.service.engine import Engine, EngineSettings, Job
 from postline.service.message import OutgoingMessage, normalise
@@ -27,9 +28,9 @@ from postline.service.mime import (
     message_to_json,
     new_identity,
 )
+from postline.service.results import QueuedMail
 from postline.state.locks import ProcessLock
 from postline.state.outbox import Outbox, OutboxEntry, OutboxState
-from postline.service.results import QueuedMail
 
 
 class EmailService:
@@ -43,9 +44,9 @@ class EmailService:
     """
 
     def __init__(self, *, settings: EngineSettings, open_sender: Callable[[], MailSender],
-                 outbox: Outbox, lock: ProcessLock, throttle, send_queue_size: int = 100,
+                 outbox: Outbox, lock: ProcessLock, throttle: SlidingWindow, send_queue_size: int = 100,
                  default_from: str | None = None, clock: Callable[[], float] = time.time,
-                 sleep=asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.name = settings.service
         self.send_queue_size = send_queue_size
         self.default_from = default_from
@@ -144,14 +145,16 @@ class EmailService:
                                 f"sent", outcome=DeliveryOutcome.UNKNOWN)
         if waiter.error is not None:
             raise waiter.error
-        return waiter.result
+        result: SendResult = waiter.result
+        return result
 
     async def asend(self, message: Any) -> SendResult:
         """Async ``Send``: await it from any event loop."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._hand_over(self._job(message, _AsyncWaiter(future, self._batcher(loop))))
-        return await future
+        result: SendResult = await future
+        return result
 
     def _batcher(self, loop: asyncio.AbstractEventLoop) -> _Batcher:
         batcher = self._batchers.get(loop)
@@ -203,6 +206,11 @@ class EmailService:
         """True when this process holds the delivery lock for the service's outbox."""
         return self._engine.owner
 
+    def outbox_holder_pid(self) -> int | None:
+        """The pid of the process that delivers this service's outbox (holds its lock), or
+        None when no process does or the pid cannot be read."""
+        return self._engine.lock.holder_pid()
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until no queued or sending mail of this service is left (True) or timeout."""
         deadline = time.monotonic() + timeout
@@ -251,9 +259,9 @@ class _Batcher:
                  caller_loop: asyncio.AbstractEventLoop) -> None:
         self._engine_loop = engine_loop
         self._caller_loop = weakref.ref(caller_loop)
-        self._items: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        self._items: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
 
-    def add(self, future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    def add(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
         self._items.append((future, result, error))
         if len(self._items) == 1:
             self._engine_loop.call_soon(self._flush)
@@ -269,7 +277,7 @@ class _Batcher:
             pass
 
 
-def _complete(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+def _complete(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, result, error in items:
         if future.done():      # cancelled by the caller (the mail was still sent)
             continue
@@ -285,7 +293,7 @@ class _AsyncWaiter:
 
     __slots__ = ("_batcher", "_done", "_future")
 
-    def __init__(self, future: asyncio.Future, batcher: _Batcher) -> None:
+    def __init__(self, future: asyncio.Future[Any], batcher: _Batcher) -> None:
         self._future = future
         self._batcher = batcher
         self._done = False

@@ -36,13 +36,13 @@ from postline.errors import (
     PostlineError,
 )
 from postline.limiter import SlidingWindow
-from postline.state.locks import ProcessLock
 from postline.protocols.base import MailSender, SendResult
 from postline.retry import backoff
 from postline.service.message import OutgoingMessage
 from postline.service.mime import Identity, build, check_size, message_from_json
-from postline.state.outbox import Outbox, OutboxState
 from postline.service.results import result_to_json
+from postline.state.locks import ProcessLock
+from postline.state.outbox import Outbox, OutboxState
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Engine:
         self._inflight_ids: set[int] = set()
         self._busy = 0
         self._last_activity = time.monotonic()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self._workers = 0
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self.smtputf8: bool | None = None      # learnt from the sender once connected

@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import functools
 import mimetypes
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +99,7 @@ _SEPARATORS = re.compile(r"[_\-\s]")
 _canonical: dict[str, str] = {}
 
 
-def _fold_keys(data: dict, known: dict[str, str], where: str,
+def _fold_keys(data: dict[str, Any], known: dict[str, str], where: str,
                problems: list[MessageError] | None = None) -> dict[str, tuple[str, Any]]:
     """Map canonical key -> (key as written, value). Unknown or duplicate keys raise, or,
     with a ``problems`` list, are added to it and left out."""
@@ -132,7 +134,7 @@ class _Problems:
     def __init__(self) -> None:
         self.found: list[MessageError] = []
 
-    def attempt(self, fn, default):
+    def attempt(self, fn: Callable[[], Any], default: Any) -> Any:
         """``fn()``, or ``default`` with its MessageError kept."""
         try:
             return fn()
@@ -198,7 +200,7 @@ def normalise(data: Any, *, default_from: str | None = None) -> OutgoingMessage:
     if not sender and not found.failed("From", "default_from"):
         found.found.append(MessageError("From is missing; give From as an address or "
                                         "{Address, PersonalName}", field="From"))
-    to, cc, bcc = (found.attempt(lambda kind=kind: _recipients(keys, kind), ())
+    to, cc, bcc = (found.attempt(functools.partial(_recipients, keys, kind), ())
                    for kind in ("to", "cc", "bcc"))
     if not (to or cc or bcc) and not found.failed("To", "Cc", "Bcc", "ToList", "CcList",
                                                   "BccList"):
@@ -223,7 +225,7 @@ def normalise(data: Any, *, default_from: str | None = None) -> OutgoingMessage:
         text=text, html=html, attachments=attachments, headers=headers, priority=priority)
 
 
-def _string(keys: dict, name: str) -> str:
+def _string(keys: dict[str, Any], name: str) -> str:
     if name not in keys or keys[name][1] is None:
         return ""
     written, value = keys[name]
@@ -233,7 +235,7 @@ def _string(keys: dict, name: str) -> str:
     return value
 
 
-def _recipients(keys: dict, kind: str) -> tuple[Address, ...]:
+def _recipients(keys: dict[str, Any], kind: str) -> tuple[Address, ...]:
     lst = kind + "list"
     if kind in keys and lst in keys:
         a, b = keys[kind][0], keys[lst][0]
@@ -278,7 +280,7 @@ def _address_item(value: Any, where: str) -> Address:
     raise MessageError(f"{where} must be {{Address, PersonalName}} or a string", field=where)
 
 
-def _address_object(value: dict, where: str) -> Address:
+def _address_object(value: dict[str, Any], where: str) -> Address:
     keys = _fold_keys(value, _ADDRESS_KEYS, f"{where}.")
     if "address" not in keys:
         raise MessageError(f"{where}.Address is missing", field=f"{where}.Address")
@@ -291,7 +293,7 @@ def _address_object(value: dict, where: str) -> Address:
         parse_address(addr, f"{where}.{written}")
 
 
-def _bodies(keys: dict) -> tuple[str, str]:
+def _bodies(keys: dict[str, Any]) -> tuple[str, str]:
     """(text, html) from Body, legacy Text, and explicit Html/Text."""
     body, text, html = (_string(keys, k) for k in ("body", "text", "html"))
     if html:
@@ -315,7 +317,7 @@ def _bodies(keys: dict) -> tuple[str, str]:
     return content, ""
 
 
-def _attachments(keys: dict, found: _Problems) -> tuple[Attachment, ...]:
+def _attachments(keys: dict[str, Any], found: _Problems) -> tuple[Attachment, ...]:
     if "attachments" not in keys or keys["attachments"][1] is None:
         return ()
     written, value = keys["attachments"]
@@ -323,7 +325,7 @@ def _attachments(keys: dict, found: _Problems) -> tuple[Attachment, ...]:
         found.found.append(MessageError(f"{written} must be a list of {{FileName, "
                                         "ContentType, Content|Path}", field=written))
         return ()
-    done = (found.attempt(lambda i=i, item=item: _attachment(item, f"{written}[{i}]"), None)
+    done = (found.attempt(functools.partial(_attachment, item, f"{written}[{i}]"), None)
             for i, item in enumerate(value))
     return tuple(a for a in done if a is not None)
 
@@ -366,7 +368,7 @@ def _attachment(item: Any, where: str) -> Attachment:
     return Attachment(filename=filename, content_type=ctype.lower(), data=data)
 
 
-def _headers(keys: dict) -> tuple[tuple[str, str], ...]:
+def _headers(keys: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     if "headers" not in keys or keys["headers"][1] is None:
         return ()
     written, value = keys["headers"]
@@ -400,7 +402,7 @@ def _headers(keys: dict) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _priority(keys: dict) -> str:
+def _priority(keys: dict[str, Any]) -> str:
     value = _string(keys, "priority").strip().lower() or "normal"
     if value not in _PRIORITIES:
         raise MessageError(f"Priority must be high, normal or low, got {value!r}",

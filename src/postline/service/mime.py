@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from email.headerregistry import Address as HeaderAddress
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
+from typing import Any, cast
 
 from postline.errors import MessageError
 from postline.protocols.base import Envelope
@@ -309,14 +310,14 @@ def _attach(msg: EmailMessage, att: Attachment) -> None:
         # text attachments are passed as bytes too, so their charset is not guessed wrong
         msg.add_attachment(att.data, maintype="application", subtype="octet-stream",
                            filename=att.filename)
-        part = msg.get_payload()[-1]
+        part = cast(list[EmailMessage], msg.get_payload())[-1]  # multipart: a list of parts
         part.replace_header("Content-Type", att.content_type)
         part.set_param("name", att.filename)
         return
     msg.add_attachment(att.data, maintype=maintype, subtype=subtype, filename=att.filename)
 
 
-def message_to_json(message: OutgoingMessage) -> dict:
+def message_to_json(message: OutgoingMessage) -> dict[str, Any]:
     """A JSON-able dict that :func:`message_from_json` turns back into the same message."""
     return {
         "From": [a.to_json() for a in message.sender],
@@ -331,7 +332,7 @@ def message_to_json(message: OutgoingMessage) -> dict:
     }
 
 
-def message_from_json(data: dict) -> OutgoingMessage:
+def message_from_json(data: dict[str, Any]) -> OutgoingMessage:
     """Inverse of :func:`message_to_json` (for mails read back from the outbox)."""
     def addrs(key: str) -> tuple[Address, ...]:
         out = []

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from postline.protocols.base import SendResult
+from postline.protocols.base import RecipientStatus, SendResult
 
 
 @dataclass(frozen=True)
@@ -16,14 +17,14 @@ class QueuedMail:
     service: str
     state: str = "queued"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "message_id": self.message_id, "service": self.service,
                 "state": self.state}
 
 
-def result_to_json(result: SendResult) -> dict:
+def result_to_json(result: SendResult) -> dict[str, Any]:
     """``result`` as a JSON-able dict: message_id, server_reply, accepted, refused, recipients."""
-    def status(r) -> dict:
+    def status(r: RecipientStatus) -> dict[str, Any]:
         return {"address": r.address, "accepted": r.accepted, "code": r.code,
                 "message": r.message}
 
@@ -36,7 +37,7 @@ def result_to_json(result: SendResult) -> dict:
     }
 
 
-def error_to_json(exc: Exception) -> dict:
+def error_to_json(exc: Exception) -> dict[str, Any]:
     """A postline error as ``{error, field, retriable, outcome, code}`` (for HTTP and --json)."""
     return {
         "error": str(exc),
@@ -45,6 +46,6 @@ def error_to_json(exc: Exception) -> dict:
         "retriable": bool(getattr(exc, "retriable", False)),
         "outcome": getattr(exc, "outcome", None),
         "code": getattr(exc, "code", None),
-        **({"problems": [{"error": str(p), "field": p.field} for p in exc.problems]}
+        **({"problems": [{"error": str(p), "field": p.field} for p in getattr(exc, "problems", ())]}
            if getattr(exc, "problems", ()) else {}),
     }

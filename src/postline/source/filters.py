@@ -34,7 +34,7 @@ class PatternRules:
     whitelist: tuple[re.Pattern[str], ...] = ()
 
     @classmethod
-    def compile(cls, blacklist: list[str], whitelist: list[str]) -> "PatternRules":
+    def compile(cls, blacklist: list[str], whitelist: list[str]) -> PatternRules:
         return cls(tuple(re.compile(p, re.IGNORECASE) for p in blacklist),
                    tuple(re.compile(p, re.IGNORECASE) for p in whitelist))
 
@@ -57,7 +57,7 @@ class MailFilter:
     subject_rules: PatternRules = PatternRules()
 
     @classmethod
-    def from_config(cls, filters) -> "MailFilter":
+    def from_config(cls, filters) -> MailFilter:
         """From an EmailSource ``filters`` model."""
         return cls(PatternRules.compile(filters.from_.blacklist, filters.from_.whitelist),
                    PatternRules.compile(filters.subject.blacklist, filters.subject.whitelist))
@@ -92,7 +92,7 @@ class AttachmentRules:
     whitelist: tuple[TypeRow, ...] = ()
 
     @classmethod
-    def from_config(cls, cfg) -> "AttachmentRules":
+    def from_config(cls, cfg) -> AttachmentRules:
         """From an EmailSource ``attachments`` model."""
         def rows(items) -> tuple[TypeRow, ...]:
             return tuple(TypeRow(re.compile(r.type, re.IGNORECASE),

@@ -7,8 +7,8 @@ of its decoded bytes, which the parser computes for the record anyway, so the
 fingerprint costs no pass over the mail). Left out on purpose is everything a server adds
 or rewrites when it delivers the same mail again -- Received, Return-Path,
 Delivered-To, X-headers, the line endings, blank lines added at the end, a transfer
-encoding changed on the way (a relay turning 8bit into quoted-printable) -- so a re-delivered copy still matches, while a
-different mail that merely reuses a Message-ID (test suites, ticketing systems, scripts)
+encoding changed on the way (a relay turning 8bit into quoted-printable) -- so a re-delivered
+copy still matches, while a different mail that merely reuses a Message-ID (test suites, ticketing systems, scripts)
 does not.
 """
 

@@ -12,7 +12,7 @@ import codecs
 import email.utils
 import functools
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 
 from postline.source.limits import MAX_ADDRESS_TEXT, MAX_ADDRESSES, first_addresses
@@ -279,8 +279,8 @@ def iso_utc(dt: datetime) -> str:
     Formatted by hand: ``strftime("%Y")`` does not pad years below 1000 to four digits,
     which the record's schema requires."""
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    t = dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    t = dt.astimezone(UTC)
     return (f"{t.year:04d}-{t.month:02d}-{t.day:02d}T"
             f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}Z")
 
@@ -442,7 +442,7 @@ def content_info(content_type: str | None, disposition: str | None, defects: lis
     values, found_defects = hit
     defects.extend(found_defects)
     info = ContentInfo.__new__(ContentInfo)
-    for name, value in zip(ContentInfo.__slots__, values):
+    for name, value in zip(ContentInfo.__slots__, values, strict=False):
         setattr(info, name, value)
     return info
 

@@ -19,19 +19,17 @@ import binascii
 import mmap
 import re
 from collections.abc import Iterator
-from typing import Union
 
 from postline.source.attachments import Attachment, AttachmentPolicy, Scratch, add_attachment
-from postline.source.limits import (MAX_DEPTH, MAX_HEADERS, MAX_MALFORMED, MAX_PARTS,
-                                    HeaderCap)
 from postline.source.headers import (
-    content_info,
     body_text,
+    content_info,
     decode_words,
     raw_header_text,
 )
+from postline.source.limits import MAX_DEPTH, MAX_HEADERS, MAX_MALFORMED, MAX_PARTS, HeaderCap
 
-Buffer = Union[bytes, bytearray, mmap.mmap]
+Buffer = bytes | bytearray | mmap.mmap
 
 try:  # SIMD base64 (2-3x binascii's speed on attachments); optional
     from pybase64 import b64decode as _pybase64_decode
@@ -323,7 +321,7 @@ def split_multipart(buf: Buffer, start: int, end: int, boundary: str, defects: l
         defects.append(f"multipart without closing boundary {boundary[:40]!r}")
         marks.append(end)
     spans = []
-    for a, b in zip(marks, marks[1:]):
+    for a, b in zip(marks, marks[1:], strict=False):
         nl = buf.find(b"\n", a, b)
         s = nl + 1 if nl >= 0 else b
         e = b

@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import logging
 import mmap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email import policy as email_policy
 from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from postline.errors import ParseError, storage_error
+from postline.source.attachments import AttachmentPolicy, Scratch, add_attachment
 from postline.source.headers import (
     body_text,
     content_info,
     decode_words,
     raw_header_text,
 )
-from postline.source.attachments import AttachmentPolicy, Scratch, add_attachment
 from postline.source.limits import MAX_STDLIB_DEPTH, HeaderCap
-from postline.source.mime import (Buffer, FastPathError, ParsedMail, TooDeep, beyond_limits,
-                                  parse_fast)
+from postline.source.mime import (
+    Buffer,
+    FastPathError,
+    ParsedMail,
+    TooDeep,
+    beyond_limits,
+    parse_fast,
+)
 
 log = logging.getLogger(__name__)
 

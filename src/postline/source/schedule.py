@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from postline.retry import backoff
 
@@ -69,7 +69,7 @@ class PollSchedule:
         if self.cron:
             from croniter import croniter
 
-            base = datetime.fromtimestamp(t, tz=timezone.utc)
+            base = datetime.fromtimestamp(t, tz=UTC)
             return float(croniter(self.cron, base).get_next(float))
         return t + self.interval
 

@@ -15,10 +15,16 @@ from typing import Any
 import psycopg
 
 from postline.errors import PostlineError
-from postline.protocols.trace import Step, Trace
-from postline.state.migrations import (MIGRATIONS, SchemaState, SchemaStatus, no_privilege,
-                                       refuse_newer, schema_state)
+from postline.state.migrations import (
+    MIGRATIONS,
+    SchemaState,
+    SchemaStatus,
+    no_privilege,
+    refuse_newer,
+    schema_state,
+)
 from postline.state.postgres import Target, connect, query_failure, reach, shown_url
+from postline.trace import Step, Trace
 
 
 @dataclass

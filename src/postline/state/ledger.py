@@ -25,9 +25,10 @@ import abc
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from postline.errors import ConfigError
 from postline.state.ledger_schema import COLS, LEDGER_VERSION, migrate
@@ -210,7 +211,8 @@ def done_by_message_id_sql(n: int, columns: str = ",".join(_COLS)) -> str:
 class SqliteLedger(Ledger):
     """SQLite in WAL mode with ``synchronous=FULL``. Safe to share between threads."""
 
-    def __init__(self, *, path: Path, clock=time.time, read_only: bool = False) -> None:
+    def __init__(self, *, path: Path, clock: Callable[[], float] = time.time,
+                 read_only: bool = False) -> None:
         """Open (and create) the ledger at ``path``; ``read_only`` opens an existing one
         for looking only (the web console), never creating or changing it."""
         self.path = Path(path)
@@ -251,10 +253,10 @@ class SqliteLedger(Ledger):
     def _rdb(self) -> sqlite3.Connection:
         return self._store.rdb
 
-    def _tx(self, sql: str, rows: Iterable[tuple]) -> None:
+    def _tx(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         self._tx_many([(sql, rows)])
 
-    def _tx_many(self, steps: list[tuple[str, Iterable[tuple]]]) -> None:
+    def _tx_many(self, steps: list[tuple[str, Iterable[tuple[Any, ...]]]]) -> None:
         with self._write() as db:
             for sql, rows in steps:
                 db.executemany(sql, rows)
@@ -267,7 +269,7 @@ class SqliteLedger(Ledger):
 
     _select = ",".join(_COLS)   # what a query reads (a read-only v1 ledger: see __init__)
 
-    def _query(self, sql: str, args: tuple = ()) -> list[Entry]:
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Entry]:
         with self._store.read() as db:
             rows = db.execute(sql, args).fetchall()
         return [Entry(**{**dict(r), "settled": bool(r["settled"])}) for r in rows]
@@ -303,12 +305,12 @@ class SqliteLedger(Ledger):
                "dup_of=excluded.dup_of, settled=excluded.settled, updated=excluded.updated, "
                "fingerprint=excluded.fingerprint")
 
-    def _acquire_rows(self, source: str, places: Sequence[Place], now: float) -> list[tuple]:
+    def _acquire_rows(self, source: str, places: Sequence[Place], now: float) -> list[tuple[Any, ...]]:
         return [(source, p.key, p.connection, p.folder, p.folder_version, p.server_id, now, now)
                 for p in places]
 
     def _finish_rows(self, source: str, outcomes: Sequence[Outcome], now: float
-                     ) -> list[tuple]:
+                     ) -> list[tuple[Any, ...]]:
         return [(source, o.key, o.state, o.reason, o.message_id, o.content_hash, o.subject,
                  o.dup_of, int(o.settled), now, now, o.fingerprint) for o in outcomes]
 
@@ -404,7 +406,7 @@ class SqliteLedger(Ledger):
     def entries(self, source: str, *, state: str | None = None, limit: int | None = None,
                 newest_first: bool = False) -> list[Entry]:
         sql = f"SELECT {self._select} FROM mails WHERE source=?"
-        args: tuple = (source,)
+        args: tuple[Any, ...] = (source,)
         if state:
             sql += " AND state=?"
             args += (state,)

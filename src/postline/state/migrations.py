@@ -26,8 +26,8 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from postline import __version__
 from postline.errors import ConfigError
+from postline.version import __version__
 
 VERSION_TABLE = "schema_version"
 

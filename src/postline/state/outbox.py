@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from postline.errors import ConfigError, QueueFull
 from postline.state.paths import outbox_path
@@ -72,16 +72,16 @@ class OutboxEntry:
     state: str
     message_id: str
     date: str
-    message: dict
+    message: dict[str, Any]
     summary: str
     attempts: int
     next_attempt_at: float
     created_at: float
     updated_at: float
     reason: str
-    result: dict | None
+    result: dict[str, Any] | None
 
-    def to_json(self, *, with_message: bool = False) -> dict:
+    def to_json(self, *, with_message: bool = False) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("id", "service", "state", "message_id", "summary",
                                               "attempts", "created_at", "updated_at", "reason",
                                               "result")}
@@ -96,7 +96,8 @@ class Outbox:
     Raises ConfigError when the file cannot be opened or has a newer schema.
     """
 
-    def __init__(self, path: Path, *, clock=time.time, read_only: bool = False) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time,
+                 read_only: bool = False) -> None:
         """Open (and create) the outbox at ``path``; ``read_only`` opens an existing one for
         looking only (the web console), never creating or changing it."""
         self.path = Path(path)
@@ -129,7 +130,7 @@ class Outbox:
         with self._store.write() as db:
             return fn(db)
 
-    def enqueue(self, *, service: str, message: dict, message_id: str, date: str,
+    def enqueue(self, *, service: str, message: dict[str, Any], message_id: str, date: str,
                 summary: str, limit: int) -> int:
         """Store a queued mail and return its id.
 
@@ -149,7 +150,7 @@ class Outbox:
                 "INSERT INTO outbox (service, state, message_id, date, message, summary, "
                 "created_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
                 (service, message_id, date, json.dumps(message), summary, now, now))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)  # an INSERT always sets it
 
         return self._tx(run)
 
@@ -162,7 +163,8 @@ class Outbox:
              "delivered, so it is not resent automatically (postline outbox retry --id sends "
              "it again)", service)).rowcount)
 
-    def due(self, service: str, *, limit: int, exclude: set[int] = frozenset()) -> list[OutboxEntry]:
+    def due(self, service: str, *, limit: int, exclude: set[int] | frozenset[int] = frozenset()
+            ) -> list[OutboxEntry]:
         """Queued mails whose next attempt is due, oldest first (at most ``limit``)."""
         with self._store.read() as db:
             rows = db.execute(
@@ -175,15 +177,15 @@ class Outbox:
         with self._store.read() as db:
             row = db.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE service=? AND "
                                    "state='queued'", (service,)).fetchone()
-        return row[0]
+        return None if row[0] is None else float(row[0])
 
-    def mark(self, entry_id: int, state: str, *, reason: str = "", result: dict | None = None,
+    def mark(self, entry_id: int, state: str, *, reason: str = "", result: dict[str, Any] | None = None,
              next_attempt_at: float | None = None, attempt: bool = False) -> None:
         """Move a mail to ``state`` (committed to disk before this returns)."""
         if state not in STATES:
             raise ValueError(f"outbox state {state!r} is not one of {', '.join(STATES)}")
         sets = ["state=?", "updated_at=?", "reason=?"]
-        args: list = [state, self._clock(), reason]
+        args: list[Any] = [state, self._clock(), reason]
         if result is not None:
             sets.append("result=?")
             args.append(json.dumps(result))
@@ -222,7 +224,7 @@ class Outbox:
         if entry_id is not None:
             sql = ("UPDATE outbox SET state='queued', attempts=0, next_attempt_at=0, reason='', "
                    "updated_at=? WHERE service=? AND id=? AND state IN ('failed','unknown')")
-            args: tuple = (now, service, entry_id)
+            args: tuple[Any, ...] = (now, service, entry_id)
         elif all_failed:
             sql = ("UPDATE outbox SET state='queued', attempts=0, next_attempt_at=0, reason='', "
                    "updated_at=? WHERE service=? AND state='failed'")

@@ -47,7 +47,7 @@ _SELECT = ",".join(c for c in COLS)
 
 
 def _entry(row: tuple) -> Entry:
-    return Entry(**dict(zip(COLS, row)))
+    return Entry(**dict(zip(COLS, row, strict=False)))
 
 
 class PostgresLedger(Ledger):
@@ -356,8 +356,13 @@ def open_pg_ledger(project: Any, *, read_only: bool = False, fence: Fence | None
 def ensure_schema(target: Any, *, read_only: bool = False) -> None:
     """Migrate ``target``'s schema to this postline's version (or, ``read_only``, check that
     it is current). Raises ConfigError (newer schema, missing privileges, not migrated)."""
-    from postline.state.migrations import (MIGRATIONS, SchemaState, migrate, refuse_newer,
-                                           schema_state)
+    from postline.state.migrations import (
+        MIGRATIONS,
+        SchemaState,
+        migrate,
+        refuse_newer,
+        schema_state,
+    )
     from postline.state.postgres import connect, query_failure
 
     with connect(target, autocommit=True) as conn:

@@ -15,7 +15,6 @@ from postline.errors import TokenError
 from postline.files import make_dirs
 from postline.state.paths import token_cache_path
 
-
 # the path of a cache, under its old name
 cache_path = token_cache_path
 

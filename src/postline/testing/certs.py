@@ -50,7 +50,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)  # tolerate clock skew
+    return dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate clock skew
 
 
 def make_ca(*, ca_file: Path, ca_key_file: Path) -> None:

@@ -44,7 +44,7 @@ class Conn:
                 return None
             try:
                 chunk = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return None
@@ -100,7 +100,7 @@ class FaultServer:
         while not self._stop.is_set():
             try:
                 sock, _ = self._listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterable, Mapping
 
 HOST = "127.0.0.1"
@@ -49,7 +48,7 @@ def free_ports(count: int = len(SERVICES)) -> dict[str, int]:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((HOST, 0))
             socks.append(s)
-        return {name: s.getsockname()[1] for name, s in zip(SERVICES, socks)}
+        return {name: s.getsockname()[1] for name, s in zip(SERVICES, socks, strict=False)}
     finally:
         for s in socks:
             s.close()

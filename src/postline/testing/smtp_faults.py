@@ -40,7 +40,7 @@ class Received:
 
 
 class _FaultySMTP(SMTP):
-    def __init__(self, owner: "FaultyServer", **kwargs: Any) -> None:
+    def __init__(self, owner: FaultyServer, **kwargs: Any) -> None:
         super().__init__(owner, **kwargs)
         self._owner = owner
         owner._sessions.add(self)
@@ -124,7 +124,7 @@ class FaultyServer:
         self.received.append(mail)
         return f"250 2.0.0 Ok: queued as F{len(self.received)}"
 
-    def start(self) -> "FaultyServer":
+    def start(self) -> FaultyServer:
         """Start serving; returns self with ``port`` set."""
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -169,7 +169,7 @@ class FaultyServer:
             self._thread.join(5)
         self._loop = None
 
-    def __enter__(self) -> "FaultyServer":
+    def __enter__(self) -> FaultyServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

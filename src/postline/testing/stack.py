@@ -26,13 +26,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from postline.testing import certs, install, postgres as pg
+from postline.testing import certs, install
+from postline.testing import postgres as pg
 from postline.testing.errors import StackError
 from postline.testing.info import STATE_FILE, StackInfo
-from postline.testing.ports import (HOST, busy_ports, free_ports, listening_ports, port_open,
-                                    ports_from_base, wait_ports)
-from postline.testing.servers import (HS256_KID, RESOURCE, RS256_KID, SERVERS, TENANT,
-                                      Server, StackConfig)
+from postline.testing.ports import (
+    HOST,
+    busy_ports,
+    free_ports,
+    listening_ports,
+    port_open,
+    ports_from_base,
+    wait_ports,
+)
+from postline.testing.servers import (
+    HS256_KID,
+    RESOURCE,
+    RS256_KID,
+    SERVERS,
+    TENANT,
+    Server,
+    StackConfig,
+)
 
 CC_CLIENT_ID = "cc-client"
 CC_CLIENT_SECRET = "cc-secret"  # a throwaway value of a loopback-only test server

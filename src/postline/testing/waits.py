@@ -44,7 +44,7 @@ def wait_for_mail(stack: Any, user: Any, subject: str, *, folder: str = "INBOX",
     ``user`` (a stack user: ``email``, ``password``) once it arrived; over the stack's
     plain IMAP port, or with ``imaps`` its IMAPS port. Raises AssertionError naming the
     subject and folder when none arrives within ``timeout`` seconds."""
-    from imapclient import IMAPClient   # only the tests that read mail back need it
+    from imapclient import IMAPClient  # only the tests that read mail back need it
 
     if imaps:
         client = IMAPClient(stack.host, port=stack.ports["imaps"],

@@ -32,7 +32,6 @@ def _button(action: str, text: str, csrf: str, *, confirm: str = "", css: str = 
 def asset_actions(project: Any, kind: str, name: str, *, csrf: str, read_only: bool) -> str:
     """The Edit link and, on a connection, the Test connection (and Sign in) buttons."""
     from postline.web.editor import FORM_KINDS, asset_url
-
     from postline.web.signin import _device_directions
 
     entry = project.entry(kind, name)   # ConfigError (404) first when there is no such asset
@@ -107,12 +106,12 @@ def outbox_actions(project: Any, name: str, *, csrf: str, read_only: bool) -> st
 def retry_ledger(project: Any, name: str, keys: list[str]) -> str:
     """Failed mails of source ``name`` (``keys``, or all) back to their input folder;
     returns what was done in one line. Raises ConfigError / PostlineError."""
-    from postline.cli.ledger_cmds import _source_of
+    from postline.project import source_of
     from postline.protocols import open_reader
     from postline.state.stores import open_ledger
     from postline.workflow.retry import retry_failed
 
-    source, conn, protocol = _source_of(project, name)
+    source, conn, protocol = source_of(project, name)
     ledger = open_ledger(project)
     try:
         entries = ledger.entries(name, state=LedgerState.FAILED)

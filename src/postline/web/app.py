@@ -31,11 +31,17 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 
-from postline import __version__
-from postline.errors import (AuthError, ConfigError, ConnectError, DeliveryError, MessageError,
-                             PostlineError, QueueFull)
-from postline.web.guard import (BodyTooLarge, Guard, GuardMiddleware, ServeLimits,
-                                too_large_response)
+from postline.errors import (
+    AuthError,
+    ConfigError,
+    ConnectError,
+    DeliveryError,
+    MessageError,
+    PostlineError,
+    QueueFull,
+)
+from postline.version import __version__
+from postline.web.guard import BodyTooLarge, Guard, GuardMiddleware, ServeLimits, too_large_response
 
 EXAMPLE = {"From": {"Address": "reports@example.test", "PersonalName": "Reports"},
            "To": [{"Address": "ann@example.test", "PersonalName": "Ann"}],

@@ -46,7 +46,7 @@ def changes(old: Mapping | None, new: Mapping | None, *, secret: Iterable[str] =
             continue
         mask = all_secret and key.startswith("values.") or key in hidden
 
-        def shown(v: Any) -> Any:
+        def shown(v: Any, mask: bool = mask) -> Any:
             if v is None:
                 return None
             if mask or (isinstance(v, str) and v.startswith("sealed:")):

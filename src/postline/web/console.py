@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi.responses import HTMLResponse
 
@@ -171,7 +171,7 @@ def asset_page(project: Any, kind: str, name: str, *, actions: str = "") -> str:
     Raises ConfigError when there is no such asset.
     """
     from postline.assets import render
-    from postline.cli.project_cmds import stored_as
+    from postline.project import stored_as
 
     e = project.entry(kind, name)
     parts = [f"<h1>{escape(e.kind)} <code>{escape(e.name)}</code></h1>",
@@ -263,7 +263,6 @@ def outbox_page(project: Any, name: str, *, row_actions=None) -> str:
     """HTML body of ``/services/{name}``; ``row_actions(entry)`` (HTML) fills a last column
     when given. Raises ConfigError if there is no such service."""
     from postline.state.outbox import Outbox
-
     from postline.state.stores import open_outbox, shared_store
 
     if shared_store(project) is not None:   # the fleet's outbox on PostgreSQL

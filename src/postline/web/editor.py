@@ -30,7 +30,6 @@ from postline.web.guard import client_of
 from postline.web.pages import render
 
 
-
 @dataclass(frozen=True)
 class Spec:
     """A kind's form: its sections (from the asset's raw data), its change, new defaults."""

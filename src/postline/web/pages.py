@@ -11,7 +11,7 @@ from typing import Any
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from postline import __version__
+from postline.version import __version__
 
 # inline styles (one <style> per page), scripts only from this server, forms only to it
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; img-src 'self' data:; "

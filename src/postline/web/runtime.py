@@ -40,7 +40,6 @@ def _rate(flow: dict, started: str | None) -> str:
 def outboxes(project: Any) -> list[dict[str, Any]]:
     """Per EmailService: its outbox counts (empty when nothing was queued)."""
     from postline.state.outbox import Outbox, outbox_path
-
     from postline.state.stores import open_outbox, shared_store
 
     path = outbox_path(project.state_dir)

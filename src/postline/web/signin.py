@@ -69,8 +69,8 @@ def _when(ts: float | None) -> str:
 
 def _run(project: Any, conn: Any, state: SignIn) -> None:
     from postline.auth import oauth
-    from postline.state import token_cache
     from postline.protocols import endpoint_of
+    from postline.state import token_cache
 
     def show(direction: str):
         def shown(flow: dict) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 
 from postline.errors import PostlineError
-from postline.protocols.trace import Step, Trace
+from postline.trace import Step, Trace
 from postline.web.pages import HEADERS, render
 
 log = logging.getLogger("postline.web")

@@ -8,10 +8,17 @@ import threading
 from collections.abc import Callable, Iterator
 
 from postline.protocols.base import MessageRef, RawMessage
-from postline.state.ledger import Ledger, Outcome
 from postline.source.schedule import Clock, FailureBackoff
-from postline.workflow.mailjob import (DoneMail, JobResult, MailSettings, Prepared, deliver,
-                                       discard, prepare)
+from postline.state.ledger import Ledger, Outcome
+from postline.workflow.mailjob import (
+    DoneMail,
+    JobResult,
+    MailSettings,
+    Prepared,
+    deliver,
+    discard,
+    prepare,
+)
 
 MAX_ATTEMPTS = 10          # a mail taken this often without an outcome is a poison mail
 INLINE_LIMIT = 2 * 1024 * 1024   # larger mails are spooled to a file by the reader
@@ -109,7 +116,7 @@ def process_mails(fetched: list[RawMessage], attempts: dict[str, int], *, s: Mai
     results: list[tuple[RawMessage, JobResult]] = []
     n = 0
     try:
-        for n, (raw, prep) in enumerate(preps):
+        for n, (raw, prep) in enumerate(preps):  # noqa: B007 (the finally reads n)
             if isinstance(prep, JobResult):
                 res = prep
             elif stop.is_set():

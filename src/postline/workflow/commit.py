@@ -134,7 +134,7 @@ class Committer(abc.ABC):
     def result(self, pending: Pending) -> dict[str, int]:
         """Wait for ``pending``: the attempts of what it acquired. Raises StorageError."""
 
-    def drain(self) -> None:
+    def drain(self) -> None:  # noqa: B027 (optional hook)
         """Wait for every job submitted; their errors are dropped. Never raises."""
 
     def close(self) -> None:
@@ -172,9 +172,7 @@ class ProcessCommitter(Committer):
 
     def __init__(self, ledger_path: Path, ledger: Ledger) -> None:
         env = dict(os.environ)
-        import postline
-
-        home = str(Path(postline.__file__).resolve().parents[1])
+        home = str(Path(__file__).resolve().parents[2])  # the directory holding postline/
         env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "postline.workflow.commit"], stdin=subprocess.PIPE,

@@ -18,18 +18,19 @@ from typing import Any
 
 from postline.errors import Busy, ConfigError, PostlineError, os_error_message
 from postline.files import FILE_MODE
-from postline.state.locks import ProcessLock
 from postline.protocols.base import MailboxReader
 from postline.source.filters import AttachmentRules, MailFilter
-from postline.state.ledger import Ledger
 from postline.source.record import file_key
 from postline.source.schedule import Clock
+from postline.state.ledger import Ledger
+from postline.state.locks import ProcessLock
 from postline.state.stores import open_ledger, shared_store
+from postline.workflow.events import Broadcast, Events, MailEvent
 from postline.workflow.mailjob import MailSettings
 from postline.workflow.processor import Context, Services, load_processor
-from postline.workflow.events import Broadcast, Events, MailEvent
 from postline.workflow.runner import WorkflowRunner, clean_work_dir
-from postline.workflow.sinks import DirectorySink, Sink, make_sink
+from postline.workflow.sink_factory import make_sink
+from postline.workflow.sinks import DirectorySink, Sink
 
 log = logging.getLogger("postline.workflow")
 

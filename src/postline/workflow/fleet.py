@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from postline import __version__
 from postline.errors import PostlineError, StorageError, os_error_message
 from postline.state.leases import Holdings, Leases
 from postline.state.pg_ledger import Fenced
+from postline.version import __version__
 from postline.workflow.events import Broadcast, Events
 
 log = logging.getLogger("postline.fleet")

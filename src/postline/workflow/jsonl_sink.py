@@ -22,7 +22,7 @@ from typing import Any
 from postline.chunks import chunks
 from postline.files import FILE_MODE, dir_mode_for, make_dirs, set_mode
 from postline.protocols.base import RawMessage
-from postline.workflow.sinks import Sink, Staged, _line
+from postline.workflow.sinks import Sink, Staged, record_line
 
 log = logging.getLogger("postline.sinks")
 
@@ -112,7 +112,7 @@ class _JsonlFile:
 
     def append(self, record: dict[str, Any]) -> None:
         key = record["key"]
-        line = _line(record)
+        line = record_line(record)
         with self.lock:
             if key in self.keys:
                 return
@@ -167,7 +167,7 @@ class _JsonlFile:
             return
         index = []
         for end, lines, keys in staged.token:
-            for line, key in zip(lines, keys):
+            for line, key in zip(lines, keys, strict=False):
                 end += len(line)
                 index.append(f"{end} {key}\n")
         # written only now that the lines are on disk, so it never names a lost line

@@ -21,19 +21,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from postline.errors import (DeliveryError, ParseError, PostlineError, StorageError,
-                             storage_error)
+from postline.errors import DeliveryError, ParseError, PostlineError, StorageError, storage_error
 from postline.files import FILE_MODE, SafeDir, dir_mode_for
 from postline.protocols.base import RawMessage
+from postline.retry import backoff
 from postline.source.filters import AttachmentRules, MailFilter
 from postline.source.fingerprint import fingerprint
 from postline.source.headers import iso_utc
-from postline.state.ledger import Entry, Ledger, LedgerState, Outcome
 from postline.source.mime import ParsedMail
 from postline.source.parse import parse_mail
 from postline.source.record import MailPlace, build_record, file_key, header_summary, safe_name
-from postline.retry import backoff
 from postline.source.schedule import Clock
+from postline.state.ledger import Entry, LedgerState, Outcome
 from postline.workflow.processor import Context, Ignore, Processor, ProcessorError, apply
 from postline.workflow.sinks import DirectorySink, Sink
 
@@ -202,7 +201,7 @@ def _store_attachments(record: dict[str, Any], parsed: ParsedMail,
     """Move the stored parts to their home and set the record's ``path``s; ``kept`` lists
     them. A part's file name is ``NN-<name cut to 200 bytes>`` (the record keeps the whole
     name). Raises UnsafePathError (a link where the home or a file goes), OSError."""
-    for i, (att, rec) in enumerate(zip(parsed.attachments, record["attachments"])):
+    for i, (att, rec) in enumerate(zip(parsed.attachments, record["attachments"], strict=False)):
         if att.temp_path is None:
             continue
         if kept.home is None:
@@ -421,14 +420,3 @@ def _deliver(prep: Prepared, *, s: MailSettings, done: list[DoneMail],
             if clock.wait(delay, stop):
                 # stays acquired: the next run takes it up again
                 return result("acquired", "interrupted", why)
-
-
-def process(raw: RawMessage, *, s: MailSettings, ledger: Ledger, stop: threading.Event,
-            clock: Clock) -> JobResult:
-    """:func:`prepare` then :func:`deliver` one mail, with its own duplicate lookup (the
-    runner batches that lookup instead)."""
-    prep = prepare(raw, s=s)
-    if isinstance(prep, JobResult):
-        return prep
-    found = ledger.done_entries(s.source, [prep.identity]).get(prep.identity, [])
-    return deliver(prep, s=s, done=[DoneMail.of(e) for e in found], stop=stop, clock=clock)

@@ -34,20 +34,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from postline.errors import ConfigError, PostlineError, StorageError
+from postline.errors import ConfigError, Ignore, PostlineError, StorageError
 from postline.logs import redact
 
 log = logging.getLogger(__name__)
-
-
-class Ignore(Exception):
-    """Raised by ``on_message`` to skip a mail on purpose: the ledger records it as
-    ``ignored`` with ``reason``, nothing reaches the sinks, and the server does what the
-    source says for ignored mails (``folders.ignore``, ``pop3.ignore``)."""
-
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(reason)
-        self.reason = str(reason).strip() or "ignored by the processor"
 
 
 class ProcessorError(Exception):

@@ -28,15 +28,15 @@ from pathlib import Path
 from postline.chunks import chunks
 from postline.errors import ConfigError, ConnectError, StorageError, storage_error
 from postline.files import make_dirs
-from postline.protocols.base import MailboxReader, MessageRef, RawMessage
-from postline.state.ledger import Ledger, LedgerState, Place, SqliteLedger
-from postline.source.record import ledger_key
 from postline.limiter import WINDOWS, SlidingWindow
+from postline.protocols.base import MailboxReader, MessageRef, RawMessage
+from postline.source.record import ledger_key
 from postline.source.schedule import Clock, FailureBackoff, PollSchedule
+from postline.state.ledger import Ledger, LedgerState, Place, SqliteLedger
+from postline.workflow.batch import INLINE_LIMIT, FetchStream, process_mails, split_batches
+from postline.workflow.commit import Committer, InlineCommitter, Job, Pending, open_committer
 from postline.workflow.events import Events, MailEvent
 from postline.workflow.listing import list_folder, remember
-from postline.workflow.commit import Committer, InlineCommitter, Job, Pending, open_committer
-from postline.workflow.batch import INLINE_LIMIT, FetchStream, process_mails, split_batches
 from postline.workflow.mailjob import JobResult, MailSettings
 from postline.workflow.sinks import Sink, Staged
 

@@ -31,8 +31,8 @@ from postline.errors import DeliveryError
 from postline.files import FILE_MODE, SafeDir, dir_mode_for
 from postline.logs import redact
 from postline.protocols.base import RawMessage
-from postline.source.record import file_key
 from postline.retry import Interrupted, attempts, backoff, retry_after
+from postline.source.record import file_key
 from postline.source.schedule import Clock
 from postline.workflow.commit import sync_path
 
@@ -61,19 +61,19 @@ class Sink(abc.ABC):
         path = getattr(self, "path", None)
         return f"the {self.label} sink {path}" if path else f"the {self.label} sink"
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 (optional hook)
         """Prepare (create folders, load indexes). Raises PostlineError."""
 
     @abc.abstractmethod
     def write(self, record: dict[str, Any], raw: RawMessage) -> None:
         """Write one record; raises on failure (the mail then fails or is retried)."""
 
-    def discard(self, key: str) -> None:
+    def discard(self, key: str) -> None:  # noqa: B027 (optional hook)
         """Take back what :meth:`write` accepted of mail ``key`` since the last
         :meth:`stage` (the mail failed after this sink took it). Raises OSError when that
         cannot be done. By default nothing can be taken back (stdout, HTTP)."""
 
-    def bind_stop(self, clock: Clock, stop: threading.Event) -> None:
+    def bind_stop(self, clock: Clock, stop: threading.Event) -> None:  # noqa: B027 (optional hook)
         """Pauses inside :meth:`write` (retries) wait on ``clock`` and end early once
         ``stop`` is set. By default the sink never pauses."""
 
@@ -91,13 +91,13 @@ class Sink(abc.ABC):
         the writes are already where they go (stdout, HTTP): nothing."""
         return Staged()
 
-    def committed(self, staged: Staged) -> None:
+    def committed(self, staged: Staged) -> None:  # noqa: B027 (optional hook)
         """``staged`` (from :meth:`stage`) is durable now."""
 
-    def unstage(self, staged: Staged) -> None:
+    def unstage(self, staged: Staged) -> None:  # noqa: B027 (optional hook)
         """The commit of ``staged`` failed: the next :meth:`stage` includes it again."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook)
         """Release resources; never raises."""
 
 
@@ -108,13 +108,13 @@ def _dumps(record: dict[str, Any]) -> str:
 try:  # ~10x faster than json for records of text; optional. Same output: compact UTF-8.
     import orjson
 
-    def _line(record: dict[str, Any]) -> bytes:
+    def record_line(record: dict[str, Any]) -> bytes:
         try:
             return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)   # no copy
         except TypeError:  # what orjson refuses (e.g. huge ints from a processor)
             return (_dumps(record) + "\n").encode("utf-8")
 except ImportError:  # pragma: no cover - depends on the installation
-    def _line(record: dict[str, Any]) -> bytes:
+    def record_line(record: dict[str, Any]) -> bytes:
         return (_dumps(record) + "\n").encode("utf-8")
 
 
@@ -272,7 +272,7 @@ class HttpSink(Sink):
     def open(self) -> None:
         import httpx
 
-        from postline.protocols import tls
+        from postline import tls
 
         # The same TLS rules as mail connections (TLS 1.2+, system store + ca_file), and no
         # proxy or CA settings taken from the environment behind the project's back.
@@ -296,7 +296,7 @@ class HttpSink(Sink):
         resp = None
         try:
             # the pause before a retry looks at the last answer (its Retry-After)
-            for _ in attempts(self.retries + 1, delay=lambda n: self._delay(n, resp),
+            for _ in attempts(self.retries + 1, delay=lambda n: self._delay(n, resp),  # noqa: B023 (reads the latest answer on purpose)
                               pause=self._pause):
                 resp = None
                 try:
@@ -336,51 +336,3 @@ def _shown_url(url: str) -> str:
     console, not only the log (whose filter would mask them)."""
     parts = urlsplit(url)
     return redact(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}")
-
-
-def make_sink(config, *, root: Path, ledger: Any = None, project: Any = None) -> Sink:
-    """A sink from a Workflow ``sinks`` entry; relative paths are under the project root.
-    ``ledger``: the run's ledger (a ``postgresql`` sink without url writes in its
-    transactions when it is on PostgreSQL); without one (``postline try``) such a sink
-    writes to the StateStore of ``project`` on its own. Raises ConfigError."""
-    def resolve(p: str) -> Path:
-        path = Path(p).expanduser()
-        return path if path.is_absolute() else root / path
-
-    if config.type == "directory":
-        return DirectorySink(path=resolve(config.path), keep_eml=config.keep_eml,
-                             mode=int(config.mode, 8))
-    if config.type == "jsonl":
-        from postline.workflow.jsonl_sink import JsonlSink
-
-        return JsonlSink(path=resolve(config.path), mode=int(config.mode, 8))
-    if config.type == "stdout":
-        return StdoutSink()
-    if config.type == "http":
-        return HttpSink(url=config.url, headers=dict(config.headers), timeout=config.timeout,
-                        retries=config.retries, min_backoff=config.min_backoff,
-                        max_backoff=config.max_backoff,
-                        ca_file=str(resolve(config.ca_file)) if config.ca_file else None)
-    if config.type == "postgresql":
-        from postline.workflow.pg_sink import PostgresSink
-
-        if config.url:
-            from psycopg.conninfo import make_conninfo
-
-            from postline.assets.kinds.state_store import mask_url
-
-            return PostgresSink(table=config.table, where=mask_url(config.url),
-                                conninfo=make_conninfo(config.url,
-                                                       application_name="postline"))
-        if not hasattr(ledger, "attach") and project is not None:
-            from postline.state.stores import shared_store
-
-            if shared_store(project) is not None:
-                from postline.state.postgres import target_of
-
-                target = target_of(project)
-                return PostgresSink(table=config.table, conninfo=target.conninfo,
-                                    where=target.where)
-        return PostgresSink(table=config.table, ledger=ledger if hasattr(ledger, "attach")
-                            else None)
-    raise ValueError(f"unknown sink type {config.type!r}")

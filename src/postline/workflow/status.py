@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from postline import __version__
 from postline.errors import ConfigError
 from postline.logs import redact
+from postline.version import __version__
 from postline.workflow.events import Events, MailEvent
 
 # No *_created series: each counter would get a second, constant series per label set that

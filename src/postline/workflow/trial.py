@@ -38,12 +38,12 @@ from postline.service.results import QueuedMail
 from postline.source.record import file_key
 from postline.source.schedule import Clock
 from postline.workflow.batch import INLINE_LIMIT
-from postline.workflow.engine import (attachments_home, mail_settings, select_workflows,
-                                      source_of)
+from postline.workflow.engine import attachments_home, mail_settings, select_workflows, source_of
 from postline.workflow.mailjob import JobResult, deliver, prepare
 from postline.workflow.processor import Processor, _shown
 from postline.workflow.runner import server_action
-from postline.workflow.sinks import Sink, make_sink
+from postline.workflow.sink_factory import make_sink
+from postline.workflow.sinks import Sink
 from postline.workflow.trial_mails import MailFile, peek, read_files
 
 TRACE_FRAMES = 3   # the traceback's last frames shown for a failing processor

@@ -16,7 +16,7 @@ from __future__ import annotations
 import mailbox
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from postline.errors import ConfigError
@@ -90,7 +90,7 @@ def read_files(files: list[MailFile], *, connection: str, folder: str
     def raw(name: str, data: bytes, received: float | None) -> RawMessage:
         ref = MessageRef(folder=folder, folder_version=TRIAL_VERSION, id=unique(name),
                          size=len(data), internal_date=None if received is None else
-                         iso_utc(datetime.fromtimestamp(received, timezone.utc)))
+                         iso_utc(datetime.fromtimestamp(received, UTC)))
         return RawMessage(ref=ref, data=data)
 
     for f in files:
@@ -125,7 +125,7 @@ def _from_line_time(message: mailbox.mboxMessage) -> float | None:
         when = datetime.strptime(" ".join(parts[1].split()[:5]), "%a %b %d %H:%M:%S %Y")
     except ValueError:
         return None
-    return when.replace(tzinfo=timezone.utc).timestamp()
+    return when.replace(tzinfo=UTC).timestamp()
 
 
 def peek(open_reader: Callable[[], MailboxReader], *, connection: str, folder: str, n: int,

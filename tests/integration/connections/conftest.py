@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from connhelpers import LocalCA, StubProject
+
 from postline.auth import oauth
 
 

@@ -10,11 +10,11 @@ import re
 import threading
 
 import pytest
-
 from connhelpers import endpoint_data
+
 from postline.auth import oauth
-from postline.state import token_cache
 from postline.cli import main
+from postline.state import token_cache
 from postline.testing.waits import poll
 
 pytestmark = pytest.mark.stack

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from connhelpers import endpoint_data
+
 from postline.cli import main
 from postline.cli.stack_cmds import env_vars
 

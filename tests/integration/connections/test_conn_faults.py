@@ -10,17 +10,21 @@ import logging
 import socket
 
 import pytest
+from connhelpers import incoming, outgoing
 
+from postline import tls
 from postline.auth.credentials import PasswordLogin
-from postline.errors import (ConnectError, ConnectTimeout, InsecureAuthRefused,
-                             StartTLSUnavailable, TLSError)
-from postline.protocols import tls
+from postline.errors import (
+    ConnectError,
+    ConnectTimeout,
+    InsecureAuthRefused,
+    StartTLSUnavailable,
+    TLSError,
+)
 from postline.protocols.imap import ImapReader
 from postline.protocols.pop3 import Pop3Reader
 from postline.protocols.smtp import SmtpSender
 from postline.testing.faults import FaultServer, drops_mid_command, no_starttls, silent
-
-from connhelpers import incoming, outgoing
 
 LOGIN = PasswordLogin(user="bob@example.test", password="bob-secret-pw")
 

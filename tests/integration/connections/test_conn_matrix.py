@@ -6,10 +6,9 @@ import asyncio
 import uuid
 
 import pytest
+from connhelpers import device_login, endpoint_data
 
 from postline.protocols import Envelope, open_reader, open_sender
-
-from connhelpers import device_login, endpoint_data
 
 pytestmark = pytest.mark.stack
 

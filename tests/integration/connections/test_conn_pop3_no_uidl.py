@@ -3,11 +3,11 @@ stay the same across sessions, and fetch/delete work with them."""
 
 from __future__ import annotations
 
+from connhelpers import incoming
+
 from postline.auth.credentials import PasswordLogin
 from postline.protocols.pop3 import Pop3Reader
 from postline.testing.faults import FaultServer, Pop3Maildrop, pop3_without_uidl
-
-from connhelpers import incoming
 
 LOGIN = PasswordLogin(user="bob@example.test", password="bob-secret-pw")
 

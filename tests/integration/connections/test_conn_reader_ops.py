@@ -7,9 +7,9 @@ import time
 import uuid
 
 import pytest
+from connhelpers import endpoint_data
 from imapclient import IMAPClient
 
-from connhelpers import endpoint_data
 from postline.errors import ConfigError
 from postline.protocols import open_reader
 from postline.protocols.base import Capabilities

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
-
 from connhelpers import endpoint_data, outgoing
+
 from postline.errors import DeliveryError
 from postline.protocols import Envelope, open_sender
 from postline.protocols.smtp import SmtpSender

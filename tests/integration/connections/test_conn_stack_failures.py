@@ -6,8 +6,8 @@ import asyncio
 import logging
 
 import pytest
-
 from connhelpers import endpoint_data
+
 from postline.auth.credentials import OAuthLogin, StaticToken
 from postline.errors import AuthError, ConnectError, LoginRequired, TLSError, TokenError
 from postline.protocols import Envelope, open_reader, open_sender
@@ -46,6 +46,7 @@ def test_wrong_password(protocol, project, mail_stack, mailbox_user):
 
 def _oauth_endpoint(stack, protocol, user):
     from connhelpers import PORT_KEYS
+
     from postline.assets.kinds.connection import Incoming, Outgoing
 
     cls = Outgoing if protocol == "smtp" else Incoming
@@ -178,6 +179,7 @@ def test_revoked_refresh_token_asks_for_login_again(project, mail_stack, mailbox
     import json
 
     from connhelpers import device_login
+
     from postline.state import token_cache
 
     project.add({"name": "Box", "incoming": endpoint_data(

@@ -11,7 +11,6 @@ import json
 import pytest
 
 
-
 def records(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 

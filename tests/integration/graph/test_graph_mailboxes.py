@@ -124,7 +124,7 @@ def test_four_requests_per_app_across_mailboxes(mail_stack, graph):
     lists = [r.list_messages("inbox")[0] for r in readers]
     graph.clear()
     threads = [threading.Thread(target=r.move, args=(refs, "Done"))
-               for r, refs in zip(readers, lists)]
+               for r, refs in zip(readers, lists, strict=False)]
     for t in threads:
         t.start()
     for t in threads:

@@ -15,6 +15,7 @@ from collections import Counter
 
 import pytest
 from srchelpers import deliver_many, make_mail
+
 from postline.testing.waits import poll
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from srchelpers import wait_until
 
-from postline.state.outbox import Outbox
 from postline.state.ledger import SqliteLedger, ledger_path
+from postline.state.outbox import Outbox
 from postline.testing.smtp_faults import FaultyServer
 
 DEMO = Path(__file__).parents[3] / "examples" / "local" / "processors" / "tag.py"

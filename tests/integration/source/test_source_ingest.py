@@ -7,8 +7,8 @@ import threading
 import pytest
 from srchelpers import DropProxy, deliver_many, make_mail, wait_until
 
-from postline.state.ledger import SqliteLedger, ledger_path
 from postline.source.record import validate_record
+from postline.state.ledger import SqliteLedger, ledger_path
 
 pytestmark = pytest.mark.stack
 
@@ -49,8 +49,9 @@ def test_imap_ingest_records_attachments_and_nested_non_ascii_done_folder(
 def test_nested_folders_on_a_server_whose_delimiter_is_a_dot(tmp_path, mail_stack):
     # the stack's "dotted*" users see "." as the hierarchy delimiter (Courier, Cyrus,
     # Dovecot's Maildir++ default): "Archiv/Erledigt" in the asset is Archiv.Erledigt there
-    from postline.testing.info import MailUser
     from srchelpers import Mailbox, SourceProject
+
+    from postline.testing.info import MailUser
 
     user = MailUser.fresh("dotted")
     box = Mailbox(mail_stack, user)
@@ -138,7 +139,7 @@ def test_idle_picks_up_new_mail(source_project, mailbox, mail_stack, mailbox_use
     try:
         for i in range(2):
             mailbox.append("INBOX", make_mail(i, f"pushed {i}"))
-            wait_until(lambda: len(p.records()) == i + 1, 10, f"record of pushed mail {i}")
+            wait_until(lambda i=i: len(p.records()) == i + 1, 10, f"record of pushed mail {i}")
     finally:
         stop.set()
         t.join(10)

@@ -121,7 +121,7 @@ def test_sends_are_shown_not_sent_unless_asked(source_project, mailbox, mail_sta
     ops = MailUser.fresh("ops")
     (source_project.root).mkdir(parents=True, exist_ok=True)
     (source_project.root / "proc.py").write_text(
-        "def on_message(message, ctx):\n"
+        "def on_message(message, ctx):\n"  # noqa: UP031 (Python source full of braces)
         "    ctx.services.Notify.Send({'To': [{'Address': %r, 'PersonalName': 'Ops'}],\n"
         "                              'Subject': 'about ' + message['subject'],\n"
         "                              'Body': 'seen'})\n" % ops.email)

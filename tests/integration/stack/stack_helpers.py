@@ -7,7 +7,6 @@ import imaplib
 import json
 import smtplib
 
-
 from postline.testing.info import StackInfo
 from postline.testing.waits import eventually
 

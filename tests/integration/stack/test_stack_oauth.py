@@ -93,9 +93,9 @@ def test_two_device_approvals_keep_their_users(mail_stack: StackInfo, oidc_http:
         "client_id": mail_stack.device_client_id,
         "scope": "openid offline_access " + " ".join(mail_stack.mail_scopes)}).json()
         for _ in users]
-    for flow, user in zip(reversed(flows), reversed(users)):
+    for flow, user in zip(reversed(flows), reversed(users), strict=False):
         mail_stack.approve_device(flow["verification_uri_complete"], login=user.email)
-    for flow, user in zip(flows, users):
+    for flow, user in zip(flows, users, strict=False):
         resp = oidc_http.post(discovery["token_endpoint"], data={
             "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
             "device_code": flow["device_code"], "client_id": mail_stack.device_client_id})

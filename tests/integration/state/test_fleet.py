@@ -204,9 +204,8 @@ def test_three_instances_share_six_mailboxes_through_a_kill_and_a_freeze(fleet, 
 
 def test_a_postgresql_sink_with_its_own_url_is_idempotent_on_key(tmp_path, mail_stack,
                                                                   pg_url, schema):
-    from postline.workflow.engine import run_workflows
-
     import postline
+    from postline.workflow.engine import run_workflows
 
     user = MailUser.fresh("pgsink")
     _deliver(mail_stack, user, [_mail(0, k) for k in range(5)])
@@ -250,11 +249,11 @@ def test_postgresql_restarted_and_away_past_the_lease(tmp_path, mail_stack, sche
     """Instances pause while the database is away (no mail moved or written without it),
     lose their leases past lease_seconds, and take the sources again when it is back:
     nothing lost, nothing twice."""
-    from postline.testing.ports import free_port
-    from postline.testing.postgres import DevPostgres
-
     import shutil
     import tempfile
+
+    from postline.testing.ports import free_port
+    from postline.testing.postgres import DevPostgres
 
     # as the pg_server fixture: a directory the 'postgres' user can enter (when root)
     parent = Path(tempfile.mkdtemp(prefix="postline-pg-"))
@@ -350,10 +349,9 @@ def test_instances_joining_and_leaving_rebalance_and_never_share_a_source(fleet,
 
 def test_run_once_ledger_commands_and_the_console_use_the_state_store(
         tmp_path, mail_stack, pg_url, schema, capsys, monkeypatch):
+    import postline
     from postline.cli import main
     from postline.web.console import ledger_page
-
-    import postline
 
     f = Fleet(tmp_path / "proj", mail_stack, pg_url, schema, 1, slow=0)
     _deliver(mail_stack, f.users[0], [_mail(0, k) for k in range(3)])

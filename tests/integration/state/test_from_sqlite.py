@@ -7,8 +7,8 @@ import json
 
 import postline
 from postline.cli import main
-from postline.state.outbox import Outbox
 from postline.state.ledger import Outcome, Place, SqliteLedger
+from postline.state.outbox import Outbox
 from postline.state.stores import open_ledger, open_outbox
 
 

@@ -10,8 +10,14 @@ import pytest
 from psycopg import sql
 
 from postline.errors import ConfigError
-from postline.state.migrations import (MIGRATIONS, Migration, SchemaState, latest_version,
-                                       migrate, schema_state)
+from postline.state.migrations import (
+    MIGRATIONS,
+    Migration,
+    SchemaState,
+    latest_version,
+    migrate,
+    schema_state,
+)
 
 STEPS = (
     Migration(version=1, description="one", statements=(

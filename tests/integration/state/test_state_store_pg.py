@@ -202,10 +202,9 @@ def test_state_migrate_without_a_postgresql_store(tmp_path, capsys):
 
 def test_a_pool_from_the_store_and_its_first_login_checked(store_project, pg_server):
     from postline.errors import AuthError
+    from postline.logs import redact
     from postline.project import open_project
     from postline.state.postgres import open_pool, target_of
-
-    from postline.logs import redact
 
     target = target_of(open_project(store_project()))
     assert "postline-pass" not in repr(target)

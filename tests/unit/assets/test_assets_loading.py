@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from asset_helpers import CONN, SECRETS, messages
 
 from postline.errors import ConfigError, ValidationFailed
 from postline.project import load_project, open_project
-
-from asset_helpers import CONN, SECRETS, messages
 
 
 def test_multi_document_files_recursive_dirs_and_yml(load):

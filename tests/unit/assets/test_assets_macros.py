@@ -11,7 +11,7 @@ from postline.assets.datefmt import DatePatternError, format_date
 from postline.assets.macros import MacroContext, MacroError, Resolved, expand, expand_tracked
 from postline.errors import SecretError
 
-T = dt.datetime(2024, 3, 5, 14, 7, 9, 123456, tzinfo=dt.timezone.utc)
+T = dt.datetime(2024, 3, 5, 14, 7, 9, 123456, tzinfo=dt.UTC)
 CTX = MacroContext(handlers={"env": {"A": "env-a", "WHICH": "A", "EMPTY": "", "B": "env-b"}.get,
                              "lay": {"A": "lay-a", "X": "lay-x"}.get},
                    now=lambda: T)

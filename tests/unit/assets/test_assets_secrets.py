@@ -169,7 +169,7 @@ def test_set_replaces_a_value_and_keeps_every_other_line(tmp_path):
     written = set_sealed(tmp_path, "MailSecrets", "password", "sealed:AAAA")
     after = (tmp_path / "a.yaml").read_text()
     before_lines, after_lines = ORIGINAL.splitlines(), after.splitlines()
-    changed = [i for i, (a, b) in enumerate(zip(before_lines, after_lines)) if a != b]
+    changed = [i for i, (a, b) in enumerate(zip(before_lines, after_lines, strict=False)) if a != b]
     assert changed == [14] and len(before_lines) == len(after_lines)
     assert after_lines[14] == "    password: sealed:AAAA   # trailing comment"
     assert (written.path, written.line, written.created) == (tmp_path / "a.yaml", 15, False)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from postline.assets.writer import (DELETE, appended_text, digest, edited_text, removed_text,
-                                    split_documents)
+from postline.assets.writer import (
+    DELETE,
+    appended_text,
+    digest,
+    edited_text,
+    removed_text,
+    split_documents,
+)
 from postline.errors import ConfigError
 
 TEXT = """\

@@ -17,7 +17,7 @@ variables:
   a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
 """ + "".join(
     f"  {c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n"
-    for p, c in zip("abcdefgh", "bcdefghi"))
+    for p, c in zip("abcdefgh", "bcdefghi", strict=False))
 
 
 def validate(root: Path) -> subprocess.CompletedProcess:

@@ -207,7 +207,7 @@ def test_keys_create_then_secret_set_from_stdin_then_use(capsys, local, tmp_path
     code, out, err = run(capsys, "secret", "set", str(local), "DemoSecrets", "password")
     assert code == 0 and out.startswith(f"sealed DemoSecrets.password into {local}/secrets.yaml:14")
     after = (local / "secrets.yaml").read_text()
-    assert [a for a, b in zip(before.splitlines(), after.splitlines()) if a != b] == [
+    assert [a for a, b in zip(before.splitlines(), after.splitlines(), strict=False) if a != b] == [
         "  password: env:POSTLINE_DEMO_PASSWORD"]
     assert PLAINTEXT not in after and PLAINTEXT not in out + err
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import email.utils
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from postline.retry import Interrupted, attempts, backoff, retry_after
 
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
 
 
 def test_backoff_doubles_from_the_first_pause_up_to_the_cap():

@@ -9,10 +9,22 @@ import pytest
 
 from postline.errors import ConfigError, ConnectError, DeliveryError, ProtocolError, TokenError
 from postline.protocols.base import Envelope
-from postline.protocols.graph import (flag_patch, merge_delta, permanent_delete_supported,
-                                      ref_of, split_path, warn_delegation)
-from postline.protocols.graph_http import (GraphSession, RetryPolicy, graph_error_of,
-                                           mailbox_path, mailbox_unusable, sync_state_lost)
+from postline.protocols.graph import (
+    flag_patch,
+    merge_delta,
+    permanent_delete_supported,
+    ref_of,
+    split_path,
+    warn_delegation,
+)
+from postline.protocols.graph_http import (
+    GraphSession,
+    RetryPolicy,
+    graph_error_of,
+    mailbox_path,
+    mailbox_unusable,
+    sync_state_lost,
+)
 from postline.protocols.graph_mime import MAX_MIME_BYTES, split_attachments, without_bcc
 from postline.protocols.graph_send import GraphSender, plan
 

@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from postline.protocols import net, tls
+from postline import tls
+from postline.protocols import net
 from postline.protocols.tls_bio import BioContext, BioSocket
 from postline.testing.certs import ensure_tls
 

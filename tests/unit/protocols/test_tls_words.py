@@ -4,9 +4,10 @@ import ssl
 
 import pytest
 
-from postline.errors import ConfigError, InsecureAuthRefused
-from postline.protocols import net, tls
+from postline import tls
 from postline.assets.kinds.connection import Incoming
+from postline.errors import ConfigError, InsecureAuthRefused
+from postline.protocols import net
 
 
 def _verify_error(code: int, message: str) -> ssl.SSLCertVerificationError:
@@ -94,7 +95,7 @@ def test_system_store_is_read_from_the_hashed_directory_when_nothing_says_otherw
 
     import pytest
 
-    from postline.protocols import tls
+    from postline import tls
 
     for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
         monkeypatch.delenv(name, raising=False)

@@ -107,7 +107,7 @@ def test_queue_full_is_a_clear_error(service_factory):
             return await super().send(*a, **k)
 
     svc, sender = service_factory(Stuck(), send_queue_size=3, max_connections=1)
-    for i in range(3):
+    for _ in range(3):
         svc.SendAndForget(MSG)
     with pytest.raises(QueueFull) as err:
         svc.SendAndForget(MSG)

@@ -9,8 +9,8 @@ from service_fakes import MSG, FakeSender, make_project
 
 from postline.errors import MessageError
 from postline.service import open_service
-from postline.service.mime import message_to_json, new_identity
 from postline.service.message import normalise
+from postline.service.mime import message_to_json, new_identity
 from postline.web.app import create_app
 
 TOKEN = "test-token-0123456789abcdef"

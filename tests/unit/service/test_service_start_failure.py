@@ -8,11 +8,11 @@ import pytest
 from service_fakes import FakeSender
 
 from postline.errors import StorageError
+from postline.limiter import SlidingWindow
 from postline.service.email_service import EmailService
 from postline.service.engine import EngineSettings
 from postline.state.locks import ProcessLock
 from postline.state.outbox import Outbox
-from postline.limiter import SlidingWindow
 
 
 class _FullDiskOutbox(Outbox):

@@ -16,8 +16,13 @@ import pytest
 from hostile_mail import SHAPES
 
 from postline.source.filters import AttachmentRules
-from postline.source.limits import (MAX_ADDRESSES, MAX_HEADER_VALUE, MAX_HEADERS, MAX_PARTS,
-                                    MAX_STORED)
+from postline.source.limits import (
+    MAX_ADDRESSES,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    MAX_PARTS,
+    MAX_STORED,
+)
 from postline.source.parse import parse_mail
 from postline.source.record import MailPlace, build_record, validate_record
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from postline.limiter import WINDOWS, SlidingWindow
 from postline.retry import backoff
@@ -11,7 +11,7 @@ from postline.source.schedule import FailureBackoff, FakeClock, PollSchedule
 
 
 def ts(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 def test_interval_schedule():

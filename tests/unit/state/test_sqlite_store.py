@@ -139,7 +139,8 @@ def test_one_place_names_the_files(tmp_path):
 def test_the_old_module_paths_still_import():
     from postline.locks import ProcessLock
     from postline.service.outbox import Outbox as OldOutbox
-    from postline.source.ledger import STATES, Entry, Ledger, Outcome, Place as OldPlace
+    from postline.source.ledger import STATES, Entry, Ledger, Outcome
+    from postline.source.ledger import Place as OldPlace
     from postline.state.locks import ProcessLock as NewLock
 
     assert OldOutbox is Outbox and OldPlace is Place and ProcessLock is NewLock

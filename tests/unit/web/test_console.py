@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from postline.project import open_project
-from postline.state.outbox import Outbox
 from postline.state.ledger import Outcome, Place, SqliteLedger, ledger_path
+from postline.state.outbox import Outbox
 from postline.web.app import create_app
 
 TOKEN = "console-token-0123456789abcdef"

@@ -13,10 +13,10 @@ from wf_support import mail, read_jsonl
 
 import postline
 from postline.files import SafeDir, make_dirs, private_sqlite
-from postline.state.outbox import Outbox
-from postline.state.ledger import SqliteLedger, ledger_path
 from postline.source.record import file_key
 from postline.source.schedule import FakeClock
+from postline.state.ledger import SqliteLedger, ledger_path
+from postline.state.outbox import Outbox
 from postline.workflow.engine import run_workflows
 
 PDF = b"%PDF-1.4\n" + b"7" * 2000
@@ -237,9 +237,9 @@ def test_the_directory_sink_copies_a_spooled_mail(tmp_path, loose_umask):
 
 
 def test_token_cache_lock_and_spool_files_are_private(tmp_path, loose_umask):
+    from postline.protocols.spool import open_spool
     from postline.state import token_cache
     from postline.state.locks import ProcessLock
-    from postline.protocols.spool import open_spool
 
     class Sealer:
         def seal(self, data: bytes) -> str:

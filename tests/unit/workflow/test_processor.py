@@ -10,8 +10,8 @@ from wf_support import Crash, FakeMailbox, mail, read_jsonl
 
 from postline.errors import ConfigError, ValidationFailed
 from postline.logs import register_secret
-from postline.state.ledger import SqliteLedger, ledger_path
 from postline.source.schedule import FakeClock
+from postline.state.ledger import SqliteLedger, ledger_path
 from postline.workflow.engine import run_workflows
 
 

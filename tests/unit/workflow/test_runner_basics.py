@@ -8,9 +8,9 @@ import pytest
 from wf_support import Crash, mail, read_jsonl
 
 from postline.errors import ConnectError
-from postline.state.ledger import SqliteLedger, ledger_path
 from postline.source.record import validate_record
 from postline.source.schedule import FakeClock
+from postline.state.ledger import SqliteLedger, ledger_path
 from postline.workflow.commit import InlineCommitter
 from postline.workflow.engine import build_runner, run_workflows
 from postline.workflow.events import Events

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from wf_support import mail, read_jsonl
 
-from postline.state.ledger import Outcome, Place, SqliteLedger, ledger_path
 from postline.source.schedule import FakeClock
+from postline.state.ledger import Outcome, Place, SqliteLedger, ledger_path
 from postline.workflow.engine import run_workflows
 
 

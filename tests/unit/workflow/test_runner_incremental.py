@@ -9,8 +9,8 @@ import sqlite3
 import pytest
 from wf_support import FakeMailbox, mail, read_jsonl
 
-from postline.state.ledger import SqliteLedger, ledger_path
 from postline.source.schedule import FakeClock
+from postline.state.ledger import SqliteLedger, ledger_path
 from postline.workflow.engine import run_workflows
 
 

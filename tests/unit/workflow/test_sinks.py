@@ -15,8 +15,8 @@ from wf_support import mail, read_jsonl
 
 from postline.errors import ConfigError, DeliveryError
 from postline.protocols.base import MessageRef, RawMessage
-from postline.state.ledger import SqliteLedger, ledger_path
 from postline.source.schedule import Clock, FakeClock
+from postline.state.ledger import SqliteLedger, ledger_path
 from postline.workflow.engine import run_workflows
 from postline.workflow.sinks import HttpSink
 

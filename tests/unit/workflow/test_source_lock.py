@@ -6,15 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest
 
 from postline.errors import Busy
 from postline.state.locks import Holder, ProcessLock, parse_holder
-from postline.workflow.engine import lock_sources, source_lock
 from postline.testing.waits import eventually
+from postline.workflow.engine import lock_sources, source_lock
 
 
 def _project(tmp_path):

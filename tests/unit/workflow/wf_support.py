@@ -9,8 +9,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from postline.errors import ConnectError
-from postline.protocols.base import (Capabilities, FolderInfo, FolderState, MailboxReader,
-                                     MessageRef, RawMessage)
+from postline.protocols.base import (
+    Capabilities,
+    FolderInfo,
+    FolderState,
+    MailboxReader,
+    MessageRef,
+    RawMessage,
+)
 
 
 class Crash(BaseException):
@@ -60,7 +66,7 @@ class FakeMailbox:
     def fail(self, call: str, exc: BaseException) -> None:
         self.faults.setdefault(call, []).append(exc)
 
-    def reader(self) -> "FakeReader":
+    def reader(self) -> FakeReader:
         return FakeReader(self)
 
 

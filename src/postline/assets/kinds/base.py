@@ -35,8 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler,
-                      ValidationInfo)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationInfo,
+)
 from pydantic_core import core_schema
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -79,7 +85,7 @@ class SecretRef(str):
         return self.rsplit(".", 1)[1]
 
     @classmethod
-    def _validate(cls, value: Any) -> "SecretRef":
+    def _validate(cls, value: Any) -> SecretRef:
         if not isinstance(value, str) or not cls._pattern.match(value):
             raise ValueError("must name a key of a Secret asset as SecretAsset.key")
         return cls(value)
@@ -153,7 +159,7 @@ class AssetModel(BaseModel):
         """Warnings for this (valid) asset; kinds override this. Never raises."""
         return []
 
-    def project_warnings(self, lookup: "Lookup") -> list[ConfigWarning]:
+    def project_warnings(self, lookup: Lookup) -> list[ConfigWarning]:
         """Warnings that depend on other assets of the project (``lookup(kind, name)`` gives
         a valid asset or None); kinds override this. Never raises."""
         return []

@@ -25,12 +25,18 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from postline.assets.kinds.base import (AssetModel, ConfigWarning, ProjectPath, SecretRef,
-                                        field_error, register_kind)
+from postline.assets.kinds.base import (
+    AssetModel,
+    ConfigWarning,
+    ProjectPath,
+    SecretRef,
+    field_error,
+    register_kind,
+)
 
 __all__ = [
     "EmailConnection", "Endpoint", "Incoming", "Outgoing", "Microsoft365", "NoCredential",
@@ -78,11 +84,11 @@ class OAuthDeviceFlow(BaseModel):
 
 
 Credential = Annotated[
-    Union[NoCredential, SecretCredential, OAuthClientCredentials, OAuthDeviceFlow],
+    NoCredential | SecretCredential | OAuthClientCredentials | OAuthDeviceFlow,
     Field(discriminator="type"),
 ]
 OAuthCredential = Annotated[
-    Union[OAuthClientCredentials, OAuthDeviceFlow], Field(discriminator="type")
+    OAuthClientCredentials | OAuthDeviceFlow, Field(discriminator="type")
 ]
 
 # (protocol, security) -> port chosen when ``port`` is omitted
@@ -113,7 +119,7 @@ class Endpoint(BaseModel):
     credential: Credential = Field(default_factory=lambda: NoCredential(type="none"))
 
     @model_validator(mode="after")
-    def _host_required(self) -> "Endpoint":
+    def _host_required(self) -> Endpoint:
         if self.protocol != "none" and not self.host:
             raise field_error("host", f"is required when protocol is {self.protocol}")
         return self
@@ -176,7 +182,7 @@ class Microsoft365(BaseModel):
     max_concurrent_requests: int = Field(default=4, ge=1, le=16)
 
     @model_validator(mode="after")
-    def _mailbox_for_app_only(self) -> "Microsoft365":
+    def _mailbox_for_app_only(self) -> Microsoft365:
         if self.credential.type == "oauth_client_credentials" and not self.mailbox:
             raise field_error("mailbox", "is required with oauth_client_credentials "
                               "(an app-only token has no user of its own)")
@@ -192,7 +198,7 @@ class EmailConnection(AssetModel):
     microsoft365: Microsoft365 | None = None
 
     @model_validator(mode="after")
-    def _shape(self) -> "EmailConnection":
+    def _shape(self) -> EmailConnection:
         if self.type == "standard":
             if self.microsoft365 is not None:
                 raise field_error("microsoft365",

@@ -32,8 +32,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from postline.assets.kinds.base import (AssetModel, ConfigWarning, Lookup, Ref, Template,
-                                        register_kind)
+from postline.assets.kinds.base import (
+    AssetModel,
+    ConfigWarning,
+    Lookup,
+    Ref,
+    Template,
+    register_kind,
+)
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -130,7 +136,7 @@ class Polling(BaseModel):
         return seconds
 
     @model_validator(mode="after")
-    def _one_schedule(self) -> "Polling":
+    def _one_schedule(self) -> Polling:
         if self.interval is not None and self.cron is not None:
             raise ValueError("give either interval or cron, not both")
         if self.cron is not None:
@@ -174,7 +180,7 @@ class Backoff(BaseModel):
     reset_after_seconds: float | None = Field(default=600.0, gt=0)
 
     @model_validator(mode="after")
-    def _order(self) -> "Backoff":
+    def _order(self) -> Backoff:
         if self.max < self.min:
             raise ValueError(f"max ({self.max}) must not be less than min ({self.min})")
         return self
@@ -200,7 +206,7 @@ class Failure(BaseModel):
     max_backoff: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="after")
-    def _order(self) -> "Failure":
+    def _order(self) -> Failure:
         if self.max_backoff < self.min_backoff:
             raise ValueError(f"max_backoff ({self.max_backoff}) must not be less than "
                              f"min_backoff ({self.min_backoff})")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -99,7 +99,7 @@ class PostgresqlSink(BaseModel):
     url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
 
 
-Sink = Annotated[Union[DirectorySink, JsonlSink, StdoutSink, HttpSink, PostgresqlSink],
+Sink = Annotated[DirectorySink | JsonlSink | StdoutSink | HttpSink | PostgresqlSink,
                  Field(discriminator="type")]
 
 
