@@ -9,9 +9,7 @@ result is parsed again and checked before it replaces the file (atomically).
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from postline.assets.kinds.base import NAME_PATTERN
+from postline.assets.writer import replace_file
 from postline.assets.yamlfiles import find_files
 from postline.errors import ConfigError
 
@@ -50,7 +49,7 @@ def set_sealed(root: Path, asset: str, key: str, sealed: str, *,
     path, text, doc = found
     new_text, line = _edit(text, doc, key, sealed, path)
     _check(new_text, asset, key, sealed, path)
-    _replace(path, new_text)
+    replace_file(path, new_text)
     return Written(path, line, False)
 
 
@@ -168,7 +167,7 @@ def _append_new(path: Path, asset: str, key: str, sealed: str) -> Written:
         new_text = ("# Secret assets: values are sealed to the project's public key\n"
                     "# (postline.pub); only the private key can read them.\n" + block)
     _check(new_text, asset, key, sealed, path)
-    _replace(path, new_text)
+    replace_file(path, new_text)
     return Written(path, new_text.count("\n"), True)
 
 
@@ -183,16 +182,3 @@ def _check(text: str, asset: str, key: str, sealed: str, path: Path) -> None:
             return
     raise ConfigError(f"could not update {path} safely; add this line under values: of "
                       f"Secret/{asset} by hand: {key}: {sealed}")
-
-
-def _replace(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
